@@ -1,0 +1,1 @@
+"""autonomic: a durable, event-driven runtime for autonomous LLM agents."""

@@ -1,0 +1,109 @@
+"""Test doubles shipped with the library: a scripted model and a function model.
+
+``ScriptedModel`` answers the k-th model turn of a run with the k-th scripted item, where
+k is counted from the assistant messages already in the request. Because the position
+comes from the conversation and not from a counter in memory, one instance serves many
+runs at once and a run resumed in a new process gets the right answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from autonomic.errors import ModelError
+from autonomic.models.base import ModelRequest, ModelResponse, ToolCall, Usage
+
+__all__ = ["FunctionModel", "ScriptedModel", "tool_call"]
+
+ScriptItem = str | ToolCall | Sequence[ToolCall] | ModelResponse | BaseException
+
+
+def tool_call(name: str, /, **arguments: Any) -> ToolCall:
+    """A tool call for a script; its id is filled in by the model that returns it."""
+    return ToolCall(id="", name=name, arguments=arguments)
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+def _with_ids(calls: Sequence[ToolCall], turn: int) -> tuple[ToolCall, ...]:
+    return tuple(
+        c if c.id else ToolCall(f"call_{turn}_{i}", c.name, c.arguments, c.error)
+        for i, c in enumerate(calls)
+    )
+
+
+def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) -> ModelResponse:
+    if isinstance(item, BaseException):
+        raise item
+    if isinstance(item, ModelResponse):
+        if item.tool_calls and not all(c.id for c in item.tool_calls):
+            item = msgspec.structs.replace(item, tool_calls=_with_ids(item.tool_calls, turn))
+        return item
+    if isinstance(item, str):
+        text, calls = item, ()
+    elif isinstance(item, ToolCall):
+        text, calls = "", _with_ids([item], turn)
+    else:
+        text, calls = "", _with_ids(item, turn)
+    prompt = sum(_estimate_tokens(m.content) for m in request.messages)
+    output = _estimate_tokens(text) + sum(_estimate_tokens(str(c.arguments)) for c in calls)
+    return ModelResponse(text=text, tool_calls=calls, usage=Usage(prompt, output), model=name)
+
+
+class ScriptedModel:
+    """Answers turn k of a run with ``script[k]``: text, a tool call, several, or an error."""
+
+    def __init__(
+        self, script: Sequence[ScriptItem], *, name: str = "scripted", latency: float = 0.0
+    ) -> None:
+        self._script = list(script)
+        self._name = name
+        self._latency = latency
+        self.calls = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self._latency:
+            await asyncio.sleep(self._latency)
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        if turn >= len(self._script):
+            raise ModelError(
+                f"ScriptedModel has no response for turn {turn + 1} "
+                f"(the script has {len(self._script)})"
+            )
+        return _as_response(self._script[turn], turn, request, self._name)
+
+
+ModelFunction = Callable[[ModelRequest], "ScriptItem | Awaitable[ScriptItem]"]
+
+
+class FunctionModel:
+    """Lets your function decide each response; it may be sync or async."""
+
+    def __init__(self, function: ModelFunction, *, name: str = "function") -> None:
+        self._function = function
+        self._name = name
+        self.calls = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        item = self._function(request)
+        if inspect.isawaitable(item):
+            item = await item
+        return _as_response(item, turn, request, self._name)
