@@ -7,6 +7,7 @@ live beside this file; the runtime only ever sees this interface.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -14,9 +15,11 @@ import msgspec
 __all__ = [
     "Message",
     "Model",
+    "ModelChunk",
     "ModelRequest",
     "ModelResponse",
     "Role",
+    "StreamingModel",
     "ToolCall",
     "ToolSpec",
     "Usage",
@@ -74,7 +77,14 @@ class ModelRequest(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ModelResponse(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One answer. ``cost`` is in USD; ``None`` means it could not be priced."""
+    """One answer. ``cost`` is in USD; ``None`` means it could not be priced.
+
+    ``meta`` keys set by the adapters and wrappers in this package: ``price_unknown``
+    (cost counted at the table's highest price), ``usage_estimated``, ``cached`` and
+    ``cache`` ("exact" or "semantic"), ``tier`` (which cascade tier answered),
+    ``attempts`` (retries), ``fallback_from``, ``breaker`` (circuit breaker transitions
+    seen during the call), ``repaired`` (what was fixed in malformed output).
+    """
 
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -92,3 +102,17 @@ class Model(Protocol):
     def name(self) -> str: ...
 
     async def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+class ModelChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A piece of a streamed answer: a text delta, and on the last chunk the whole response."""
+
+    text: str = ""
+    response: ModelResponse | None = None
+
+
+@runtime_checkable
+class StreamingModel(Model, Protocol):
+    """A model that can also stream; the last chunk carries the same response ``complete`` gives."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]: ...

@@ -1,0 +1,162 @@
+"""Agents are code: instructions, a model, tools, a strategy and limits, defined in Python.
+
+A run records the agent's import path (``module:attr``) and a digest of its spec, so a
+process that resumes the run can rebuild the same agent and notice if it has changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from autonomic.errors import AgentNotFound, ConfigError
+from autonomic.guards.base import Guard
+from autonomic.models import Model, resolve_model
+from autonomic.strategies.base import AgentView, Strategy
+from autonomic.strategies.react import ReAct
+from autonomic.tools.base import Tool
+
+__all__ = ["Agent", "load_agent"]
+
+UnknownOutcomePolicy = Literal["fail", "rerun"]
+
+
+@dataclass(eq=False)
+class Agent:
+    """An agent definition. ``model`` may be a Model or a model string; ``None`` picks the
+    configured default when a run starts.
+
+    ``on_unknown_outcome`` decides what happens to a non-idempotent action whose process
+    died while it ran: ``"fail"`` (default) tells the model its outcome is unknown,
+    ``"rerun"`` runs it again.
+    """
+
+    name: str
+    instructions: str = "You are a helpful assistant. Use the tools when they help."
+    model: Model | str | None = None
+    tools: Sequence[Tool] = ()
+    strategy: Strategy = field(default_factory=ReAct)
+    max_steps: int = 25
+    max_wall_s: float = 600.0
+    max_malformed: int = 3
+    on_unknown_outcome: UnknownOutcomePolicy = "fail"
+    guards: Sequence[Guard] = ()
+    path: str | None = None
+    _module: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ConfigError("an agent needs a non-empty name")
+        if self.max_steps < 1 or self.max_wall_s <= 0 or self.max_malformed < 1:
+            raise ConfigError("max_steps, max_wall_s and max_malformed must be positive")
+        if self.on_unknown_outcome not in ("fail", "rerun"):
+            raise ConfigError("on_unknown_outcome must be 'fail' or 'rerun'")
+        names = [t.spec.name for t in self.tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"agent {self.name!r} has two tools named {duplicates[0]!r}")
+        self.tools = tuple(self.tools)
+        self.guards = tuple(self.guards)
+        self._module = sys._getframe(2).f_globals.get("__name__")
+
+    @property
+    def tool_map(self) -> dict[str, Tool]:
+        return {t.spec.name: t for t in self.tools}
+
+    def view(self) -> AgentView:
+        return AgentView(
+            instructions=self.instructions,
+            tools=tuple(t.spec for t in self.tools),
+            max_malformed=self.max_malformed,
+        )
+
+    def resolved_model(self) -> Model:
+        if self.model is None:
+            from autonomic.models import default_model
+
+            return default_model()
+        return resolve_model(self.model)
+
+    @property
+    def model_name(self) -> str:
+        if self.model is None:
+            return ""
+        return self.model if isinstance(self.model, str) else self.model.name
+
+    def limits(self) -> dict[str, Any]:
+        return {
+            "max_steps": self.max_steps,
+            "max_wall_s": self.max_wall_s,
+            "max_malformed": self.max_malformed,
+        }
+
+    def digest(self) -> str:
+        """A digest of everything that changes the agent's behaviour."""
+        spec = {
+            "name": self.name,
+            "instructions": self.instructions,
+            "model": self.model_name,
+            "tools": [(t.spec, t.idempotent) for t in self.tools],
+            "strategy": self.strategy.name,
+            "limits": self.limits(),
+            "on_unknown_outcome": self.on_unknown_outcome,
+        }
+        return hashlib.sha256(msgspec.json.encode(spec)).hexdigest()[:16]
+
+    def import_path(self) -> str | None:
+        """``module:attr`` under which this agent can be imported again, if known."""
+        if self.path:
+            return self.path
+        module = sys.modules.get(self._module or "")
+        if module is None:
+            return None
+        for attr, value in vars(module).items():
+            if value is self:
+                return f"{self._module}:{attr}"
+        return None
+
+
+def load_agent(path: str) -> Agent:
+    """Import ``module:attr`` (or ``path/to/file.py:attr``) and check it is an Agent."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise AgentNotFound(f"agent path {path!r} must look like module:attr (e.g. myapp.agents:calc)")
+    try:
+        if module_name.endswith(".py"):
+            module = _import_file(module_name)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise AgentNotFound(f"cannot import {module_name!r} for agent {path!r}: {e}") from e
+    agent = getattr(module, attr, None)
+    if not isinstance(agent, Agent):
+        found = "nothing" if agent is None else type(agent).__name__
+        raise AgentNotFound(f"{path!r} is {found}, not an autonomic.Agent")
+    if agent.path is None:
+        agent.path = f"{module.__name__}:{attr}"
+    return agent
+
+
+def _import_file(filename: str) -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(filename).resolve()
+    if not file.is_file():
+        raise ImportError(f"no file {filename}")
+    name = file.stem
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {filename}")
+    if str(file.parent) not in sys.path:
+        sys.path.insert(0, str(file.parent))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

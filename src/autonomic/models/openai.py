@@ -1,0 +1,333 @@
+"""OpenAI-compatible chat completions over plain HTTP: OpenAI, vLLM, Ollama, llama.cpp, SGLang...
+
+One adapter serves every server that speaks ``/v1/chat/completions``: give it a base URL,
+a model id and (where the server wants one) an API key. It talks ``httpx`` directly
+rather than through a vendor SDK so that the small differences between servers (tool
+call arguments as a string or an object, missing ids, calls written into the text) are
+handled in one place, and so that a call adds well under a millisecond of overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+
+from autonomic.errors import ConfigError, MalformedOutput, MissingExtra, ModelUnavailable
+from autonomic.models._http import is_loopback, status_error
+from autonomic.models.base import (
+    Message,
+    ModelChunk,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from autonomic.models.pricing import FREE, Price, PriceTable, cost_meta
+from autonomic.models.repair import calls_from_text, make_call, turn_of
+from autonomic.models.tokens import estimate_usage
+
+try:
+    import httpx
+except ImportError as e:  # pragma: no cover - httpx comes with the extra
+    raise MissingExtra("openai", "the OpenAI-compatible model adapter") from e
+
+__all__ = ["OPENAI_URL", "OpenAIModel"]
+
+OPENAI_URL = "https://api.openai.com/v1"
+_KEY_ENV_BY_HOST = {"openrouter.ai": "OPENROUTER_API_KEY"}
+_JSON = {"content-type": "application/json"}
+
+
+def _api_key(base_url: str, explicit: str | None) -> str | None:
+    if explicit is not None:
+        return explicit or None
+    host = httpx.URL(base_url).host
+    for suffix, env in _KEY_ENV_BY_HOST.items():
+        if host.endswith(suffix) and os.environ.get(env):
+            return os.environ[env]
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def _wire_call(call: ToolCall) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": msgspec.json.encode(call.arguments).decode()}
+    return {"id": call.id, "type": "function", "function": function}
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        call_id = message.tool_call_id or ""
+        return {"role": "tool", "tool_call_id": call_id, "content": message.content}
+    wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        wire["name"] = message.name
+    if message.tool_calls:
+        wire["content"] = message.content or None
+        wire["tool_calls"] = [_wire_call(c) for c in message.tool_calls]
+    return wire
+
+
+def _wire_tool(spec: ToolSpec) -> dict[str, Any]:
+    function = {"name": spec.name, "description": spec.description, "parameters": spec.parameters}
+    return {"type": "function", "function": function}
+
+
+def _content_text(content: object) -> str:
+    """Message content as text: a string, null, or a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+class _Stream:
+    """Accumulates streamed deltas into the message a non-streamed call would have returned."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.data: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        if chunk.get("error"):
+            raise ModelUnavailable(f"the server failed mid-stream: {chunk['error']!r:.300}")
+        for key in ("id", "model", "usage"):
+            if chunk.get(key):
+                self.data[key] = chunk[key]
+        choices = chunk.get("choices") or []
+        if not choices:
+            return ""
+        choice = choices[0]
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        delta = choice.get("delta") or {}
+        for position, part in enumerate(delta.get("tool_calls") or []):
+            self._add_call(part.get("index", position), part)
+        text = _content_text(delta.get("content"))
+        self.text.append(text)
+        return text
+
+    def _add_call(self, index: int, part: dict[str, Any]) -> None:
+        call = self.calls.setdefault(index, {"id": None, "name": "", "arguments": ""})
+        call["id"] = part.get("id") or call["id"]
+        function = part.get("function") or {}
+        call["name"] += function.get("name") or ""
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and isinstance(call["arguments"], str):
+            call["arguments"] += arguments
+        elif arguments is not None:
+            call["arguments"] = arguments
+
+    def message(self) -> dict[str, Any]:
+        calls = [
+            {"id": c["id"], "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for _, c in sorted(self.calls.items())
+        ]
+        message = {"content": "".join(self.text), "tool_calls": calls}
+        return {**self.data, "choices": [{"message": message, "finish_reason": self.finish_reason}]}
+
+
+class OpenAIModel:
+    """A model behind an OpenAI-compatible chat completions endpoint.
+
+    ``api_key`` defaults to ``OPENROUTER_API_KEY`` for openrouter.ai, else ``OPENAI_API_KEY``;
+    OpenAI itself needs one, a local server does not. A server on this machine is priced
+    as free unless ``price`` says otherwise; any other endpoint is priced from the table.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        price: Price | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        if not model:
+            raise ConfigError("an OpenAI-compatible model needs a model id: openai:gpt-4o-mini")
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+        self._api_key = _api_key(self.base_url, api_key)
+        if self._api_key is None and self.base_url == OPENAI_URL:
+            raise ConfigError("OpenAI needs an API key: set OPENAI_API_KEY (or pass api_key=)")
+        self._name = f"openai:{model}" if base_url is None else f"openai:{model}@{self.base_url}"
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._options: dict[str, Any] = dict(extra_body or {})
+        if temperature is not None:
+            self._options["temperature"] = temperature
+        if max_tokens is not None:
+            self._options["max_tokens"] = max_tokens
+        self._price = price if price is not None or not is_loopback(self.base_url) else FREE
+        self._prices = prices
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def endpoint(self) -> str:
+        """What a circuit breaker is keyed by: one per server, shared by its models."""
+        return self.base_url
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, headers=headers, timeout=self._timeout
+            )
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a later call opens a new one)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> OpenAIModel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _body(self, request: ModelRequest, *, stream: bool) -> bytes:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_wire_message(m) for m in request.messages],
+        }
+        if request.tools:
+            body["tools"] = [_wire_tool(t) for t in request.tools]
+        if request.response_schema is not None:
+            schema = {"name": "response", "schema": request.response_schema}
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        body.update(self._options)
+        return msgspec.json.encode(body)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        try:
+            response = await self._http().post(
+                "/chat/completions", content=self._body(request, stream=False), headers=_JSON
+            )
+        except httpx.TimeoutException as e:
+            raise ModelUnavailable(f"{self._name}: timed out ({type(e).__name__})") from None
+        except httpx.TransportError as e:
+            raise ModelUnavailable(f"{self._name}: connection failed: {e!r:.300}") from None
+        if response.status_code >= 400:
+            raise status_error(response.status_code, response.text, response.headers, self._name)
+        try:
+            data = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            detail = f"{self._name}: the body is not JSON: {response.text:.200}"
+            raise MalformedOutput(detail) from None
+        return self._response(data, request)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        """Text deltas as they arrive, then the whole response (tool calls, usage, cost)."""
+        state = _Stream()
+        body = self._body(request, stream=True)
+        try:
+            async with self._http().stream(
+                "POST", "/chat/completions", content=body, headers=_JSON
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise status_error(
+                        response.status_code, response.text, response.headers, self._name
+                    )
+                async for line in response.aiter_lines():
+                    payload = line.removeprefix("data:").strip()
+                    if not line.startswith("data:") or not payload:
+                        continue
+                    if payload == "[DONE]":
+                        break
+                    try:
+                        text = state.add(msgspec.json.decode(payload))
+                    except msgspec.DecodeError:
+                        detail = f"{self._name}: bad stream chunk {payload:.200}"
+                        raise MalformedOutput(detail) from None
+                    if text:
+                        yield ModelChunk(text=text)
+        except httpx.TimeoutException as e:
+            raise ModelUnavailable(f"{self._name}: timed out ({type(e).__name__})") from None
+        except httpx.TransportError as e:
+            raise ModelUnavailable(f"{self._name}: connection failed: {e!r:.300}") from None
+        yield ModelChunk(response=self._response(state.message(), request))
+
+    def _response(self, data: object, request: ModelRequest) -> ModelResponse:
+        if not isinstance(data, dict):
+            raise MalformedOutput(f"{self._name}: expected a JSON object, got {data!r:.200}")
+        choices = data.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            raise MalformedOutput(f"{self._name}: the response has no choices: {data!r:.300}")
+        message = choices[0].get("message") or {}
+        text = _content_text(message.get("content"))
+        calls, text, repairs = _calls_from_message(message, text, request)
+        meta: dict[str, Any] = {}
+        usage = _usage(data.get("usage"))
+        if usage is None:
+            usage = estimate_usage(request, text, calls)
+            meta["usage_estimated"] = True
+        model_id = str(data.get("model") or self.model)
+        cost, price_meta = cost_meta(model_id, usage, price=self._price, table=self._prices)
+        meta.update(price_meta)
+        if choices[0].get("finish_reason"):
+            meta["finish_reason"] = choices[0]["finish_reason"]
+        if repairs:
+            meta["repaired"] = repairs
+        return ModelResponse(
+            text=text, tool_calls=tuple(calls), usage=usage, model=model_id, cost=cost, meta=meta
+        )
+
+
+def _calls_from_message(
+    message: dict[str, Any], text: str, request: ModelRequest
+) -> tuple[list[ToolCall], str, list[str]]:
+    """The tool calls of a message (or written in its text), the text left, the repairs."""
+    turn = turn_of(request)
+    raw_calls = message.get("tool_calls") or []
+    if not raw_calls and isinstance(message.get("function_call"), dict):
+        raw_calls = [{"function": message["function_call"]}]
+    calls: list[ToolCall] = []
+    repairs: list[str] = []
+    for index, raw in enumerate(raw_calls):
+        function = raw.get("function") or raw
+        call, fixed = make_call(
+            raw.get("id") or f"call_{turn}_{index}",
+            str(function.get("name") or ""),
+            function.get("arguments"),
+            request.tools,
+        )
+        calls.append(call)
+        repairs.extend(fixed)
+    if not calls and request.tools:
+        found = calls_from_text(text, request.tools, turn)
+        if found is not None:
+            return list(found[0]), "", list(found[1])
+    return calls, text, repairs
+
+
+def _usage(raw: object) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, completion)

@@ -1,0 +1,29 @@
+"""Stores: where runs live. Pick one by URL; backends are imported only when used."""
+
+from __future__ import annotations
+
+from autonomic.errors import ConfigError
+from autonomic.store.base import NewRun, RunInfo, Store
+from autonomic.store.memory import MemoryStore
+
+__all__ = ["MemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
+
+DEFAULT_STORE_URL = "sqlite:///autonomic.db"
+
+_SCHEMES = ("sqlite", "memory")
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url`` (not yet opened): ``sqlite:///runs.db`` or ``memory://``."""
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if scheme == "sqlite":
+        from autonomic.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme == "memory":
+        return MemoryStore(url)
+    raise ConfigError(
+        f"unknown store URL {url!r}: use one of "
+        + ", ".join(f"{s}://..." for s in _SCHEMES)
+        + " (e.g. sqlite:///runs.db)"
+    )

@@ -1,0 +1,32 @@
+"""The Strategy protocol: a pure function from a run's state to its next step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from autonomic.models.base import ToolSpec
+from autonomic.state import RunState
+from autonomic.steps import Step
+
+__all__ = ["AgentView", "Strategy"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    """What a strategy may know of the agent: plain data, no model and no tool objects."""
+
+    instructions: str
+    tools: tuple[ToolSpec, ...]
+    max_malformed: int = 3
+
+
+class Strategy(Protocol):
+    """Decides the next step. Must not do I/O, read clocks or draw random numbers."""
+
+    @property
+    def name(self) -> str: ...
+
+    def next_step(self, state: RunState, agent: AgentView) -> Step:
+        """Called only while the run is live and no action is outstanding."""
+        ...
