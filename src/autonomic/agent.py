@@ -139,7 +139,8 @@ def load_agent(path: str) -> Agent:
         found = "nothing" if agent is None else type(agent).__name__
         raise AgentNotFound(f"{path!r} is {found}, not an autonomic.Agent")
     if agent.path is None:
-        agent.path = f"{module.__name__}:{attr}"
+        where = module.__file__ if module_name.endswith(".py") else module.__name__
+        agent.path = f"{where}:{attr}"
     return agent
 
 

@@ -19,6 +19,7 @@ import msgspec
 from autonomic.agent import Agent
 from autonomic.errors import AutonomicError
 from autonomic.events import (
+    ActionCompleted,
     ActionFailed,
     ActionRequested,
     Event,
@@ -230,26 +231,33 @@ class Driver:
         return request
 
     async def _tool_calls(self, step: ToolCalls) -> None:
-        runnable: list[ActionRequested] = []
-        for call in step.calls:
-            request = self._request(call.id, call.name, call.arguments, step.rationale)
-            reason = refusal(request, self.tools, call.error)
-            if reason is None:
-                runnable.append(request)
-            else:
-                self.record(ActionFailed(request.action_id, reason))
-        await self.commit()
+        requests = [
+            self._request(call.id, call.name, call.arguments, step.rationale) for call in step.calls
+        ]
+        refusals = {
+            r.action_id: refusal(r, self.tools, call.error)
+            for r, call in zip(requests, step.calls, strict=True)
+        }
+        runnable = [r for r in requests if refusals[r.action_id] is None]
         if runnable:
-            await self._execute(runnable, attempt=1)
+            await self.commit()
+        outcomes = await self._execute(runnable, attempt=1)
+        for request in requests:
+            reason = refusals[request.action_id]
+            self.record(
+                outcomes[request.action_id] if reason is None
+                else ActionFailed(request.action_id, reason)
+            )
+        await self.commit()
 
-    async def _execute(self, requests: list[ActionRequested], attempt: int) -> None:
+    async def _execute(
+        self, requests: list[ActionRequested], attempt: int
+    ) -> dict[str, ActionCompleted | ActionFailed]:
         run_id = self.state.run_id
         outcomes = await asyncio.gather(
             *(execute_action(self.tools[r.tool], r, run_id, attempt) for r in requests)
         )
-        for outcome in outcomes:
-            self.record(outcome)
-        await self.commit()
+        return {r.action_id: o for r, o in zip(requests, outcomes, strict=True)}
 
     async def _recover_pending(self) -> None:
         """Settle actions whose outcome the log does not know (their process died)."""
@@ -263,5 +271,7 @@ class Driver:
                 self.record(ActionFailed(request.action_id, unknown_outcome(request.tool)))
         await self.commit()
         if rerun:
-            await self._execute(rerun, attempt=2)
+            for outcome in (await self._execute(rerun, attempt=2)).values():
+                self.record(outcome)
+            await self.commit()
 

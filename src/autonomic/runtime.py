@@ -38,6 +38,7 @@ from autonomic.events import (
 )
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.models.base import Model, Usage
+from autonomic.replay import replay_events
 from autonomic.state import TERMINAL, RunState
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.store.base import NewRun, RunInfo, Store
@@ -366,6 +367,15 @@ class Runtime:
 
     async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
         return await self.store.list_runs(status=status, limit=limit)
+
+    async def replay(self, run_id: str, *, agent: Agent | None = None) -> RunState:
+        """Re-decide every step of a run from its log without calling any model or tool."""
+        events = await read_events(self.store, run_id)
+        if not events:
+            raise StoreError(f"run {run_id} has no events")
+        state = RunState(run_id=run_id)
+        state.apply(events[0].event, events[0].seq, events[0].ts)
+        return replay_events(run_id, events, agent or self._agent_for(state))
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)

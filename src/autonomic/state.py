@@ -86,11 +86,11 @@ class RunState(msgspec.Struct, kw_only=True):
 
     def apply(self, event: Event, seq: int, ts: float) -> None:
         """Fold one event into the state."""
-        self.seq = seq
-        self.last_ts = ts
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event, ts)
+        self.seq = seq
+        self.last_ts = ts
 
 
 def _run_started(s: RunState, e: RunStarted, ts: float) -> None:

@@ -23,6 +23,7 @@ __all__ = ["decision_messages", "decision_schema", "read_decision"]
 
 _REF = "#/$defs/"
 _TOOL_NAME = re.compile(r'"tool"\s*:\s*"([^"]+)"')
+_ANSWER_START = re.compile(r'^\s*\{\s*"answer"\s*:\s*"')
 
 
 def _renamed_refs(node: Any, renames: dict[str, str]) -> Any:
@@ -113,17 +114,30 @@ def decision_messages(
     return out
 
 
+def _cut_short(output: str, call_id: str) -> tuple[str, tuple[ToolCall, ...], tuple[str, ...]]:
+    """A decision cut off by the token limit: the answer so far, or a call marked failed."""
+    answer = _ANSWER_START.match(output)
+    if answer is not None:
+        partial = output[answer.end() :].rstrip("\\")
+        try:
+            text = json.loads(f'"{partial}"')
+        except json.JSONDecodeError:
+            text = partial
+        return str(text), (), ("the answer was cut off at the token limit",)
+    name = _TOOL_NAME.search(output)
+    if name is None:
+        raise MalformedOutput(f"the local model's output is not a decision: {output[:200]!r}")
+    error = f"the call was cut off before its arguments were complete: {output[:200]!r}"
+    return "", (ToolCall(call_id, name.group(1), {}, error),), ()
+
+
 def read_decision(
     output: str, tools: Sequence[ToolSpec], call_id: str
 ) -> tuple[str, tuple[ToolCall, ...], tuple[str, ...]]:
     """(answer text, tool calls, repairs) from a constrained output, possibly cut short."""
     parsed: Repaired = parse_arguments(output)
     if parsed.error is not None:
-        cut = _TOOL_NAME.search(output)
-        if cut is None:
-            raise MalformedOutput(f"the local model's output is not a decision: {output[:200]!r}")
-        error = f"the call was cut off before its arguments were complete: {output[:200]!r}"
-        return "", (ToolCall(call_id, cut.group(1), {}, error),), parsed.repairs
+        return _cut_short(output, call_id)
     decision = parsed.value
     if "tool" in decision:
         call, repairs = make_call(

@@ -13,13 +13,16 @@ DEFAULT_STORE_URL = "sqlite:///autonomic.db"
 _SCHEMES = ("sqlite", "memory")
 
 
-def open_store(url: str) -> Store:
-    """A store for ``url`` (not yet opened): ``sqlite:///runs.db`` or ``memory://``."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """A store for ``url`` (not yet opened): ``sqlite:///runs.db`` or ``memory://``.
+
+    With ``create=False`` opening a store that does not exist yet is an error.
+    """
     scheme = url.split(":", 1)[0] if ":" in url else ""
     if scheme == "sqlite":
         from autonomic.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     if scheme == "memory":
         return MemoryStore(url)
     raise ConfigError(

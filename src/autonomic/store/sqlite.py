@@ -93,8 +93,9 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
 class SQLiteStore:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``; ``?synchronous=full`` for fsync."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
+        self.create = create
         self.path, options = _path_from_url(url)
         self.synchronous = options.get("synchronous", "normal").upper()
         if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -122,6 +123,11 @@ class SQLiteStore:
             with path.open("rb") as f:
                 if f.read(16) != b"SQLite format 3\x00":
                     raise StoreCorrupt(f"{self.path} is not an autonomic store (not a SQLite file)")
+        elif not self.create:
+            raise StoreError(
+                f"no store at {self.path}: start a run first, or point --store/AUTONOMIC_STORE "
+                "at an existing store"
+            )
         elif not path.parent.exists():
             raise ConfigError(f"cannot create store {self.path}: folder {path.parent} does not exist")
         try:

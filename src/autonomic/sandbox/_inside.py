@@ -1,0 +1,219 @@
+"""The program that runs inside a sandbox: it waits for one request, runs it, reports, exits.
+
+It runs under the sandbox's Python, which may be older than the host's, so it uses only
+the standard library and Python 3.8 syntax, and imports little (start-up time is the
+point of the warm pool). The host starts it as ``python -I -c <this source> <fd>`` and
+speaks over the socket ``fd``: one ready byte out, one marshalled request in, result
+records out (see ``autonomic.sandbox.wire``). Nothing here is a security boundary: the
+code it runs may tamper with it, and can only spoil its own result by doing so.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import marshal
+import os
+import stat
+import sys
+from typing import Any
+
+__all__ = ["main"]
+
+READY = b"R"
+_CATEGORIES = {errno.EFBIG: "file_size", errno.ENOSPC: "disk_full", errno.EMFILE: "open_files"}
+_SIGPIPE, _SIGXFSZ = 13, 25
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _record(tag: bytes, name: str, data: bytes = b"") -> bytes:
+    raw = name.encode("utf-8", "surrogateescape")
+    return tag + len(raw).to_bytes(4, "big") + len(data).to_bytes(4, "big") + raw + data
+
+
+def _place_inputs(root: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def _set_stdin(data: bytes) -> None:
+    if not data:
+        return
+    fd = os.memfd_create("stdin")
+    _write_all(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
+def _category(error: BaseException | None) -> str | None:
+    """Which limit an uncaught exception (or one in its chain) says was hit."""
+    for _ in range(8):
+        if error is None:
+            return None
+        if isinstance(error, MemoryError):
+            return "memory"
+        if isinstance(error, OSError) and error.errno in _CATEGORIES:
+            return _CATEGORIES[error.errno]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _exit_status(code: Any) -> int:
+    """What ``sys.exit(code)`` means as a process exit status, as CPython does it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _run_python(code: str, root: str) -> tuple[int, str | None]:
+    main = type(sys)("__main__")
+    sys.modules["__main__"] = main
+    sys.argv[:] = ["-c"]
+    sys.path.insert(0, root)
+    sys.dont_write_bytecode = True
+    try:
+        exec(compile(code, "<string>", "exec"), main.__dict__)
+    except SystemExit as e:
+        return _exit_status(e.code), None
+    except BaseException as e:
+        tb = e.__traceback__
+        sys.excepthook(type(e), e, tb.tb_next if tb is not None else None)
+        return 1, _category(e)
+    finally:
+        _finish_python()
+    return 0, None
+
+
+def _finish_python() -> None:
+    """Wait for the code's threads and run its atexit hooks, as interpreter exit would."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+
+
+def _run_argv(argv: list[str]) -> int:
+    try:
+        pid = os.posix_spawnp(argv[0], argv, dict(os.environ), setsigdef=(_SIGPIPE, _SIGXFSZ))
+    except OSError as e:
+        sys.stderr.write(f"{argv[0]}: {e.strerror}\n")
+        return 127 if e.errno == errno.ENOENT else 126
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _read_file(path: str, limit: int) -> bytes | None:
+    """Up to ``limit + 1`` bytes of a regular file, never through a symlink; else None."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _collect(root: str, inputs: dict[str, bytes], budget: int) -> list[bytes]:
+    """Records for the files that are new or changed, within ``budget`` bytes in all."""
+    records = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs.sort()
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            rel = os.path.relpath(path, root)
+            known = inputs.get(rel)
+            try:
+                info = os.lstat(path)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                size = info.st_size
+                if known is not None and len(known) == size and _read_file(path, size) == known:
+                    continue
+                data = _read_file(path, budget) if size <= budget else b""
+            except OSError:
+                continue
+            if data is None:
+                continue
+            if size > budget or len(data) > budget:
+                records.append(_record(b"O", rel, str(max(size, len(data))).encode()))
+                continue
+            budget -= len(data)
+            records.append(_record(b"F", rel, data))
+    return records
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            continue
+
+
+def main() -> None:
+    control = int(sys.argv[1])
+    os.set_inheritable(control, False)
+    root = os.getcwd()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    _write_all(control, READY)
+    request = marshal.loads(_read_all(control))
+    files = request["files"]
+    category = None
+    try:
+        _place_inputs(root, files)
+        _set_stdin(request["stdin"])
+    except OSError as e:
+        sys.stderr.write(f"could not place the input files: {e}\n")
+        status, category = 1, _category(e)
+    else:
+        if "code" in request:
+            status, category = _run_python(request["code"], root)
+        else:
+            status = _run_argv(request["argv"])
+    _flush()
+    records = _collect(root, files, request["files_bytes"])
+    if category is not None:
+        records.append(_record(b"V", category))
+    try:
+        _write_all(control, b"".join(records))
+    finally:
+        os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

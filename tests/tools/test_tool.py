@@ -1,0 +1,137 @@
+"""@tool: schemas from type hints and docstrings, validation, and the executor's error handling."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+import pydantic
+import pytest
+
+from autonomic.errors import ConfigError, ToolError
+from autonomic.events import ActionCompleted, ActionFailed, ActionRequested
+from autonomic.tools import ToolContext, tool
+from autonomic.tools.executor import execute_action, refusal
+
+
+@tool
+def add(a: int, b: int = 1) -> int:
+    """Add two integers.
+
+    Args:
+        a: the first number
+        b: the second number,
+            which defaults to one
+    """
+    return a + b
+
+
+@tool(name="lookup", timeout=0.2, idempotent=True)
+async def slow_lookup(
+    key: Annotated[str, pydantic.Field(min_length=1)], mode: Literal["fast", "slow"] = "fast"
+) -> dict[str, str]:
+    "Look a key up."
+    if mode == "slow":
+        await asyncio.sleep(5)
+    return {"key": key}
+
+
+@tool
+def whoami(context: ToolContext) -> str:
+    "Tell the idempotency key."
+    return context.idempotency_key
+
+
+@tool
+def explode() -> str:
+    "Always fails."
+    raise RuntimeError("kaboom")
+
+
+@tool
+def refuse() -> str:
+    "Fails the polite way."
+    raise ToolError("quota exhausted, try later", retryable=True)
+
+
+def request(tool_name: str, **args: object) -> ActionRequested:
+    return ActionRequested("run-1", "call-1", tool_name, dict(args))
+
+
+def test_schema_comes_from_hints_and_docstring() -> None:
+    assert add.spec.name == "add"
+    assert add.spec.description == "Add two integers."
+    params = add.spec.parameters
+    assert params["required"] == ["a"]
+    assert params["properties"]["a"] == {"type": "integer", "description": "the first number"}
+    assert params["properties"]["b"]["default"] == 1
+    assert params["properties"]["b"]["description"] == "the second number, which defaults to one"
+    assert params["additionalProperties"] is False
+
+
+def test_constraints_and_enums_reach_the_schema() -> None:
+    props = slow_lookup.spec.parameters["properties"]
+    assert props["key"]["minLength"] == 1
+    assert props["mode"]["enum"] == ["fast", "slow"]
+    assert slow_lookup.idempotent and slow_lookup.timeout == 0.2
+
+
+def test_context_parameters_are_hidden_from_the_model() -> None:
+    assert whoami.spec.parameters["properties"] == {}
+
+
+def test_decorated_function_stays_callable() -> None:
+    assert add(2, 3) == 5
+
+
+def test_bad_tool_definitions_fail_early() -> None:
+    with pytest.raises(ConfigError, match="must match"):
+        tool(name="no spaces allowed")(lambda: None)
+
+    def variadic(*args: int) -> None: ...
+
+    with pytest.raises(ConfigError, match=r"\*args"):
+        tool(variadic)
+
+
+async def test_valid_call_returns_the_observation() -> None:
+    outcome = await execute_action(add, request("add", a=2, b=3), "run")
+    assert isinstance(outcome, ActionCompleted) and outcome.observation == "5"
+    outcome = await execute_action(slow_lookup, request("lookup", key="k"), "run")
+    assert isinstance(outcome, ActionCompleted) and outcome.observation == '{"key":"k"}'
+
+
+async def test_the_idempotency_key_is_the_action_id() -> None:
+    outcome = await execute_action(whoami, request("whoami"), "run")
+    assert isinstance(outcome, ActionCompleted) and outcome.observation == "run-1"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ({"a": "two"}, "a: Input should be a valid integer"),
+        ({}, "a: Field required"),
+        ({"a": 1, "c": 2}, "c: Extra inputs are not permitted"),
+    ],
+)
+async def test_bad_arguments_become_an_error_observation(args: dict, reason: str) -> None:
+    outcome = await execute_action(add, request("add", **args), "run")
+    assert isinstance(outcome, ActionFailed)
+    assert outcome.error.startswith("invalid arguments") and reason in outcome.error
+
+
+async def test_exceptions_and_timeouts_become_error_observations() -> None:
+    failed = await execute_action(explode, request("explode"), "run")
+    assert isinstance(failed, ActionFailed) and failed.error == "RuntimeError: kaboom"
+    refused = await execute_action(refuse, request("refuse"), "run")
+    assert isinstance(refused, ActionFailed) and refused.retryable
+    assert "quota exhausted" in refused.error
+    timed_out = await execute_action(slow_lookup, request("lookup", key="k", mode="slow"), "run")
+    assert isinstance(timed_out, ActionFailed) and timed_out.error == "timed out after 0.2s"
+
+
+def test_unknown_tools_and_unparsable_arguments_are_refused_with_the_reason() -> None:
+    tools = {"add": add}
+    assert refusal(request("add"), tools, None) is None
+    assert refusal(request("mul"), tools, None) == "unknown tool 'mul' (available: add)"
+    assert "malformed arguments" in (refusal(request("add"), tools, "bad JSON") or "")
