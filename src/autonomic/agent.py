@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,10 +117,16 @@ class Agent:
         module = sys.modules.get(self._module or "")
         if module is None:
             return None
-        for attr, value in vars(module).items():
-            if value is self:
-                return f"{self._module}:{attr}"
-        return None
+        attr = next((name for name, value in vars(module).items() if value is self), None)
+        if attr is None:
+            return None
+        if self._module != "__main__":
+            return f"{self._module}:{attr}"
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.name:
+            return f"{spec.name}:{attr}"
+        file = getattr(module, "__file__", None)
+        return f"{os.path.abspath(file)}:{attr}" if file else None
 
 
 def load_agent(path: str) -> Agent:

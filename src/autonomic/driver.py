@@ -133,24 +133,21 @@ class Driver:
 
     async def _drive(self) -> None:
         state = self.state
-        if state.pending:
-            await self._recover_pending()
-        while state.status == "running":
-            remaining = self.agent.max_wall_s - state.active_seconds(time.time())
-            if remaining <= 0:
-                self._fail_for_limit(f"wall-time limit of {self.agent.max_wall_s:g}s reached")
-                break
-            step = self._checked(self.agent.strategy.next_step(state, self.view))
-            if step is None:
-                continue
-            timeout = asyncio.timeout(remaining)
-            try:
-                async with timeout:
-                    await self._perform(step)
-            except TimeoutError:
-                if not timeout.expired():
-                    raise
-                self._fail_for_limit(f"wall-time limit of {self.agent.max_wall_s:g}s reached")
+        limit = f"wall-time limit of {self.agent.max_wall_s:g}s reached"
+        remaining = self.agent.max_wall_s - state.active_seconds(time.time())
+        timeout = asyncio.timeout(max(remaining, 0))
+        try:
+            async with timeout:
+                if state.pending:
+                    await self._recover_pending()
+                while state.status == "running":
+                    step = self._checked(self.agent.strategy.next_step(state, self.view))
+                    if step is not None:
+                        await self._perform(step)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            self._fail_for_limit(limit)
         await self.commit()
 
     def _fail_for_limit(self, reason: str) -> None:

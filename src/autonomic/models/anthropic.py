@@ -6,16 +6,16 @@ job of the wrapper models, so that every attempt is visible and counted once.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any, cast
 
 import msgspec
 
 from autonomic.errors import ConfigError, MissingExtra, ModelUnavailable
-from autonomic.models._http import is_loopback, status_error
+from autonomic.models._http import status_error
+from autonomic.models._loops import PerLoop
 from autonomic.models.base import Message, ModelRequest, ModelResponse, ToolCall, Usage
-from autonomic.models.pricing import FREE, Price, PriceTable, cost_meta
+from autonomic.models.pricing import Price, PriceTable, cost_meta
 from autonomic.models.repair import make_call
 
 try:
@@ -88,7 +88,7 @@ class AnthropicModel:
         prices: PriceTable | None = None,
     ) -> None:
         if not model:
-            raise ConfigError("an Anthropic model needs a model id: anthropic:claude-sonnet-4-5")
+            raise ConfigError("an Anthropic model needs a model id: anthropic:claude-haiku-4-5")
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if key is None and base_url is None:
             raise ConfigError("Anthropic needs an API key: set ANTHROPIC_API_KEY or pass api_key=")
@@ -99,11 +99,9 @@ class AnthropicModel:
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._timeout = timeout
-        local = base_url is not None and is_loopback(base_url)
-        self._price = price if price is not None or not local else FREE
+        self._price = price
         self._prices = prices
-        self._client: anthropic.AsyncAnthropic | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients = PerLoop(self._new_client)
 
     @property
     def name(self) -> str:
@@ -113,19 +111,16 @@ class AnthropicModel:
     def endpoint(self) -> str:
         return self.base_url or "https://api.anthropic.com"
 
-    def _sdk(self) -> anthropic.AsyncAnthropic:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = anthropic.AsyncAnthropic(
-                api_key=self._key, base_url=self.base_url, timeout=self._timeout, max_retries=0
-            )
-            self._loop = loop
-        return self._client
+    def _new_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self._key, base_url=self.base_url, timeout=self._timeout, max_retries=0
+        )
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        """Close this loop's SDK client, if one was opened (a later call reopens)."""
+        client = self._clients.pop()
+        if client is not None:
+            await client.close()
 
     async def __aenter__(self) -> AnthropicModel:
         return self
@@ -159,7 +154,7 @@ class AnthropicModel:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         arguments, wrapped = self._arguments(request)
-        messages = cast(Any, self._sdk().messages)
+        messages = cast(Any, self._clients.get().messages)
         try:
             message = await messages.create(**arguments)
         except anthropic.APIStatusError as e:

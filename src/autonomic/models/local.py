@@ -19,16 +19,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autonomic.errors import ConfigError, MalformedOutput, MissingExtra
-from autonomic.models.base import ModelRequest, ModelResponse, Usage
+from autonomic.models.base import ModelRequest, ModelResponse, ToolCall, Usage
 from autonomic.models.constrained import decision_messages, decision_schema, read_decision
 from autonomic.models.pricing import FREE
 from autonomic.models.repair import turn_of
 
 try:
     import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
 except ImportError as e:
     raise MissingExtra("local", "the embedded local model") from e
 
@@ -73,7 +74,7 @@ def _engine(path: Path, n_ctx: int, n_threads: int | None) -> _Engine:
 
 @lru_cache(maxsize=64)
 def _grammar(schema_json: str) -> Any:
-    return llama_cpp.LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
 
 
 class LocalModel:
@@ -98,6 +99,7 @@ class LocalModel:
         self._name = "local" if path is None else f"local:{self.path}"
         self._n_ctx, self._n_threads = n_ctx, n_threads
         self._max_tokens, self._temperature = max_tokens, temperature
+        self._engine: _Engine | None = None
 
     @property
     def name(self) -> str:
@@ -111,11 +113,16 @@ class LocalModel:
         """Load the weights now (otherwise the first call does); returns seconds taken."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await asyncio.to_thread(_engine, self.path, self._n_ctx, self._n_threads)
+        await self._loaded()
         return loop.time() - start
 
+    async def _loaded(self) -> _Engine:
+        if self._engine is None:
+            self._engine = await asyncio.to_thread(_engine, self.path, self._n_ctx, self._n_threads)
+        return self._engine
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        engine = await asyncio.to_thread(_engine, self.path, self._n_ctx, self._n_threads)
+        engine = await self._loaded()
         arguments = self._arguments(request)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(engine.thread, self._generate, engine, arguments)
@@ -137,15 +144,15 @@ class LocalModel:
 
     @staticmethod
     def _generate(engine: _Engine, arguments: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = engine.llama.create_chat_completion(**arguments)
-        return result
+        return cast(dict[str, Any], engine.llama.create_chat_completion(**arguments))
 
     def _response(self, result: dict[str, Any], request: ModelRequest) -> ModelResponse:
         choice = result["choices"][0]
         output = choice["message"].get("content") or ""
         usage = Usage(result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"])
         meta: dict[str, Any] = {"finish_reason": choice.get("finish_reason")}
-        text, calls = output, ()
+        text = output
+        calls: tuple[ToolCall, ...] = ()
         if request.tools:
             call_id = f"call_{turn_of(request)}_0"
             text, calls, repairs = read_decision(output, request.tools, call_id)

@@ -9,15 +9,15 @@ handled in one place, and so that a call adds well under a millisecond of overhe
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from autonomic.errors import ConfigError, MalformedOutput, MissingExtra, ModelUnavailable
 from autonomic.models._http import is_loopback, status_error
+from autonomic.models._loops import PerLoop
 from autonomic.models.base import (
     Message,
     ModelChunk,
@@ -33,7 +33,7 @@ from autonomic.models.tokens import estimate_usage
 
 try:
     import httpx
-except ImportError as e:  # pragma: no cover - httpx comes with the extra
+except ImportError as e:
     raise MissingExtra("openai", "the OpenAI-compatible model adapter") from e
 
 __all__ = ["OPENAI_URL", "OpenAIModel"]
@@ -95,6 +95,7 @@ class _Stream:
         self.calls: dict[int, dict[str, Any]] = {}
         self.data: dict[str, Any] = {}
         self.finish_reason: str | None = None
+        self.done = False
 
     def add(self, chunk: dict[str, Any]) -> str:
         if chunk.get("error"):
@@ -118,7 +119,9 @@ class _Stream:
         call = self.calls.setdefault(index, {"id": None, "name": "", "arguments": ""})
         call["id"] = part.get("id") or call["id"]
         function = part.get("function") or {}
-        call["name"] += function.get("name") or ""
+        name = function.get("name") or ""
+        if name != call["name"]:  # some servers repeat the whole name in every chunk
+            call["name"] += name
         arguments = function.get("arguments")
         if isinstance(arguments, str) and isinstance(call["arguments"], str):
             call["arguments"] += arguments
@@ -138,8 +141,15 @@ class OpenAIModel:
     """A model behind an OpenAI-compatible chat completions endpoint.
 
     ``api_key`` defaults to ``OPENROUTER_API_KEY`` for openrouter.ai, else ``OPENAI_API_KEY``;
-    OpenAI itself needs one, a local server does not. A server on this machine is priced
-    as free unless ``price`` says otherwise; any other endpoint is priced from the table.
+    OpenAI itself needs one, a local server does not.
+
+    Cost comes from ``price``, else the price table; a model the table does not know is
+    free on a server on this machine (self-hosted) and counted pessimistically elsewhere.
+
+    ``schema_format="json_object"`` sends a response schema the way llama-cpp-python's
+    server reads it (``{"type": "json_object", "schema": ...}``) instead of OpenAI's
+    ``json_schema``. ``http_client`` (proxies, TLS, a mock transport) is used as given
+    and closed by whoever made it.
     """
 
     def __init__(
@@ -152,8 +162,10 @@ class OpenAIModel:
         temperature: float | None = None,
         max_tokens: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        schema_format: Literal["json_schema", "json_object"] = "json_schema",
         price: Price | None = None,
         prices: PriceTable | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         if not model:
             raise ConfigError("an OpenAI-compatible model needs a model id: openai:gpt-4o-mini")
@@ -169,10 +181,16 @@ class OpenAIModel:
             self._options["temperature"] = temperature
         if max_tokens is not None:
             self._options["max_tokens"] = max_tokens
-        self._price = price if price is not None or not is_loopback(self.base_url) else FREE
+        self._schema_format = schema_format
+        self._price = price
+        self._unknown_price = FREE if is_loopback(self.base_url) else None
         self._prices = prices
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._given_client = http_client
+        self._url = f"{self.base_url}/chat/completions"
+        self._headers = dict(_JSON)
+        if self._api_key:
+            self._headers["authorization"] = f"Bearer {self._api_key}"
+        self._clients = PerLoop(lambda: httpx.AsyncClient(timeout=self._timeout))
 
     @property
     def name(self) -> str:
@@ -184,20 +202,13 @@ class OpenAIModel:
         return self.base_url
 
     def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url, headers=headers, timeout=self._timeout
-            )
-            self._loop = loop
-        return self._client
+        return self._given_client or self._clients.get()
 
     async def aclose(self) -> None:
-        """Close the connection pool (a later call opens a new one)."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close this loop's connection pool, if the model opened one (a later call reopens)."""
+        client = self._clients.pop()
+        if client is not None:
+            await client.aclose()
 
     async def __aenter__(self) -> OpenAIModel:
         return self
@@ -213,18 +224,22 @@ class OpenAIModel:
         if request.tools:
             body["tools"] = [_wire_tool(t) for t in request.tools]
         if request.response_schema is not None:
-            schema = {"name": "response", "schema": request.response_schema}
-            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+            body["response_format"] = self._response_format(request.response_schema)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         body.update(self._options)
         return msgspec.json.encode(body)
 
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self._schema_format == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         try:
             response = await self._http().post(
-                "/chat/completions", content=self._body(request, stream=False), headers=_JSON
+                self._url, content=self._body(request, stream=False), headers=self._headers
             )
         except httpx.TimeoutException as e:
             raise ModelUnavailable(f"{self._name}: timed out ({type(e).__name__})") from None
@@ -245,7 +260,7 @@ class OpenAIModel:
         body = self._body(request, stream=True)
         try:
             async with self._http().stream(
-                "POST", "/chat/completions", content=body, headers=_JSON
+                "POST", self._url, content=body, headers=self._headers
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -257,6 +272,7 @@ class OpenAIModel:
                     if not line.startswith("data:") or not payload:
                         continue
                     if payload == "[DONE]":
+                        state.done = True
                         break
                     try:
                         text = state.add(msgspec.json.decode(payload))
@@ -269,6 +285,8 @@ class OpenAIModel:
             raise ModelUnavailable(f"{self._name}: timed out ({type(e).__name__})") from None
         except httpx.TransportError as e:
             raise ModelUnavailable(f"{self._name}: connection failed: {e!r:.300}") from None
+        if not state.done and state.finish_reason is None:
+            raise ModelUnavailable(f"{self._name}: the stream ended before the answer did")
         yield ModelChunk(response=self._response(state.message(), request))
 
     def _response(self, data: object, request: ModelRequest) -> ModelResponse:
@@ -278,6 +296,8 @@ class OpenAIModel:
         if not choices or not isinstance(choices[0], dict):
             raise MalformedOutput(f"{self._name}: the response has no choices: {data!r:.300}")
         message = choices[0].get("message") or {}
+        if not isinstance(message, dict):
+            raise MalformedOutput(f"{self._name}: the message is not an object: {data!r:.300}")
         text = _content_text(message.get("content"))
         calls, text, repairs = _calls_from_message(message, text, request)
         meta: dict[str, Any] = {}
@@ -286,7 +306,9 @@ class OpenAIModel:
             usage = estimate_usage(request, text, calls)
             meta["usage_estimated"] = True
         model_id = str(data.get("model") or self.model)
-        cost, price_meta = cost_meta(model_id, usage, price=self._price, table=self._prices)
+        cost, price_meta = cost_meta(
+            model_id, usage, price=self._price, table=self._prices, unknown=self._unknown_price
+        )
         meta.update(price_meta)
         if choices[0].get("finish_reason"):
             meta["finish_reason"] = choices[0]["finish_reason"]
@@ -302,7 +324,7 @@ def _calls_from_message(
 ) -> tuple[list[ToolCall], str, list[str]]:
     """The tool calls of a message (or written in its text), the text left, the repairs."""
     turn = turn_of(request)
-    raw_calls = message.get("tool_calls") or []
+    raw_calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     if not raw_calls and isinstance(message.get("function_call"), dict):
         raw_calls = [{"function": message["function_call"]}]
     calls: list[ToolCall] = []

@@ -1,8 +1,8 @@
 """What a model call cost, from a price table users can extend.
 
 Prices are USD per million input and output tokens. A model missing from the table is
-never counted as free: it is charged at the table's highest prices and flagged, so a
-budget errs on the side of stopping early.
+not counted as free (unless its adapter knows it is self-hosted): it is charged at the
+table's highest prices and flagged, so a budget errs on the side of stopping early.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ __all__ = [
     "FREE",
     "Price",
     "PriceTable",
-    "Pricing",
     "cost_meta",
     "default_prices",
     "register_price",
@@ -34,13 +33,6 @@ class Price(NamedTuple):
 
 
 FREE = Price(0.0, 0.0)
-
-
-class Pricing(NamedTuple):
-    """A priced call: ``known`` is False when the price was a pessimistic guess."""
-
-    cost: float
-    known: bool
 
 
 _BUILTIN: dict[str, Price] = {
@@ -98,12 +90,6 @@ class PriceTable:
         prices = list(self._prices.values()) or list(_BUILTIN.values())
         return Price(max(p.input for p in prices), max(p.output for p in prices))
 
-    def price(self, model: str, usage: Usage) -> Pricing:
-        known = self.lookup(model)
-        if known is not None:
-            return Pricing(known.cost(usage), True)
-        return Pricing(self.highest().cost(usage), False)
-
 
 default_prices = PriceTable(_BUILTIN)
 
@@ -114,13 +100,25 @@ def register_price(model: str, *, input: float, output: float) -> None:
 
 
 def cost_meta(
-    model: str, usage: Usage, *, price: Price | None = None, table: PriceTable | None = None
+    model: str,
+    usage: Usage,
+    *,
+    price: Price | None = None,
+    table: PriceTable | None = None,
+    unknown: Price | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """The cost of a call and the meta entries that go with it (``price_unknown``).
 
-    A ``price`` given by the adapter (a local model, a configured price) wins over the table.
+    ``price`` (configured for this model) wins over the table; ``unknown`` is what a model
+    missing from the table costs (a self-hosted server: free), by default the pessimistic
+    guess, flagged.
     """
     if price is not None:
         return price.cost(usage), {}
-    pricing = (table or default_prices).price(model, usage)
-    return pricing.cost, ({} if pricing.known else {"price_unknown": True})
+    table = table or default_prices
+    known = table.lookup(model)
+    if known is not None:
+        return known.cost(usage), {}
+    if unknown is not None:
+        return unknown.cost(usage), {}
+    return table.highest().cost(usage), {"price_unknown": True}

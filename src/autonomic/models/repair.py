@@ -49,6 +49,15 @@ def _strip_fence(text: str) -> str:
     return match.group(1) if match else text.strip()
 
 
+def _json_like(value: object) -> bool:
+    """Whether a Python literal means the same as JSON (no tuples, sets or non-string keys)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_like(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_json_like(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 def _json_object(text: str) -> tuple[Any, str | None]:
     """The JSON value in ``text`` and the repair needed to read it, or raise ValueError."""
     try:
@@ -65,10 +74,10 @@ def _json_object(text: str) -> tuple[Any, str | None]:
             return value, "ignored text around the JSON"
     if len(text) <= _LITERAL_LIMIT:
         try:
-            literal = json.loads(json.dumps(ast.literal_eval(text)))
+            literal = ast.literal_eval(text)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            pass
-        else:
+            literal = None
+        if isinstance(literal, dict) and _json_like(literal):
             return literal, "read a Python literal (single quotes)"
     raise ValueError(f"not valid JSON: {text[:200]!r}")
 
@@ -161,10 +170,10 @@ def calls_from_text(
         if not found or any(f is None for f in found):
             return None
         parts.extend(f for f in found if f is not None)
-    calls: list[ToolCall] = []
-    repairs: list[str] = ["read tool calls written in the text"]
     if any(match_tool_name(name, tools)[2] for name, _ in parts):
         return None
+    calls: list[ToolCall] = []
+    repairs: list[str] = ["read tool calls written in the text"]
     for index, (name, arguments) in enumerate(parts):
         call, fixed = make_call(f"call_{turn}_{index}", name, arguments, tools)
         calls.append(call)

@@ -52,7 +52,7 @@ def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) 
         text, calls = "", _with_ids([item], turn)
     else:
         text, calls = "", _with_ids(item, turn)
-    prompt = sum(_estimate_tokens(m.content) for m in request.messages)
+    prompt = sum(len(m.content) for m in request.messages) // 4 + 1
     output = _estimate_tokens(text) + sum(_estimate_tokens(str(c.arguments)) for c in calls)
     return ModelResponse(
         text=text, tool_calls=calls, usage=Usage(prompt, output), model=name, cost=0.0

@@ -3,17 +3,20 @@
 It runs under the sandbox's Python, which may be older than the host's, so it uses only
 the standard library and Python 3.8 syntax, and imports little (start-up time is the
 point of the warm pool). The host starts it as ``python -I -c <this source> <fd>`` and
-speaks over the socket ``fd``: one ready byte out, one marshalled request in, result
-records out (see ``autonomic.sandbox.wire``). Nothing here is a security boundary: the
-code it runs may tamper with it, and can only spoil its own result by doing so.
+speaks over the socket ``fd``: one ready byte out, one sized request in, result
+records out, the last one with the exit status (see ``autonomic.sandbox.wire``).
+Nothing here is a security boundary: the code it runs may tamper with it, and can only
+spoil its own result by doing so.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import io
 import marshal
 import os
+import resource
 import stat
 import sys
 from typing import Any
@@ -31,13 +34,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_all(fd: int) -> bytes:
+def _read_exactly(fd: int, size: int) -> bytes:
     chunks: list[bytes] = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
+    while size > 0:
+        chunk = os.read(fd, min(size, 1 << 20))
         if not chunk:
-            return b"".join(chunks)
+            raise EOFError("the host closed the control socket")
         chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _record(tag: bytes, name: str, data: bytes = b"") -> bytes:
@@ -61,6 +66,16 @@ def _set_stdin(data: bytes) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
     os.dup2(fd, 0)
     os.close(fd)
+
+
+def _set_rlimits(limits: list[tuple[str, int, int]]) -> None:
+    """Lower each limit, soft and hard (never above a hard limit already in place)."""
+    for name, soft, hard in limits:
+        which = getattr(resource, name)
+        ceiling = resource.getrlimit(which)[1]
+        if ceiling != resource.RLIM_INFINITY:
+            hard = min(hard, ceiling)
+        resource.setrlimit(which, (min(soft, hard), hard))
 
 
 def _category(error: BaseException | None) -> str | None:
@@ -98,7 +113,8 @@ def _run_python(code: str, root: str) -> tuple[int, str | None]:
         return _exit_status(e.code), None
     except BaseException as e:
         tb = e.__traceback__
-        sys.excepthook(type(e), e, tb.tb_next if tb is not None else None)
+        e.__traceback__ = tb.tb_next if tb is not None else None  # hide this frame
+        sys.excepthook(type(e), e, e.__traceback__)
         return 1, _category(e)
     finally:
         _finish_python()
@@ -112,8 +128,6 @@ def _finish_python() -> None:
         for thread in threading.enumerate():
             if thread is not threading.main_thread() and not thread.daemon:
                 thread.join()
-    import atexit
-
     atexit._run_exitfuncs()
 
 
@@ -176,6 +190,15 @@ def _collect(root: str, inputs: dict[str, bytes], budget: int) -> list[bytes]:
     return records
 
 
+def _end_record(status: int) -> bytes:
+    """The last record: the exit status, and the CPU time and peak memory of the run."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    peak = max(own.ru_maxrss, children.ru_maxrss) * 1024
+    return _record(b"E", str(status), f"{cpu} {peak}".encode())
+
+
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -190,15 +213,19 @@ def main() -> None:
     root = os.getcwd()
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
+    # The first compile() sets up the AST types (about a millisecond): do it while idle.
+    compile("", "<string>", "exec")
     _write_all(control, READY)
-    request = marshal.loads(_read_all(control))
+    size = int.from_bytes(_read_exactly(control, 8), "big")
+    request = marshal.loads(_read_exactly(control, size))
     files = request["files"]
     category = None
     try:
         _place_inputs(root, files)
         _set_stdin(request["stdin"])
+        _set_rlimits(request["rlimits"])
     except OSError as e:
-        sys.stderr.write(f"could not place the input files: {e}\n")
+        sys.stderr.write(f"could not prepare the run: {e}\n")
         status, category = 1, _category(e)
     else:
         if "code" in request:
@@ -209,6 +236,7 @@ def main() -> None:
     records = _collect(root, files, request["files_bytes"])
     if category is not None:
         records.append(_record(b"V", category))
+    records.append(_end_record(status))
     try:
         _write_all(control, b"".join(records))
     finally:

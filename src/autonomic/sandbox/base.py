@@ -16,6 +16,8 @@ from autonomic.errors import ConfigError, SandboxViolation
 
 __all__ = [
     "FileInputs",
+    "KiB",
+    "MiB",
     "ResourceUsage",
     "Sandbox",
     "SandboxLimits",

@@ -1,0 +1,33 @@
+"""Sandboxes: run untrusted code under isolation and limits, and say what happened.
+
+async with open_sandbox("bwrap") as sandbox:
+    result = await sandbox.run_python("print(1)")
+"""
+
+from autonomic.sandbox.backends import BACKENDS, open_sandbox
+from autonomic.sandbox.base import (
+    FileInputs,
+    KiB,
+    MiB,
+    ResourceUsage,
+    Sandbox,
+    SandboxLimits,
+    SandboxResult,
+)
+from autonomic.sandbox.bwrap import BwrapSandbox
+from autonomic.sandbox.process import ProcessSandbox, UnsafeSandboxWarning
+
+__all__ = [
+    "BACKENDS",
+    "BwrapSandbox",
+    "FileInputs",
+    "KiB",
+    "MiB",
+    "ProcessSandbox",
+    "ResourceUsage",
+    "Sandbox",
+    "SandboxLimits",
+    "SandboxResult",
+    "UnsafeSandboxWarning",
+    "open_sandbox",
+]

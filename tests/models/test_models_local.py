@@ -1,0 +1,139 @@
+"""The embedded llama.cpp model with the bundled SmolLM2-135M: structure, never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from model_fakes import ADD, WEATHER
+
+from autonomic.errors import ConfigError
+from autonomic.models import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec
+
+pytest.importorskip("llama_cpp", reason='needs pip install "autonomic[local]"')
+
+from autonomic.models import local
+from autonomic.models.constrained import decision_schema
+from autonomic.models.local import LocalModel
+
+pytestmark = pytest.mark.slow
+
+TOOLS = (ADD, WEATHER)
+GOALS = ["What is 17 plus 25?", "What's the weather in Paris?", "Say hello."]
+_TYPES: dict[str, Any] = {"number": (int, float), "string": str, "integer": int}
+
+
+def assert_valid_call(call: ToolCall, tools: tuple[ToolSpec, ...]) -> None:
+    """The call names a tool and its arguments satisfy that tool's (simple) schema."""
+    assert call.error is None and call.id
+    (spec,) = [t for t in tools if t.name == call.name]
+    properties = spec.parameters["properties"]
+    assert set(spec.parameters.get("required", [])) <= set(call.arguments) <= set(properties)
+    for key, value in call.arguments.items():
+        assert isinstance(value, _TYPES[properties[key]["type"]]), (key, value)
+
+
+def assert_decision(response: ModelResponse) -> None:
+    """Either one valid tool call and no text, or an answer and no call."""
+    if response.tool_calls:
+        (call,) = response.tool_calls
+        assert_valid_call(call, TOOLS)
+        assert response.text == ""
+
+
+@pytest.fixture(scope="module")
+def model() -> LocalModel:
+    return LocalModel(max_tokens=96)
+
+
+async def test_loads_once_and_is_shared(model: LocalModel) -> None:
+    assert isinstance(model, Model) and model.name == "local"
+    assert await model.load() >= 0.0
+    other = LocalModel()
+    await other.load()
+    assert local._engine(model.path, 2048, None) is local._engine(other.path, 2048, None)
+
+
+@pytest.mark.parametrize("goal", GOALS)
+async def test_every_output_is_a_valid_decision(model: LocalModel, goal: str) -> None:
+    request = ModelRequest(
+        (Message("system", "You are a helpful agent."), Message("user", goal)), tools=TOOLS
+    )
+    response = await model.complete(request)
+    assert_decision(response)
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    assert response.cost == 0.0 and "price_unknown" not in response.meta
+
+
+async def test_continues_after_a_tool_result(model: LocalModel) -> None:
+    request = ModelRequest(
+        (
+            Message("user", "What is 2 plus 3?"),
+            Message("assistant", tool_calls=(ToolCall("call_0_0", "add", {"a": 2, "b": 3}),)),
+            Message("tool", "5", tool_call_id="call_0_0"),
+        ),
+        tools=TOOLS,
+    )
+    response = await model.complete(request)
+    assert_decision(response)
+    assert all(c.id == "call_1_0" for c in response.tool_calls)
+
+
+async def test_schema_constrained_answer(model: LocalModel) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "rainy": {"type": "boolean"}},
+        "required": ["city", "rainy"],
+    }
+    request = ModelRequest((Message("user", "Weather in Oslo?"),), response_schema=schema)
+    answer = json.loads((await model.complete(request)).text)
+    assert isinstance(answer["city"], str) and isinstance(answer["rainy"], bool)
+
+
+async def test_free_text_without_tools(model: LocalModel) -> None:
+    response = await model.complete(ModelRequest((Message("user", "Say hello."),)))
+    assert isinstance(response.text, str) and response.tool_calls == ()
+    assert response.usage.output_tokens > 0
+
+
+async def test_generation_does_not_block_the_event_loop(model: LocalModel) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    await model.complete(ModelRequest((Message("user", "Write a short poem."),)))
+    ticker.cancel()
+    assert ticks > 1
+
+
+def test_nested_schemas_compile_to_a_grammar() -> None:
+    nested = ToolSpec(
+        "book",
+        "Book a trip.",
+        {
+            "type": "object",
+            "properties": {"trip": {"$ref": "#/$defs/Trip"}},
+            "required": ["trip"],
+            "$defs": {
+                "Trip": {
+                    "type": "object",
+                    "properties": {"to": {"type": "string"}, "days": {"type": "integer"}},
+                    "required": ["to", "days"],
+                }
+            },
+        },
+    )
+    schema = decision_schema((nested, ADD))
+    assert local._grammar(json.dumps(schema)) is not None
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError, match="no GGUF"):
+        LocalModel(tmp_path / "absent.gguf")

@@ -1,0 +1,80 @@
+"""Fixtures for the sandbox tests: sandboxes, and a check that nothing outlives a test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from autonomic.sandbox import BwrapSandbox, MiB, SandboxLimits
+from autonomic.sandbox.cgroup import ROOT as CGROUP_ROOT
+from autonomic.sandbox.confine import SANDBOX_UID
+from autonomic.sandbox.guest import GUEST_SOURCE
+
+requires_bwrap = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"
+)
+requires_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: cgroups and the nobody uid on the host"
+)
+
+_GUEST = GUEST_SOURCE.splitlines()[0]
+LIMITS = SandboxLimits(timeout=20, cpu_seconds=10, memory_bytes=256 * MiB, scratch_bytes=16 * MiB)
+
+
+def _sandbox_processes() -> list[str]:
+    """Processes on the host that belong to a sandbox started by this test process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        if _GUEST in cmdline and (uid == SANDBOX_UID or os.geteuid() != 0):
+            found.append(f"{entry.name}: {cmdline[:80]}")
+    return found
+
+
+def _our_cgroups() -> list[Path]:
+    prefix = f"{os.getpid()}-"
+    return [
+        path
+        for controller in ("memory", "pids", "cpuacct")
+        if (CGROUP_ROOT / controller / "autonomic").is_dir()
+        for path in (CGROUP_ROOT / controller / "autonomic").iterdir()
+        if path.name.startswith(prefix)
+    ]
+
+
+@pytest.fixture
+async def no_leaks() -> AsyncIterator[None]:
+    """After the test: no sandbox process left on the host, no cgroup left behind."""
+    yield
+    for _ in range(50):
+        if not _sandbox_processes() and not _our_cgroups():
+            return
+        await asyncio.sleep(0.05)
+    assert not _sandbox_processes(), "sandbox processes outlived the test"
+    assert not _our_cgroups(), "cgroups outlived the test"
+
+
+@pytest.fixture
+async def sandbox(no_leaks: None) -> AsyncIterator[BwrapSandbox]:
+    """The default backend, cold: every execution starts its own guest."""
+    async with BwrapSandbox(limits=LIMITS, warm=0) as box:
+        yield box
+
+
+@pytest.fixture
+async def pooled(no_leaks: None) -> AsyncIterator[BwrapSandbox]:
+    """The default backend with a warm pool of two, already filled."""
+    async with BwrapSandbox(limits=LIMITS, warm=2) as box:
+        await box.warm_up()
+        yield box

@@ -1,0 +1,112 @@
+"""Kill -9 at many points of a run's life; every restart must lose nothing committed and
+never repeat a non-idempotent effect."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from autonomic import Runtime
+from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, RunCompleted
+from autonomic.loader import read_events
+
+HERE = Path(__file__).parent
+KILL_ROUNDS = 24
+
+
+def spawn(store_url: str, effects: Path, *goal: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CRASH_EFFECTS": str(effects),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    with open(effects.with_suffix(".log"), "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "crash_agent.py"), store_url, *goal],
+            env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )
+    return proc
+
+
+def committed(db: Path) -> list[tuple[int, str, bytes]]:
+    """What is durably in the log right now, read by a separate connection."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT seq, type, body FROM events ORDER BY run_id, seq").fetchall()
+    except sqlite3.OperationalError:  # the first process has not created the schema yet
+        return []
+    finally:
+        conn.close()
+
+
+def kill_when(proc: subprocess.Popen[bytes], db: Path, effects: Path, at_seq: int, mid_action: bool) -> list:
+    """SIGKILL once the log reaches ``at_seq`` (or, with ``mid_action``, once a tool has left its
+    effect but before its outcome is journaled when that window shows up first)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = committed(db)
+        open_action = log and log[-1][1] == "ActionRequested"
+        effect_seen = effects.exists() and effects.stat().st_size > 0
+        if len(log) >= at_seq or (mid_action and open_action and effect_seen and len(log) >= at_seq - 3):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return committed(db)
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    return committed(db)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_sigkill_at_many_points_loses_nothing_and_repeats_no_effect(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    url = f"sqlite:///{db}"
+    effects = tmp_path / "effects.txt"
+    proc = spawn(url, effects, "run the crash drill")
+    kill_points: list[int] = []
+    seen_before_kill: list[tuple[int, str, bytes]] = []
+    for round_ in range(KILL_ROUNDS):
+        target = 3 + round_ * 4
+        snapshot = kill_when(proc, db, effects, target, mid_action=round_ % 3 == 1)
+        kill_points.append(len(snapshot))
+        # nothing that was committed before the kill is gone or changed afterwards
+        assert snapshot[: len(seen_before_kill)] == seen_before_kill
+        seen_before_kill = snapshot
+        if snapshot and snapshot[-1][1] == "RunCompleted":
+            break
+        time.sleep(0.35)  # let the dead process's lease expire
+        proc = spawn(url, effects)
+    assert proc.wait(timeout=120) == 0, effects.with_suffix(".log").read_text()
+
+    assert len(set(kill_points)) >= 20, f"kill points: {kill_points}"
+    async with Runtime(url) as rt:
+        (info,) = await rt.list_runs()
+        events = [s.event for s in await read_events(rt.store, info.run_id)]
+        final = committed(db)
+    assert final[: len(seen_before_kill)] == seen_before_kill
+    assert info.status == "completed" and isinstance(events[-1], RunCompleted)
+    assert [seq for seq, _, _ in final] == list(range(1, len(final) + 1))
+
+    requested = [e for e in events if isinstance(e, ActionRequested)]
+    outcomes = Counter(e.action_id for e in events if isinstance(e, ActionCompleted | ActionFailed))
+    assert all(outcomes[r.action_id] == 1 for r in requested), "every action settled exactly once"
+
+    lines = effects.read_text().splitlines()
+    charges = Counter(line for line in lines if line.startswith("charge"))
+    notes = Counter(line for line in lines if line.startswith("note"))
+    assert all(n == 1 for n in charges.values()), f"a charge happened twice: {charges}"
+    assert all(n == 1 for n in notes.values())
+    charged = {r.action_id for r in requested if r.tool == "charge"}
+    assert {line.split()[1] for line in charges} <= charged
+    # an unknown outcome is reported to the model, never silently re-run
+    unknown = [e for e in events if isinstance(e, ActionFailed) and "outcome unknown" in e.error]
+    completed_charges = {e.action_id for e in events if isinstance(e, ActionCompleted)} & charged
+    assert len(completed_charges) + len(unknown) == len(charged)
