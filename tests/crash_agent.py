@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 from autonomic import Agent, Runtime, ScriptedModel, ToolContext, tool, tool_call
 
@@ -26,21 +27,21 @@ def _append(line: str) -> None:
 
 
 @tool
-async def charge(amount: int, context: ToolContext) -> str:
+def charge(amount: int, context: ToolContext) -> str:
     "Charge an amount (not idempotent)."
     _append(f"charge {context.action_id}")
-    await asyncio.sleep(0.03)
+    time.sleep(0.03)
     return f"charged {amount}"
 
 
 @tool(idempotent=True)
-async def note(text: str, context: ToolContext) -> str:
+def note(text: str, context: ToolContext) -> str:
     "Write a note once per idempotency key."
     with open(EFFECTS, "a+") as f:
         f.seek(0)
         if f"note {context.idempotency_key}\n" not in f.read():
             f.write(f"note {context.idempotency_key}\n")
-    await asyncio.sleep(0.03)
+    time.sleep(0.03)
     return "noted"
 
 

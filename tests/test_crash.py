@@ -3,6 +3,7 @@ never repeat a non-idempotent effect."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -15,20 +16,26 @@ from pathlib import Path
 import pytest
 
 from autonomic import Runtime
-from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, RunCompleted
+from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, Event, RunCompleted
 from autonomic.loader import read_events
+from autonomic.store.base import RunInfo
 
 HERE = Path(__file__).parent
 KILL_ROUNDS = 24
 
 
 def spawn(store_url: str, effects: Path, *goal: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CRASH_EFFECTS": str(effects),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "CRASH_EFFECTS": str(effects),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     with open(effects.with_suffix(".log"), "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "crash_agent.py"), store_url, *goal],
-            env=env, stdout=subprocess.DEVNULL, stderr=log,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
     return proc
 
@@ -46,7 +53,9 @@ def committed(db: Path) -> list[tuple[int, str, bytes]]:
         conn.close()
 
 
-def kill_when(proc: subprocess.Popen[bytes], db: Path, effects: Path, at_seq: int, mid_action: bool) -> list:
+def kill_when(
+    proc: subprocess.Popen[bytes], db: Path, effects: Path, at_seq: int, mid_action: bool
+) -> list:
     """SIGKILL once the log reaches ``at_seq`` (or, with ``mid_action``, once a tool has left its
     effect but before its outcome is journaled when that window shows up first)."""
     deadline = time.monotonic() + 20
@@ -54,7 +63,9 @@ def kill_when(proc: subprocess.Popen[bytes], db: Path, effects: Path, at_seq: in
         log = committed(db)
         open_action = log and log[-1][1] == "ActionRequested"
         effect_seen = effects.exists() and effects.stat().st_size > 0
-        if len(log) >= at_seq or (mid_action and open_action and effect_seen and len(log) >= at_seq - 3):
+        if len(log) >= at_seq or (
+            mid_action and open_action and effect_seen and len(log) >= at_seq - 3
+        ):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return committed(db)
@@ -64,9 +75,15 @@ def kill_when(proc: subprocess.Popen[bytes], db: Path, effects: Path, at_seq: in
     return committed(db)
 
 
+async def final_log(url: str) -> tuple[RunInfo, list[Event]]:
+    async with Runtime(url) as rt:
+        (info,) = await rt.list_runs()
+        return info, [s.event for s in await read_events(rt.store, info.run_id)]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-async def test_sigkill_at_many_points_loses_nothing_and_repeats_no_effect(tmp_path: Path) -> None:
+def test_sigkill_at_many_points_loses_nothing_and_repeats_no_effect(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     url = f"sqlite:///{db}"
     effects = tmp_path / "effects.txt"
@@ -87,10 +104,8 @@ async def test_sigkill_at_many_points_loses_nothing_and_repeats_no_effect(tmp_pa
     assert proc.wait(timeout=120) == 0, effects.with_suffix(".log").read_text()
 
     assert len(set(kill_points)) >= 20, f"kill points: {kill_points}"
-    async with Runtime(url) as rt:
-        (info,) = await rt.list_runs()
-        events = [s.event for s in await read_events(rt.store, info.run_id)]
-        final = committed(db)
+    info, events = asyncio.run(final_log(url))
+    final = committed(db)
     assert final[: len(seen_before_kill)] == seen_before_kill
     assert info.status == "completed" and isinstance(events[-1], RunCompleted)
     assert [seq for seq, _, _ in final] == list(range(1, len(final) + 1))

@@ -25,8 +25,13 @@ def record(event_bytes: bytes, type_: str, version: int = 1, seq: int = 1) -> Ev
 
 def test_round_trip_keeps_every_field() -> None:
     event = ModelResponded(
-        text="thinking", tool_calls=(ToolCall("c1", "add", {"a": 1}),), usage=Usage(3, 4),
-        model="m", cost=0.5, latency_ms=1.5, meta={"tier": "cheap"},
+        text="thinking",
+        tool_calls=(ToolCall("c1", "add", {"a": 1}),),
+        usage=Usage(3, 4),
+        model="m",
+        cost=0.5,
+        latency_ms=1.5,
+        meta={"tier": "cheap"},
     )
     new = encode_event(event, 1.0)
     assert new.type == "ModelResponded" and not new.blobs

@@ -133,7 +133,9 @@ def load_agent(path: str) -> Agent:
     """Import ``module:attr`` (or ``path/to/file.py:attr``) and check it is an Agent."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise AgentNotFound(f"agent path {path!r} must look like module:attr (e.g. myapp.agents:calc)")
+        raise AgentNotFound(
+            f"agent path {path!r} must look like module:attr (e.g. myapp.agents:calc)"
+        )
     try:
         if module_name.endswith(".py"):
             module = _import_file(module_name)

@@ -39,7 +39,9 @@ async def _resolve_run_id(runtime: Runtime, run_id: str) -> str:
         if len(matches) == 1:
             return matches[0].run_id
         if len(matches) > 1:
-            raise ConfigError(f"run id prefix {run_id!r} is ambiguous: give more characters") from None
+            raise ConfigError(
+                f"run id prefix {run_id!r} is ambiguous: give more characters"
+            ) from None
         raise
 
 
@@ -90,11 +92,12 @@ async def cmd_list(args: argparse.Namespace, runtime: Runtime) -> int:
         _print_json([msgspec.to_builtins(r) for r in runs])
         return 0
     if not runs:
-        print("no runs yet: start one with  autonomic run --agent module:attr \"goal\"")
+        print('no runs yet: start one with  autonomic run --agent module:attr "goal"')
         return 0
     print(f"{'RUN':16}  {'STATUS':10}  {'AGENT':14}  {'EVENTS':>6}  GOAL")
     for r in runs:
-        print(f"{r.run_id:16}  {r.status:10}  {short(r.agent, 14):14}  {r.last_seq:>6}  {short(r.goal, 50)}")
+        agent, goal = short(r.agent, 14), short(r.goal, 50)
+        print(f"{r.run_id:16}  {r.status:10}  {agent:14}  {r.last_seq:>6}  {goal}")
     return 0
 
 
@@ -139,7 +142,9 @@ async def cmd_trace(args: argparse.Namespace, runtime: Runtime) -> int:
     events = [e async for e in runtime.events(run_id, follow=False)]
     print(render_trace(events))
     state = await runtime.state(run_id)
-    cost = f"${state.cost:.4f}" + (f" (+{state.unpriced_calls} unpriced)" if state.unpriced_calls else "")
+    cost = f"${state.cost:.4f}" + (
+        f" (+{state.unpriced_calls} unpriced)" if state.unpriced_calls else ""
+    )
     print(
         f"total: {state.model_calls} model call(s), {state.usage.input_tokens} in / "
         f"{state.usage.output_tokens} out tokens, {cost}, "
@@ -175,8 +180,10 @@ async def cmd_replay(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     agent = load_agent(args.agent) if args.agent else None
     state = await runtime.replay(run_id, agent=agent)
-    print(f"replayed {state.seq} events of run {run_id}: every step matched the log "
-          f"(status {state.status}; no model or tool was called)")
+    print(
+        f"replayed {state.seq} events of run {run_id}: every step matched the log "
+        f"(status {state.status}; no model or tool was called)"
+    )
     return 0
 
 
@@ -266,8 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("autonomic: interrupted; unfinished runs can be resumed with "
-              "'autonomic runs resume RUN_ID'", file=sys.stderr)
+        print(
+            "autonomic: interrupted; unfinished runs can be resumed with "
+            "'autonomic runs resume RUN_ID'",
+            file=sys.stderr,
+        )
         return 130
 
 

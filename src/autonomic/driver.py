@@ -158,8 +158,11 @@ class Driver:
     def _checked(self, step: Step) -> Step | None:
         """Pass the step through the limits and the guards; None when it was refused."""
         if isinstance(step, ModelCall) and self.state.model_calls >= self.agent.max_steps:
-            self.record(RunFailed(f"step limit reached: {self.agent.max_steps} model calls "
-                                  "without a final answer"))
+            self.record(
+                RunFailed(
+                    f"step limit reached: {self.agent.max_steps} model calls without a final answer"
+                )
+            )
             return None
         for guard in self.agent.guards:
             verdict = guard.check(self.state, step)
@@ -242,7 +245,8 @@ class Driver:
         for request in requests:
             reason = refusals[request.action_id]
             self.record(
-                outcomes[request.action_id] if reason is None
+                outcomes[request.action_id]
+                if reason is None
                 else ActionFailed(request.action_id, reason)
             )
         await self.commit()
@@ -271,4 +275,3 @@ class Driver:
             for outcome in (await self._execute(rerun, attempt=2)).values():
                 self.record(outcome)
             await self.commit()
-

@@ -18,6 +18,7 @@ from autonomic.errors import StoreCorrupt
 from autonomic.models.base import ToolCall, Usage
 
 __all__ = [
+    "TERMINAL_EVENTS",
     "ActionCompleted",
     "ActionFailed",
     "ActionRequested",
@@ -34,7 +35,6 @@ __all__ = [
     "RunForked",
     "RunStarted",
     "Suspended",
-    "TERMINAL_EVENTS",
     "Thought",
     "decode_event",
     "encode_event",
@@ -169,9 +169,20 @@ TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
 _TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
-        RunStarted, RunForked, ModelCalled, ModelResponded, Thought, ActionRequested,
-        ActionCompleted, ActionFailed, GuardTripped, Suspended, Resumed, RunCompleted,
-        RunFailed, RunCancelled,
+        RunStarted,
+        RunForked,
+        ModelCalled,
+        ModelResponded,
+        Thought,
+        ActionRequested,
+        ActionCompleted,
+        ActionFailed,
+        GuardTripped,
+        Suspended,
+        Resumed,
+        RunCompleted,
+        RunFailed,
+        RunCancelled,
     )
 }
 
@@ -237,7 +248,7 @@ def blob_refs(record: EventRecord) -> list[str]:
     cls = _TYPES.get(record.type)
     fields = _dict_decoder.decode(record.body)
     return [
-        value[len(BLOB_REF):]
+        value[len(BLOB_REF) :]
         for name in (cls.LARGE_FIELDS if cls else ())
         if isinstance(value := fields.get(name), str) and value.startswith(BLOB_REF)
     ]
@@ -265,9 +276,10 @@ def decode_event(record: EventRecord, blobs: Mapping[str, bytes] | None = None) 
         for name in cls.LARGE_FIELDS:
             value = fields.get(name)
             if isinstance(value, str) and value.startswith(BLOB_REF) and blobs:
-                fields[name] = blobs[value[len(BLOB_REF):]].decode()
+                fields[name] = blobs[value[len(BLOB_REF) :]].decode()
         fields["type"] = record.type
-        return msgspec.convert(fields, AnyEvent)
+        upgraded: Event = msgspec.convert(fields, AnyEvent)
+        return upgraded
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as e:
         raise StoreCorrupt(f"event {record.seq} ({record.type}) cannot be decoded: {e}") from e
 

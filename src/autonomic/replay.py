@@ -26,7 +26,9 @@ def _describe(step: Step) -> str:
     return type(step).__name__.lower() + (f" {step.answer!r}" if isinstance(step, Finish) else "")
 
 
-def _recorded_calls(events: list[StoredEvent], start: int) -> list[tuple[str, str, dict[str, object]]]:
+def _recorded_calls(
+    events: list[StoredEvent], start: int
+) -> list[tuple[str, str, dict[str, object]]]:
     calls = []
     for stored in events[start:]:
         if isinstance(stored.event, ActionRequested):
@@ -54,8 +56,11 @@ def _check(events: list[StoredEvent], i: int, state: RunState, agent: Agent) -> 
                 f"but the strategy asked for {_describe(step)}"
             )
     elif isinstance(event, ActionRequested):
-        expected = [(c.id, c.name, dict(c.arguments)) for c in step.calls] if isinstance(
-            step, ToolCalls) else None
+        expected = (
+            [(c.id, c.name, dict(c.arguments)) for c in step.calls]
+            if isinstance(step, ToolCalls)
+            else None
+        )
         if expected != _recorded_calls(events, i):
             raise ReplayDivergence(
                 f"{where}: the log has tool calls but the strategy asked for {_describe(step)}"

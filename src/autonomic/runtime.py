@@ -8,6 +8,7 @@ stay resumable, by this process later or by any other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -63,8 +64,14 @@ class RunResult(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, state: RunState) -> RunResult:
         return cls(
-            state.run_id, state.status, state.answer, state.error, state.usage, state.cost,
-            state.model_calls, state.seq,
+            state.run_id,
+            state.status,
+            state.answer,
+            state.error,
+            state.usage,
+            state.cost,
+            state.model_calls,
+            state.seq,
         )
 
 
@@ -240,7 +247,9 @@ class Runtime:
         """A new run sharing ``run_id``'s events 1..``at_seq``, then going its own way."""
         source = await self.store.get_run(run_id)
         if not 1 <= at_seq <= source.last_seq:
-            raise ConfigError(f"run {run_id} has events 1..{source.last_seq}; cannot fork at {at_seq}")
+            raise ConfigError(
+                f"run {run_id} has events 1..{source.last_seq}; cannot fork at {at_seq}"
+            )
         fork_id = fork_id or new_run_id()
         forked = RunForked(from_run_id=run_id, at_seq=at_seq)
         await self.store.fork_run(
@@ -310,10 +319,8 @@ class Runtime:
             self._drivers.pop(run_id, None)
             self._tasks.pop(run_id, None)
             self._notify(run_id)
-            try:
+            with contextlib.suppress(StoreError, asyncio.CancelledError):
                 await asyncio.shield(self.store.release_lease(run_id, self.owner))
-            except (StoreError, asyncio.CancelledError):
-                pass
 
     async def _renew_leases(self) -> None:
         interval = self.lease_s / 3
@@ -401,11 +408,11 @@ class Runtime:
         for event in self._watchers.get(run_id, ()):
             event.set()
 
-    async def _wait_for_change(self, run_id: str, timeout: float) -> None:
+    async def _wait_for_change(self, run_id: str, seconds: float) -> None:
         changed = asyncio.Event()
         self._watchers.setdefault(run_id, set()).add(changed)
         try:
-            await asyncio.wait_for(changed.wait(), timeout)
+            await asyncio.wait_for(changed.wait(), seconds)
         except TimeoutError:
             pass
         finally:

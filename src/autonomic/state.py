@@ -139,8 +139,9 @@ def _action_completed(s: RunState, e: ActionCompleted, ts: float) -> None:
     request = s.pending.pop(e.action_id, None)
     if request is not None:
         s.messages.append(
-            Message(role="tool", content=e.observation, tool_call_id=request.call_id,
-                    name=request.tool)
+            Message(
+                role="tool", content=e.observation, tool_call_id=request.call_id, name=request.tool
+            )
         )
 
 
@@ -148,8 +149,12 @@ def _action_failed(s: RunState, e: ActionFailed, ts: float) -> None:
     request = s.pending.pop(e.action_id, None)
     if request is not None:
         s.messages.append(
-            Message(role="tool", content=f"Error: {e.error}", tool_call_id=request.call_id,
-                    name=request.tool)
+            Message(
+                role="tool",
+                content=f"Error: {e.error}",
+                tool_call_id=request.call_id,
+                name=request.tool,
+            )
         )
 
 

@@ -1,4 +1,4 @@
-"""Steps: what a strategy asks the runtime to do next. Strategies return them; the runtime performs them."""
+"""Steps: what a strategy asks for next. Strategies return them; the runtime performs them."""
 
 from __future__ import annotations
 

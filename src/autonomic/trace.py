@@ -117,7 +117,9 @@ def render_trace(events: Sequence[StoredEvent]) -> str:
         elif isinstance(e, Suspended):
             lines.append(f"{at(stored)}⏸ suspended: {e.reason}")
         elif isinstance(e, Resumed):
-            lines.append(f"{at(stored)}↻ resumed by {e.by}" + (f" ({e.reason})" if e.reason else ""))
+            lines.append(
+                f"{at(stored)}↻ resumed by {e.by}" + (f" ({e.reason})" if e.reason else "")
+            )
         elif isinstance(e, RunCompleted):
             lines.append(f"{at(stored)}■ completed: {short(e.answer, 200)}")
         elif isinstance(e, RunFailed):

@@ -20,7 +20,9 @@ def thoughts(*texts: str) -> list:
     return [encode_event(Thought(t), time.time()) for t in texts]
 
 
-async def new_run(store: Store, run_id: str = "r1", owner: str | None = "me", lease_s: float = 30) -> None:
+async def new_run(
+    store: Store, run_id: str = "r1", owner: str | None = "me", lease_s: float = 30
+) -> None:
     await store.create_run(NewRun(run_id, "a", "g"), started(), owner=owner, lease_s=lease_s)
 
 
@@ -104,8 +106,9 @@ async def test_status_follows_appends(store: Store) -> None:
 async def test_fork_shares_history_up_to_the_fork_point(store: Store) -> None:
     await new_run(store, "parent")
     await store.append("parent", 1, thoughts("a", "b", "c"))
-    await store.fork_run("parent", NewRun("child", "a", "g"), 2, thoughts("forked"),
-                         owner=None, lease_s=1)
+    await store.fork_run(
+        "parent", NewRun("child", "a", "g"), 2, thoughts("forked"), owner=None, lease_s=1
+    )
     await store.append("child", 3, thoughts("child-only"))
     child = await store.read("child")
     assert [r.seq for r in child] == [1, 2, 3, 4]
@@ -114,8 +117,9 @@ async def test_fork_shares_history_up_to_the_fork_point(store: Store) -> None:
     assert len(parent) == 4
     info = await store.get_run("child")
     assert (info.forked_from, info.forked_at, info.last_seq) == ("parent", 2, 4)
-    await store.fork_run("child", NewRun("grandchild", "a", "g"), 3, thoughts("again"),
-                         owner=None, lease_s=1)
+    await store.fork_run(
+        "child", NewRun("grandchild", "a", "g"), 3, thoughts("again"), owner=None, lease_s=1
+    )
     grand = await store.read("grandchild")
     assert [r.body for r in grand[:3]] == [r.body for r in child[:3]]
     with pytest.raises(ConfigError, match="cannot fork at 9"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,15 @@ ScriptItem = str | ToolCall | Sequence[ToolCall] | ModelResponse | BaseException
 def tool_call(name: str, /, **arguments: Any) -> ToolCall:
     """A tool call for a script; its id is filled in by the model that returns it."""
     return ToolCall(id="", name=name, arguments=arguments)
+
+
+_role = operator.attrgetter("role")
+_content = operator.attrgetter("content")
+
+
+def assistant_turns(request: ModelRequest) -> int:
+    """How many times the model has answered in this conversation so far."""
+    return list(map(_role, request.messages)).count("assistant")
 
 
 def _estimate_tokens(text: str) -> int:
@@ -46,13 +56,14 @@ def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) 
         if item.tool_calls and not all(c.id for c in item.tool_calls):
             item = msgspec.structs.replace(item, tool_calls=_with_ids(item.tool_calls, turn))
         return item
+    calls: tuple[ToolCall, ...] = ()
     if isinstance(item, str):
-        text, calls = item, ()
+        text = item
     elif isinstance(item, ToolCall):
         text, calls = "", _with_ids([item], turn)
     else:
         text, calls = "", _with_ids(item, turn)
-    prompt = sum(len(m.content) for m in request.messages) // 4 + 1
+    prompt = sum(map(len, map(_content, request.messages))) // 4 + 1
     output = _estimate_tokens(text) + sum(_estimate_tokens(str(c.arguments)) for c in calls)
     return ModelResponse(
         text=text, tool_calls=calls, usage=Usage(prompt, output), model=name, cost=0.0
@@ -78,7 +89,7 @@ class ScriptedModel:
         self.calls += 1
         if self._latency:
             await asyncio.sleep(self._latency)
-        turn = sum(1 for m in request.messages if m.role == "assistant")
+        turn = assistant_turns(request)
         if turn >= len(self._script):
             raise ModelError(
                 f"ScriptedModel has no response for turn {turn + 1} "
@@ -104,7 +115,7 @@ class FunctionModel:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
-        turn = sum(1 for m in request.messages if m.role == "assistant")
+        turn = assistant_turns(request)
         item = self._function(request)
         if inspect.isawaitable(item):
             item = await item

@@ -57,16 +57,30 @@ class MemoryStore:
             raise RunNotFound(run_id) from None
 
     def _insert(
-        self, run: NewRun, events: Sequence[NewEvent], first_seq: int, owner: str | None,
-        lease_s: float, forked_from: str | None = None,
+        self,
+        run: NewRun,
+        events: Sequence[NewEvent],
+        first_seq: int,
+        owner: str | None,
+        lease_s: float,
+        forked_from: str | None = None,
     ) -> None:
         if run.run_id in self._runs:
             raise ConfigError(f"a run with id {run.run_id!r} already exists")
         now = time.time()
         self._runs[run.run_id] = RunInfo(
-            run.run_id, run.agent, run.goal, "running", now, now, first_seq + len(events) - 1,
-            run.parent_run_id, forked_from, first_seq - 1 if forked_from else None,
-            owner, now + lease_s if owner else None,
+            run.run_id,
+            run.agent,
+            run.goal,
+            "running",
+            now,
+            now,
+            first_seq + len(events) - 1,
+            run.parent_run_id,
+            forked_from,
+            first_seq - 1 if forked_from else None,
+            owner,
+            now + lease_s if owner else None,
         )
         self._events[run.run_id] = _records(first_seq, events)
         for e in events:
@@ -78,24 +92,40 @@ class MemoryStore:
         self._insert(run, events, 1, owner, lease_s)
 
     async def fork_run(
-        self, source_id: str, run: NewRun, at_seq: int, events: Sequence[NewEvent], *,
-        owner: str | None, lease_s: float,
+        self,
+        source_id: str,
+        run: NewRun,
+        at_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        owner: str | None,
+        lease_s: float,
     ) -> None:
         source = self._run(source_id)
         if not 1 <= at_seq <= source.last_seq:
-            raise ConfigError(f"run {source_id} has events 1..{source.last_seq}; cannot fork at {at_seq}")
+            raise ConfigError(
+                f"run {source_id} has events 1..{source.last_seq}; cannot fork at {at_seq}"
+            )
         self._insert(run, events, at_seq + 1, owner, lease_s, forked_from=source_id)
 
     async def append(
-        self, run_id: str, expected_seq: int, events: Sequence[NewEvent], *,
-        status: str | None = None, owner: str | None = None,
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        status: str | None = None,
+        owner: str | None = None,
     ) -> int:
         info = self._run(run_id)
         if info.last_seq != expected_seq:
             raise ConcurrencyConflict(run_id, expected_seq, info.last_seq)
         now = time.time()
-        if owner is not None and info.lease_owner not in (None, owner) and (
-            info.lease_expires_at or 0) > now:
+        if (
+            owner is not None
+            and info.lease_owner not in (None, owner)
+            and (info.lease_expires_at or 0) > now
+        ):
             raise LeaseLost(f"run {run_id} is leased to {info.lease_owner}")
         self._events[run_id].extend(_records(expected_seq + 1, events))
         for e in events:
@@ -109,21 +139,25 @@ class MemoryStore:
     def _chain(self, run_id: str) -> list[RunInfo]:
         chain = [self._run(run_id)]
         while chain[-1].forked_from:
-            chain.append(self._run(chain[-1].forked_from))  # type: ignore[arg-type]
+            chain.append(self._run(chain[-1].forked_from))
         return chain
 
     async def read(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
         result: list[EventRecord] = []
         for rid, upto in lineage_segments(self._chain(run_id)):
             result.extend(
-                r for r in self._events[rid] if r.seq > after_seq and (upto is None or r.seq <= upto)
+                r
+                for r in self._events[rid]
+                if r.seq > after_seq and (upto is None or r.seq <= upto)
             )
         return result
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         return {d: self._blobs[d] for d in digests if d in self._blobs}
 
-    async def put_snapshot(self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]) -> None:
+    async def put_snapshot(
+        self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]
+    ) -> None:
         self._blobs.update(blobs)
         self._snapshots[run_id] = (seq, body)
 
@@ -148,7 +182,9 @@ class MemoryStore:
             return None
         taken_over = info.lease_owner not in (None, owner)
         info = msgspec.structs.replace(
-            info, lease_owner=owner, lease_expires_at=now + lease_s,
+            info,
+            lease_owner=owner,
+            lease_expires_at=now + lease_s,
             recoveries=info.recoveries + (1 if taken_over else 0),
         )
         self._runs[run_id] = info
@@ -168,7 +204,9 @@ class MemoryStore:
     async def release_lease(self, run_id: str, owner: str) -> None:
         info = self._runs.get(run_id)
         if info is not None and info.lease_owner == owner:
-            self._runs[run_id] = msgspec.structs.replace(info, lease_owner=None, lease_expires_at=None)
+            self._runs[run_id] = msgspec.structs.replace(
+                info, lease_owner=None, lease_expires_at=None
+            )
 
     async def claim_runs(
         self, owner: str, lease_s: float, limit: int, *, max_recoveries: int
@@ -182,7 +220,8 @@ class MemoryStore:
                 continue
             if info.lease_owner is not None and info.recoveries >= max_recoveries:
                 self._runs[info.run_id] = msgspec.structs.replace(
-                    info, status="dead", lease_owner=None, lease_expires_at=None)
+                    info, status="dead", lease_owner=None, lease_expires_at=None
+                )
                 continue
             taken = await self.acquire_lease(info.run_id, owner, lease_s)
             if taken is not None:

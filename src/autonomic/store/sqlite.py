@@ -45,6 +45,7 @@ T = TypeVar("T")
 class _LockBusy(Exception):
     """The write lock is held by another connection right now."""
 
+
 _SCHEMA = """
 CREATE TABLE autonomic_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE runs (
@@ -138,7 +139,9 @@ class SQLiteStore:
                 "at an existing store"
             )
         elif not path.parent.exists():
-            raise ConfigError(f"cannot create store {self.path}: folder {path.parent} does not exist")
+            raise ConfigError(
+                f"cannot create store {self.path}: folder {path.parent} does not exist"
+            )
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
@@ -155,13 +158,16 @@ class SQLiteStore:
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
             if not tables:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(
-                    "INSERT INTO autonomic_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    "INSERT INTO autonomic_meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
                 )
             elif "autonomic_meta" not in tables:
                 raise StoreCorrupt(f"{self.path} is a SQLite database but not an autonomic store")
@@ -295,7 +301,10 @@ class SQLiteStore:
     ) -> None:
         conn.executemany(
             "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
-            [(run_id, first_seq + i, e.type, e.version, e.ts, e.body) for i, e in enumerate(events)],
+            [
+                (run_id, first_seq + i, e.type, e.version, e.ts, e.body)
+                for i, e in enumerate(events)
+            ],
         )
         blobs = [item for e in events for item in e.blobs.items()]
         if blobs:
@@ -303,17 +312,31 @@ class SQLiteStore:
         self.bytes_written += sum(len(e.body) for e in events) + sum(len(b) for _, b in blobs)
 
     def _insert_run(
-        self, conn: sqlite3.Connection, run: NewRun, events: Sequence[NewEvent], first_seq: int,
-        owner: str | None, lease_s: float, forked_from: str | None,
+        self,
+        conn: sqlite3.Connection,
+        run: NewRun,
+        events: Sequence[NewEvent],
+        first_seq: int,
+        owner: str | None,
+        lease_s: float,
+        forked_from: str | None,
     ) -> None:
         now = time.time()
         try:
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0)",
                 (
-                    run.run_id, run.agent, run.goal, "running", now, now,
-                    first_seq + len(events) - 1, run.parent_run_id, forked_from,
-                    first_seq - 1 if forked_from else None, owner,
+                    run.run_id,
+                    run.agent,
+                    run.goal,
+                    "running",
+                    now,
+                    now,
+                    first_seq + len(events) - 1,
+                    run.parent_run_id,
+                    forked_from,
+                    first_seq - 1 if forked_from else None,
+                    owner,
                     now + lease_s if owner else None,
                 ),
             )
@@ -327,8 +350,14 @@ class SQLiteStore:
         await self._write(lambda c: self._insert_run(c, run, events, 1, owner, lease_s, None))
 
     async def fork_run(
-        self, source_id: str, run: NewRun, at_seq: int, events: Sequence[NewEvent], *,
-        owner: str | None, lease_s: float,
+        self,
+        source_id: str,
+        run: NewRun,
+        at_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        owner: str | None,
+        lease_s: float,
     ) -> None:
         def op(conn: sqlite3.Connection) -> None:
             source = self._get_run(conn, source_id)
@@ -341,8 +370,13 @@ class SQLiteStore:
         await self._write(op)
 
     async def append(
-        self, run_id: str, expected_seq: int, events: Sequence[NewEvent], *,
-        status: str | None = None, owner: str | None = None,
+        self,
+        run_id: str,
+        expected_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        status: str | None = None,
+        owner: str | None = None,
     ) -> int:
         def op(conn: sqlite3.Connection) -> int:
             now = time.time()
@@ -382,7 +416,9 @@ class SQLiteStore:
 
     @staticmethod
     def _get_run(conn: sqlite3.Connection, run_id: str) -> RunInfo:
-        row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
         if row is None:
             raise RunNotFound(run_id)
         return _run_info(row)
@@ -393,7 +429,7 @@ class SQLiteStore:
             try:
                 chain = [self._get_run(conn, run_id)]
                 while chain[-1].forked_from:
-                    chain.append(self._get_run(conn, chain[-1].forked_from))  # type: ignore[arg-type]
+                    chain.append(self._get_run(conn, chain[-1].forked_from))
                 records: list[EventRecord] = []
                 for rid, upto in lineage_segments(chain):
                     rows = conn.execute(
@@ -539,7 +575,12 @@ class SQLiteStore:
 
     async def set_status(self, run_id: str, status: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            if conn.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id)).rowcount == 0:
+            if (
+                conn.execute(
+                    "UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id)
+                ).rowcount
+                == 0
+            ):
                 raise RunNotFound(run_id)
 
         await self._write(op)

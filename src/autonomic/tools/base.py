@@ -89,7 +89,9 @@ def _docstring_parts(doc: str) -> tuple[str, dict[str, str]]:
     return " ".join(summary).strip(), params
 
 
-def _argument_model(fn: Callable[..., Any], docs: dict[str, str]) -> tuple[type[pydantic.BaseModel], bool]:
+def _argument_model(
+    fn: Callable[..., Any], docs: dict[str, str]
+) -> tuple[type[pydantic.BaseModel], bool]:
     """A pydantic model of the function's parameters, and whether it takes a ToolContext."""
     hints = get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
@@ -106,7 +108,7 @@ def _argument_model(fn: Callable[..., Any], docs: dict[str, str]) -> tuple[type[
             annotation,
             pydantic.Field(default, description=docs.get(param.name)),
         )
-    model = pydantic.create_model(  # type: ignore[call-overload]
+    model = pydantic.create_model(
         f"{fn.__name__}_arguments",
         __config__=pydantic.ConfigDict(extra="forbid"),
         **fields,
@@ -189,11 +191,7 @@ class FunctionTool:
         kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
         if self._wants_context:
             kwargs.update(
-                {
-                    p: context
-                    for p, t in get_type_hints(self.fn).items()
-                    if t is ToolContext
-                }
+                {p: context for p, t in get_type_hints(self.fn).items() if t is ToolContext}
             )
         if self._is_async:
             result = await self.fn(**kwargs)

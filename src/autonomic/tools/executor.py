@@ -16,7 +16,9 @@ from autonomic.tools.base import Tool, ToolContext
 __all__ = ["execute_action", "refusal"]
 
 
-def refusal(request: ActionRequested, tools: dict[str, Tool], parse_error: str | None) -> str | None:
+def refusal(
+    request: ActionRequested, tools: dict[str, Tool], parse_error: str | None
+) -> str | None:
     """Why an action cannot even be attempted, or None when it can."""
     if parse_error:
         return f"malformed arguments for {request.tool!r}: {parse_error}"
