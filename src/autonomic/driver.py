@@ -255,6 +255,11 @@ class Driver:
         self, requests: list[ActionRequested], attempt: int
     ) -> dict[str, ActionCompleted | ActionFailed]:
         run_id = self.state.run_id
+        if len(requests) == 1:
+            only = requests[0]
+            return {
+                only.action_id: await execute_action(self.tools[only.tool], only, run_id, attempt)
+            }
         outcomes = await asyncio.gather(
             *(execute_action(self.tools[r.tool], r, run_id, attempt) for r in requests)
         )

@@ -78,9 +78,10 @@ class RunResult(msgspec.Struct, frozen=True):
 class RunHandle:
     """A run, whether this process drives it or not."""
 
-    def __init__(self, runtime: Runtime, run_id: str) -> None:
+    def __init__(self, runtime: Runtime, run_id: str, driver: Driver | None = None) -> None:
         self.runtime = runtime
         self.run_id = run_id
+        self._driver = driver
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
@@ -91,15 +92,19 @@ class RunHandle:
         task = self.runtime._tasks.get(self.run_id)
         if task is not None:
             await asyncio.shield(task)
+        if self._driver is not None and self._driver.state.terminal:
+            return self._result(RunResult.of(self._driver.state), check)
         while True:
             info = await self.runtime.store.get_run(self.run_id)
             if info.status in TERMINAL or info.status in ("dead", "suspended"):
                 break
             if self.run_id not in self.runtime._tasks:
                 await self.runtime._wait_for_change(self.run_id, poll_s)
-        result = RunResult.of(await self.runtime.state(self.run_id))
+        return self._result(RunResult.of(await self.runtime.state(self.run_id)), check)
+
+    def _result(self, result: RunResult, check: bool) -> RunResult:
         if check and result.status != "completed":
-            raise RunFailedError(self.run_id, result.status, result.error or info.status)
+            raise RunFailedError(self.run_id, result.status, result.error or result.status)
         return result
 
     async def cancel(self, by: str = "user") -> None:
@@ -205,8 +210,7 @@ class Runtime:
             owner=self.owner,
             lease_s=self.lease_s,
         )
-        self._drive(agent, model, state)
-        return RunHandle(self, run_id)
+        return RunHandle(self, run_id, self._drive(agent, model, state))
 
     async def resume(self, run_id: str, *, agent: Agent | None = None) -> RunHandle:
         """Continue a run that is not finished, e.g. after its process crashed."""
@@ -214,7 +218,7 @@ class Runtime:
         if info.status in TERMINAL:
             raise ConfigError(f"run {run_id} is {info.status}; fork it to continue from an event")
         if run_id in self._tasks:
-            return RunHandle(self, run_id)
+            return RunHandle(self, run_id, self._drivers.get(run_id))
         if await self.store.acquire_lease(run_id, self.owner, self.lease_s) is None:
             raise LeaseLost(
                 f"run {run_id} is being driven by {info.lease_owner}; wait for its lease to "
@@ -222,8 +226,7 @@ class Runtime:
             )
         if info.status == "dead":
             await self.store.set_status(run_id, "running")
-        await self._drive_loaded(run_id, agent, reason="resumed")
-        return RunHandle(self, run_id)
+        return RunHandle(self, run_id, await self._drive_loaded(run_id, agent, reason="resumed"))
 
     async def resume_incomplete(self, limit: int = 1000) -> list[RunHandle]:
         """Claim and drive every running run that no live process holds."""
@@ -233,12 +236,12 @@ class Runtime:
         handles = []
         for info in claimed:
             try:
-                await self._drive_loaded(info.run_id, None, reason="recovered")
+                driver = await self._drive_loaded(info.run_id, None, reason="recovered")
             except AgentNotFound as e:
                 log.error("cannot resume run %s: %s", info.run_id, e)
                 await self.store.release_lease(info.run_id, self.owner)
                 continue
-            handles.append(RunHandle(self, info.run_id))
+            handles.append(RunHandle(self, info.run_id, driver))
         return handles
 
     async def fork(
@@ -260,10 +263,9 @@ class Runtime:
             owner=self.owner,
             lease_s=self.lease_s,
         )
-        await self._drive_loaded(fork_id, agent, reason=None)
-        return RunHandle(self, fork_id)
+        return RunHandle(self, fork_id, await self._drive_loaded(fork_id, agent, reason=None))
 
-    async def _drive_loaded(self, run_id: str, agent: Agent | None, reason: str | None) -> None:
+    async def _drive_loaded(self, run_id: str, agent: Agent | None, reason: str | None) -> Driver:
         state = await load_state(self.store, run_id)
         agent = agent or self._agent_for(state)
         if agent.digest() != state.agent_digest and state.agent_digest:
@@ -275,7 +277,7 @@ class Runtime:
                 await self.store.release_lease(run_id, self.owner)
                 raise ConfigError(message + "; refusing to resume (on_agent_change='refuse')")
             log.warning("%s; continuing", message)
-        self._drive(agent, agent.resolved_model(), state, resumed_by=reason)
+        return self._drive(agent, agent.resolved_model(), state, resumed_by=reason)
 
     def _agent_for(self, state: RunState) -> Agent:
         if state.agent in self._agents:
@@ -292,7 +294,7 @@ class Runtime:
 
     def _drive(
         self, agent: Agent, model: Model, state: RunState, resumed_by: str | None = None
-    ) -> None:
+    ) -> Driver:
         driver = Driver(
             store=self.store,
             agent=agent,
@@ -306,6 +308,7 @@ class Runtime:
         self._drivers[run_id] = driver
         task = asyncio.create_task(self._run_driver(driver, resumed_by), name=f"run-{run_id}")
         self._tasks[run_id] = task
+        return driver
 
     async def _run_driver(self, driver: Driver, resumed_by: str | None) -> None:
         run_id = driver.state.run_id
