@@ -91,15 +91,15 @@ def _docstring_parts(doc: str) -> tuple[str, dict[str, str]]:
 
 def _argument_model(
     fn: Callable[..., Any], docs: dict[str, str]
-) -> tuple[type[pydantic.BaseModel], bool]:
-    """A pydantic model of the function's parameters, and whether it takes a ToolContext."""
+) -> tuple[type[pydantic.BaseModel], tuple[str, ...]]:
+    """A pydantic model of the function's parameters, and which ones take the ToolContext."""
     hints = get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
-    wants_context = False
+    context_params: list[str] = []
     for param in inspect.signature(fn).parameters.values():
         annotation = hints.get(param.name, Any)
         if annotation is ToolContext:
-            wants_context = True
+            context_params.append(param.name)
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"tool {fn.__name__}: *args and **kwargs cannot be described")
@@ -113,7 +113,7 @@ def _argument_model(
         __config__=pydantic.ConfigDict(extra="forbid"),
         **fields,
     )
-    return model, wants_context
+    return model, tuple(context_params)
 
 
 def _schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
@@ -157,7 +157,8 @@ class FunctionTool:
         if not _NAME.match(tool_name):
             raise ConfigError(f"tool name {tool_name!r} must match {_NAME.pattern}")
         self.fn = fn
-        self._arguments, self._wants_context = _argument_model(fn, docs)
+        self._arguments, self._context_params = _argument_model(fn, docs)
+        self._fields = tuple(self._arguments.model_fields)
         self._spec = ToolSpec(
             name=tool_name,
             description=description or summary or tool_name,
@@ -188,11 +189,9 @@ class FunctionTool:
             parsed = self._arguments.model_validate(arguments)
         except pydantic.ValidationError as e:
             raise ToolError(_describe_validation_error(e)) from None
-        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
-        if self._wants_context:
-            kwargs.update(
-                {p: context for p, t in get_type_hints(self.fn).items() if t is ToolContext}
-            )
+        kwargs = {name: getattr(parsed, name) for name in self._fields}
+        for name in self._context_params:
+            kwargs[name] = context
         if self._is_async:
             result = await self.fn(**kwargs)
         else:
