@@ -70,34 +70,6 @@ def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) 
     )
 
 
-class ScriptedModel:
-    """Answers turn k of a run with ``script[k]``: text, a tool call, several, or an error."""
-
-    def __init__(
-        self, script: Sequence[ScriptItem], *, name: str = "scripted", latency: float = 0.0
-    ) -> None:
-        self._script = list(script)
-        self._name = name
-        self._latency = latency
-        self.calls = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
-        if self._latency:
-            await asyncio.sleep(self._latency)
-        turn = assistant_turns(request)
-        if turn >= len(self._script):
-            raise ModelError(
-                f"ScriptedModel has no response for turn {turn + 1} "
-                f"(the script has {len(self._script)})"
-            )
-        return _as_response(self._script[turn], turn, request, self._name)
-
-
 ModelFunction = Callable[[ModelRequest], "ScriptItem | Awaitable[ScriptItem]"]
 
 
@@ -115,8 +87,32 @@ class FunctionModel:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
-        turn = assistant_turns(request)
         item = self._function(request)
         if inspect.isawaitable(item):
             item = await item
-        return _as_response(item, turn, request, self._name)
+        return _as_response(item, assistant_turns(request), request, self._name)
+
+
+class ScriptedModel(FunctionModel):
+    """Answers turn k of a run with ``script[k]``: text, a tool call, several, or an error.
+
+    ``latency`` (seconds) makes every answer take that long, like a real model.
+    """
+
+    def __init__(
+        self, script: Sequence[ScriptItem], *, name: str = "scripted", latency: float = 0.0
+    ) -> None:
+        super().__init__(self._next, name=name)
+        self._script = list(script)
+        self._latency = latency
+
+    async def _next(self, request: ModelRequest) -> ScriptItem:
+        if self._latency:
+            await asyncio.sleep(self._latency)
+        turn = assistant_turns(request)
+        if turn >= len(self._script):
+            raise ModelError(
+                f"ScriptedModel has no response for turn {turn + 1} "
+                f"(the script has {len(self._script)})"
+            )
+        return self._script[turn]

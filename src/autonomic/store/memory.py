@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from types import TracebackType
-from typing import Self
 
 import msgspec
 
+from autonomic._resource import AsyncResource
 from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunNotFound
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import NewRun, RunInfo, lineage_segments
@@ -22,7 +21,7 @@ def _records(first_seq: int, events: Sequence[NewEvent]) -> list[EventRecord]:
     ]
 
 
-class MemoryStore:
+class MemoryStore(AsyncResource):
     """Keeps everything in dicts; same contract as the SQLite store, nothing survives exit."""
 
     def __init__(self, url: str = "memory://") -> None:
@@ -31,24 +30,6 @@ class MemoryStore:
         self._events: dict[str, list[EventRecord]] = {}
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _run(self, run_id: str) -> RunInfo:
         try:

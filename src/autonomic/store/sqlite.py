@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from autonomic._resource import AsyncResource
 from autonomic.errors import (
     AutonomicError,
     ConcurrencyConflict,
@@ -114,7 +114,7 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     return RunInfo(*row)
 
 
-class SQLiteStore:
+class SQLiteStore(AsyncResource):
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``; ``?synchronous=full`` for fsync."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -210,18 +210,6 @@ class SQLiteStore:
         self._wconn = self._rconn = None
         self._writer.shutdown(wait=False)
         self._reader.shutdown(wait=False)
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- the write queue (group commit) ---------------------------------------------------
     # Every write op checks its preconditions before it writes anything, so an op that
