@@ -58,10 +58,10 @@ async def single_agent(steps: int, folder: Path) -> dict[str, object]:
         agent = agent_for(steps)
         await (await runtime.start(agent_for(3), "warm up")).wait()
         logical_before, wchar_before = store.bytes_written, process_write_bytes()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         run = await runtime.start(agent, "loop")
         result = await run.wait()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         logical = store.bytes_written - logical_before
         physical = process_write_bytes() - wchar_before
     assert result.status == "completed", result
@@ -70,6 +70,7 @@ async def single_agent(steps: int, folder: Path) -> dict[str, object]:
         "steps": steps,
         "events": result.events,
         "ms_per_step": round(elapsed * 1000 / steps, 4),
+        "cpu_ms_per_step": round(cpu * 1000 / steps, 4),
         "bytes_written": logical,
         "bytes_per_step": round(logical / steps, 1),
         "disk_bytes_written": physical,
@@ -84,10 +85,10 @@ async def many_agents(
     db = folder / "many.db"
     async with Runtime(f"sqlite:///{db}") as runtime:
         agent = agent_for(round_trips, latency)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         runs = await asyncio.gather(*(runtime.start(agent, f"goal {i}") for i in range(agents)))
         results = await asyncio.gather(*(run.wait() for run in runs))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     assert all(r.status == "completed" for r in results)
     steps = agents * round_trips
     model_calls = round_trips + 1
@@ -97,6 +98,7 @@ async def many_agents(
         "round_trips": round_trips,
         "model_latency_ms": latency * 1000,
         "wall_s": round(elapsed, 3),
+        "cpu_s": round(cpu, 3),
         "ideal_wall_s": round(model_calls * latency, 3),
         "agent_steps": steps,
         "agent_steps_per_s": round(steps / elapsed, 1),

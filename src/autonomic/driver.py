@@ -9,14 +9,12 @@ which effects may have happened.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 
-import msgspec
-
 from autonomic.agent import Agent
+from autonomic.digest import RequestDigester
 from autonomic.errors import AutonomicError
 from autonomic.events import (
     ActionCompleted,
@@ -34,23 +32,16 @@ from autonomic.events import (
     encode_event,
 )
 from autonomic.guards.base import Deny, Rewrite
-from autonomic.models.base import Model, ModelRequest
+from autonomic.models.base import Model
 from autonomic.snapshot import SnapshotWriter
 from autonomic.state import RunState
 from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
 from autonomic.store.base import Store
 from autonomic.tools.executor import execute_action, refusal
 
-__all__ = ["Driver", "request_digest"]
+__all__ = ["Driver"]
 
 log = logging.getLogger("autonomic.runtime")
-
-_request_encoder = msgspec.json.Encoder()
-
-
-def request_digest(request: ModelRequest) -> str:
-    """A digest of exactly what the model was asked, for audit and replay checks."""
-    return hashlib.sha256(_request_encoder.encode(request)).hexdigest()[:32]
 
 
 def unknown_outcome(tool: str) -> str:
@@ -86,6 +77,7 @@ class Driver:
         self.cancel_requested: str | None = None
         self._batch: list[NewEvent] = []
         self._snapshots = SnapshotWriter()
+        self._digester = RequestDigester()
 
     # -- recording ----------------------------------------------------------------------
 
@@ -202,7 +194,7 @@ class Driver:
             self.record(RunFailed(f"model {self.model.name!r} failed: {type(e).__name__}: {e}"))
             return
         latency = round((time.perf_counter() - started) * 1000, 3)
-        self.record(ModelCalled(request.purpose, request_digest(request), self.model.name))
+        self.record(ModelCalled(request.purpose, self._digester.digest(request), self.model.name))
         self.record(
             ModelResponded(
                 text=response.text,

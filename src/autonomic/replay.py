@@ -8,7 +8,7 @@ digest, the same tool calls, the same answer), or replay stops with ReplayDiverg
 from __future__ import annotations
 
 from autonomic.agent import Agent
-from autonomic.driver import request_digest
+from autonomic.digest import RequestDigester, request_digest
 from autonomic.errors import ReplayDivergence
 from autonomic.events import ActionFailed, ActionRequested, ModelCalled, RunCompleted
 from autonomic.loader import StoredEvent
@@ -38,7 +38,9 @@ def _recorded_calls(
     return calls
 
 
-def _check(events: list[StoredEvent], i: int, state: RunState, agent: Agent) -> None:
+def _check(
+    events: list[StoredEvent], i: int, state: RunState, agent: Agent, digester: RequestDigester
+) -> None:
     event = events[i].event
     previous = events[i - 1].event if i else None
     decision = isinstance(event, ModelCalled | RunCompleted) or (
@@ -50,7 +52,7 @@ def _check(events: list[StoredEvent], i: int, state: RunState, agent: Agent) -> 
     step = agent.strategy.next_step(state, agent.view())
     where = f"event {events[i].seq} ({type(event).__name__})"
     if isinstance(event, ModelCalled):
-        if not isinstance(step, ModelCall) or request_digest(step.request) != event.request_digest:
+        if not isinstance(step, ModelCall) or digester.digest(step.request) != event.request_digest:
             raise ReplayDivergence(
                 f"{where}: the log has a model call ({event.request_digest}) "
                 f"but the strategy asked for {_describe(step)}"
@@ -75,8 +77,9 @@ def _check(events: list[StoredEvent], i: int, state: RunState, agent: Agent) -> 
 def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunState:
     """Rebuild the run's state by re-deciding every step; raises ReplayDivergence."""
     state = RunState(run_id=run_id)
+    digester = RequestDigester()
     for i, stored in enumerate(events):
         if state.status == "running" and not state.pending:
-            _check(events, i, state, agent)
+            _check(events, i, state, agent, digester)
         state.apply(stored.event, stored.seq, stored.ts)
     return state

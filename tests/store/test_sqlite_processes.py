@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,11 @@ async def test_three_processes_share_one_file(tmp_path: Path) -> None:
     for proc in procs:
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()
+    conn = sqlite3.connect(tmp_path / "shared.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
     async with Runtime(url) as rt:
         runs = await rt.list_runs(limit=100)
         assert len(runs) == 60 and all(r.status == "completed" for r in runs)

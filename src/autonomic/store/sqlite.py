@@ -141,19 +141,17 @@ class SQLiteStore(AsyncResource):
         self._rconn = await loop.run_in_executor(self._reader, self._connect, False)
 
     def _connect(self, create: bool) -> sqlite3.Connection:
+        # Never open the file with anything but SQLite here: closing another descriptor of
+        # it would drop the POSIX locks SQLite holds, and let other processes corrupt it.
         path = Path(self.path)
         if path.is_dir():
             raise StoreCorrupt(f"{self.path} is a directory, not an autonomic store")
-        if path.exists() and path.stat().st_size:
-            with path.open("rb") as f:
-                if f.read(16) != b"SQLite format 3\x00":
-                    raise StoreCorrupt(f"{self.path} is not an autonomic store (not a SQLite file)")
-        elif not self.create:
+        if not path.exists() and not self.create:
             raise StoreError(
                 f"no store at {self.path}: start a run first, or point --store/AUTONOMIC_STORE "
                 "at an existing store"
             )
-        elif not path.parent.exists():
+        if not path.exists() and not path.parent.exists():
             raise ConfigError(
                 f"cannot create store {self.path}: folder {path.parent} does not exist"
             )
@@ -168,6 +166,10 @@ class SQLiteStore(AsyncResource):
                     conn.execute("PRAGMA busy_timeout = 0")
             return conn
         except sqlite3.DatabaseError as e:
+            if "not a database" in str(e):
+                raise StoreCorrupt(
+                    f"{self.path} is not an autonomic store (not a SQLite file)"
+                ) from e
             raise StoreCorrupt(f"{self.path} is not a usable autonomic store: {e}") from e
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
