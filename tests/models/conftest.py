@@ -11,7 +11,8 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import pytest
-from model_fakes import FakeServer, Reply, Request, ServerFactory
+
+from .model_fakes import FakeServer, Reply, Request, ServerFactory
 
 SERVER_START_LIMIT = 100.0
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -10,11 +10,12 @@ import json
 from typing import Any
 
 import pytest
-from model_fakes import ADD, RECORDINGS, WEATHER, Reply, ServerFactory
 
 from autonomic.errors import ConfigError, ModelError, ModelUnavailable
 from autonomic.models import Message, Model, ModelRequest, ToolCall
 from autonomic.models.anthropic import AnthropicModel
+
+from .model_fakes import ADD, RECORDINGS, WEATHER, Reply, ServerFactory
 
 
 def recording(name: str) -> Any:

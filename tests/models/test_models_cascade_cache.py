@@ -7,7 +7,6 @@ import re
 from collections import Counter
 
 import pytest
-from model_fakes import ADD, Reply, ServerFactory
 
 from autonomic.errors import ModelUnavailable
 from autonomic.models import (
@@ -23,6 +22,8 @@ from autonomic.models import (
 )
 from autonomic.models.cache import Embedder
 from autonomic.models.openai import OpenAIModel
+
+from .model_fakes import ADD, Reply, ServerFactory
 
 
 def ask(text: str, *, system: str = "be helpful") -> ModelRequest:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from model_fakes import ADD, WEATHER
 
 from autonomic.models import Message, ModelRequest, ToolSpec
 from autonomic.models.openai import OpenAIModel
+
+from .model_fakes import ADD, WEATHER
 
 pytestmark = pytest.mark.slow
 

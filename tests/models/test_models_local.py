@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from model_fakes import ADD, WEATHER
 
 from autonomic.errors import ConfigError
 from autonomic.models import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec
+
+from .model_fakes import ADD, WEATHER
 
 pytest.importorskip("llama_cpp", reason='needs pip install "autonomic[local]"')
 

@@ -6,11 +6,12 @@ from typing import Any
 
 import httpx
 import pytest
-from model_fakes import ADD, Reply, ServerFactory
 
 from autonomic.errors import ConfigError, MalformedOutput, ModelError, ModelUnavailable
 from autonomic.models import Message, Model, ModelRequest, StreamingModel, ToolCall, ToolSpec
 from autonomic.models.openai import OpenAIModel
+
+from .model_fakes import ADD, Reply, ServerFactory
 
 
 def completion(

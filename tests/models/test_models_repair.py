@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from model_fakes import ADD, WEATHER
 
 from autonomic.errors import MalformedOutput
 from autonomic.models import ToolCall, ToolSpec
 from autonomic.models.base import Message
 from autonomic.models.constrained import decision_messages, decision_schema, read_decision
 from autonomic.models.repair import calls_from_text, make_call, match_tool_name, parse_arguments
+
+from .model_fakes import ADD, WEATHER
 
 TOOLS = (ADD, WEATHER)
 

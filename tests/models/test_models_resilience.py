@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import pytest
-from model_fakes import Reply, Request, ServerFactory
 
 from autonomic.errors import ModelError, ModelUnavailable
 from autonomic.models import (
@@ -26,6 +25,8 @@ from autonomic.models import (
 )
 from autonomic.models.openai import OpenAIModel
 from autonomic.models.retry import backoff_delay
+
+from .model_fakes import Reply, Request, ServerFactory
 
 REQUEST = ModelRequest((Message("user", "hi"),))
 OK = Reply(body={"model": "m", "choices": [{"message": {"content": "fine"}}]})

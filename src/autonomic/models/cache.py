@@ -25,7 +25,7 @@ import msgspec
 from autonomic.models.base import Model, ModelRequest, ModelResponse, Usage
 from autonomic.models.wrapper import ModelWrapper
 
-__all__ = ["CacheHit", "CachedModel", "Embedder", "ResponseCache", "request_digest"]
+__all__ = ["CacheHit", "CacheKey", "CachedModel", "Embedder", "ResponseCache", "request_digest"]
 
 Embedder = Callable[[str], "Sequence[float] | Awaitable[Sequence[float]]"]
 
@@ -55,10 +55,17 @@ class CacheHit(NamedTuple):
     similarity: float
 
 
+class CacheKey(NamedTuple):
+    """Where a request is filed: its digest, and (semantic caches only) its scope digest."""
+
+    digest: str
+    scope: str | None
+
+
 class _Entry(NamedTuple):
     response: ModelResponse
     stored_at: float
-    scope: str
+    scope: str | None
     embedding: tuple[float, ...] | None
 
 
@@ -108,19 +115,20 @@ class ResponseCache:
     def _fresh(self, entry: _Entry) -> bool:
         return self._ttl is None or self._clock() - entry.stored_at <= self._ttl
 
-    def get(
-        self, model: str, request: ModelRequest, embedding: tuple[float, ...] | None = None
-    ) -> CacheHit | None:
+    def key(self, model: str, request: ModelRequest) -> CacheKey:
+        scope = _scope_digest(model, request) if self.semantic else None
+        return CacheKey(request_digest(model, request), scope)
+
+    def get(self, key: CacheKey, embedding: tuple[float, ...] | None = None) -> CacheHit | None:
         """An exact hit, else (given the request's ``embedding``) the most similar one."""
-        key = request_digest(model, request)
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._entries.get(key.digest)
             if entry is not None and self._fresh(entry):
-                self._entries.move_to_end(key)
+                self._entries.move_to_end(key.digest)
                 return CacheHit(entry.response, "exact", 1.0)
-        if embedding is None:
+        if embedding is None or key.scope is None:
             return None
-        return self._nearest(_scope_digest(model, request), embedding)
+        return self._nearest(key.scope, embedding)
 
     def _nearest(self, scope: str, embedding: tuple[float, ...]) -> CacheHit | None:
         best: tuple[float, str] | None = None
@@ -137,17 +145,12 @@ class ResponseCache:
             return CacheHit(self._entries[best[1]].response, "semantic", best[0])
 
     def put(
-        self,
-        model: str,
-        request: ModelRequest,
-        response: ModelResponse,
-        embedding: tuple[float, ...] | None = None,
+        self, key: CacheKey, response: ModelResponse, embedding: tuple[float, ...] | None = None
     ) -> None:
-        key = request_digest(model, request)
-        entry = _Entry(response, self._clock(), _scope_digest(model, request), embedding)
+        entry = _Entry(response, self._clock(), key.scope, embedding)
         with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
+            self._entries[key.digest] = entry
+            self._entries.move_to_end(key.digest)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
 
@@ -167,12 +170,12 @@ class CachedModel(ModelWrapper):
         self.cache = cache if cache is not None else ResponseCache()
 
     async def _complete(self, request: ModelRequest) -> ModelResponse:
-        model = self.inner.name
-        hit = self.cache.get(model, request)
+        key = self.cache.key(self.inner.name, request)
+        hit = self.cache.get(key)
         embedding = None
         if hit is None and self.cache.semantic:
             embedding = await self.cache.embed(request)
-            hit = self.cache.get(model, request, embedding)
+            hit = self.cache.get(key, embedding)
         if hit is not None:
             meta: dict[str, Any] = {**hit.response.meta, "cached": True, "cache": hit.kind}
             meta.pop("price_unknown", None)
@@ -181,5 +184,5 @@ class CachedModel(ModelWrapper):
             return msgspec.structs.replace(hit.response, usage=Usage(), cost=0.0, meta=meta)
         response = await self.inner.complete(request)
         if _cacheable(response):
-            self.cache.put(model, request, response, embedding)
+            self.cache.put(key, response, embedding)
         return response

@@ -1,0 +1,1 @@
+"""Tests of the model layer: adapters, resilience wrappers, the embedded model."""
