@@ -18,7 +18,7 @@ from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.runtime import RunHandle, RunResult, Runtime
 from autonomic.store import DEFAULT_STORE_URL, open_store
-from autonomic.trace import render_summary, render_trace, short
+from autonomic.trace import cost_text, render_summary, render_trace, short
 
 __all__ = ["main"]
 
@@ -142,12 +142,9 @@ async def cmd_trace(args: argparse.Namespace, runtime: Runtime) -> int:
     events = [e async for e in runtime.events(run_id, follow=False)]
     print(render_trace(events))
     state = await runtime.state(run_id)
-    cost = f"${state.cost:.4f}" + (
-        f" (+{state.unpriced_calls} unpriced)" if state.unpriced_calls else ""
-    )
     print(
         f"total: {state.model_calls} model call(s), {state.usage.input_tokens} in / "
-        f"{state.usage.output_tokens} out tokens, {cost}, "
+        f"{state.usage.output_tokens} out tokens, {cost_text(state)}, "
         f"{state.active_seconds(state.last_ts):.3f}s"
     )
     return 0

@@ -20,6 +20,7 @@ from autonomic.events import (
     ActionCompleted,
     ActionFailed,
     ActionRequested,
+    CircuitChanged,
     Event,
     GuardTripped,
     ModelCalled,
@@ -194,6 +195,16 @@ class Driver:
             self.record(RunFailed(f"model {self.model.name!r} failed: {type(e).__name__}: {e}"))
             return
         latency = round((time.perf_counter() - started) * 1000, 3)
+        meta = dict(response.meta)
+        for change in meta.pop("breaker", ()):
+            self.record(
+                CircuitChanged(
+                    target=f"model {change.get('endpoint', self.model.name)}",
+                    from_state=str(change.get("from", "")),
+                    to_state=str(change.get("to", "")),
+                    reason=str(change.get("reason", "")),
+                )
+            )
         self.record(ModelCalled(request.purpose, self._digester.digest(request), self.model.name))
         self.record(
             ModelResponded(
@@ -203,7 +214,7 @@ class Driver:
                 model=response.model or self.model.name,
                 cost=response.cost,
                 latency_ms=latency,
-                meta=response.meta,
+                meta=meta,
             )
         )
 

@@ -22,6 +22,7 @@ __all__ = [
     "ActionCompleted",
     "ActionFailed",
     "ActionRequested",
+    "CircuitChanged",
     "Event",
     "EventRecord",
     "GuardTripped",
@@ -118,6 +119,15 @@ class ActionFailed(Event, frozen=True, tag=True):
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("error",)
 
 
+class CircuitChanged(Event, frozen=True, tag=True):
+    """A circuit breaker in front of a model endpoint or a tool changed state."""
+
+    target: str
+    from_state: str
+    to_state: str
+    reason: str = ""
+
+
 class GuardTripped(Event, frozen=True, tag=True):
     guard: str
     detail: str
@@ -156,6 +166,7 @@ AnyEvent = (
     | ActionRequested
     | ActionCompleted
     | ActionFailed
+    | CircuitChanged
     | GuardTripped
     | Suspended
     | Resumed
@@ -177,6 +188,7 @@ _TYPES: dict[str, type[Event]] = {
         ActionRequested,
         ActionCompleted,
         ActionFailed,
+        CircuitChanged,
         GuardTripped,
         Suspended,
         Resumed,

@@ -67,6 +67,8 @@ class RunState(msgspec.Struct, kw_only=True):
     usage: Usage = Usage()
     cost: float = 0.0
     unpriced_calls: int = 0
+    """Model calls with no known price: counted at the price table's highest price, or not
+    at all when the model reported none."""
     actions_requested: int = 0
     pending: dict[str, ActionRequested] = msgspec.field(default_factory=dict)
     malformed_streak: int = 0
@@ -121,6 +123,8 @@ def _model_responded(s: RunState, e: ModelResponded, ts: float) -> None:
         s.unpriced_calls += 1
     else:
         s.cost += e.cost
+        if e.meta.get("price_unknown"):
+            s.unpriced_calls += 1
     s.messages.append(Message(role="assistant", content=e.text, tool_calls=e.tool_calls))
     reason = malformed_reason(e)
     if reason is None:

@@ -11,6 +11,7 @@ from autonomic.events import (
     ActionCompleted,
     ActionFailed,
     ActionRequested,
+    CircuitChanged,
     GuardTripped,
     ModelResponded,
     Resumed,
@@ -25,7 +26,7 @@ from autonomic.loader import StoredEvent
 from autonomic.state import RunState
 from autonomic.store.base import RunInfo
 
-__all__ = ["render_summary", "render_trace", "short"]
+__all__ = ["cost_text", "render_summary", "render_trace", "short"]
 
 
 def short(text: str, width: int = 100) -> str:
@@ -37,10 +38,10 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _cost(state: RunState) -> str:
+def cost_text(state: RunState) -> str:
     text = f"${state.cost:.4f}"
     if state.unpriced_calls:
-        text += f" (+{state.unpriced_calls} unpriced call(s))"
+        text += f" ({state.unpriced_calls} call(s) without a known price)"
     return text
 
 
@@ -55,7 +56,7 @@ def render_summary(info: RunInfo, state: RunState) -> str:
         f"events     {info.last_seq}",
         f"steps      {state.model_calls} model call(s), {state.actions_requested} action(s)",
         f"tokens     {state.usage.input_tokens} in, {state.usage.output_tokens} out",
-        f"cost       {_cost(state)}",
+        f"cost       {cost_text(state)}",
     ]
     if info.forked_from:
         lines.append(f"forked     from {info.forked_from} at event {info.forked_at}")
@@ -72,6 +73,28 @@ def render_summary(info: RunInfo, state: RunState) -> str:
 
 def _args(args: dict[str, object]) -> str:
     return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in args.items())
+
+
+def _price(e: ModelResponded) -> str:
+    if e.cost is None:
+        return "unpriced"
+    if e.meta.get("price_unknown"):
+        return f"${e.cost:.4f} (price unknown: counted at the highest known price)"
+    return f"${e.cost:.4f}"
+
+
+def _flags(meta: dict[str, object]) -> str:
+    flags = [f"tier {meta['tier']}"] if "tier" in meta else []
+    if meta.get("cached"):
+        flags.append(f"cached ({meta.get('cache', 'exact')})")
+    if meta.get("fallback_from"):
+        flags.append(f"fallback from {meta['fallback_from']}")
+    attempts = meta.get("attempts")
+    if isinstance(attempts, int) and attempts > 1:
+        flags.append(f"{attempts} attempts")
+    if meta.get("repaired"):
+        flags.append(f"repaired: {meta['repaired']}")
+    return f"  [{', '.join(flags)}]" if flags else ""
 
 
 def render_trace(events: Sequence[StoredEvent]) -> str:
@@ -93,10 +116,10 @@ def render_trace(events: Sequence[StoredEvent]) -> str:
         elif isinstance(e, RunForked):
             lines.append(f"{at(stored)}⑂ forked from {e.from_run_id} at event {e.at_seq}")
         elif isinstance(e, ModelResponded):
-            cost = "unpriced" if e.cost is None else f"${e.cost:.4f}"
             lines.append(
                 f"{at(stored)}● model {e.model}: {e.usage.input_tokens} in / "
-                f"{e.usage.output_tokens} out tokens, {e.latency_ms:.1f} ms, {cost}"
+                f"{e.usage.output_tokens} out tokens, {e.latency_ms:.1f} ms, {_price(e)}"
+                + _flags(e.meta)
             )
             if e.text.strip():
                 label = "thought" if e.tool_calls else "reply"
@@ -112,6 +135,11 @@ def render_trace(events: Sequence[StoredEvent]) -> str:
         elif isinstance(e, ActionFailed):
             name = requests[e.action_id].tool if e.action_id in requests else e.action_id
             lines.append(f"{at(stored)}  │  └─ {name} ✗ {short(e.error)}")
+        elif isinstance(e, CircuitChanged):
+            lines.append(
+                f"{at(stored)}  ⚡ circuit {e.target}: {e.from_state} → {e.to_state}"
+                + (f" ({e.reason})" if e.reason else "")
+            )
         elif isinstance(e, GuardTripped):
             lines.append(f"{at(stored)}  ⚠ guard {e.guard}: {e.detail}")
         elif isinstance(e, Suspended):
