@@ -25,6 +25,7 @@ from autonomic.models import (
 )
 from autonomic.models.openai import OpenAIModel
 from autonomic.models.retry import backoff_delay
+from autonomic.resilience import CircuitOpen
 
 from .model_fakes import Reply, Request, ServerFactory
 
@@ -186,7 +187,7 @@ def test_half_open_lets_one_probe_through() -> None:
     breaker.on_failure(ModelUnavailable("down"))
     clock.now += 1
     breaker.before_call()
-    with pytest.raises(ModelUnavailable, match="probe"):
+    with pytest.raises(CircuitOpen, match="probe"):
         breaker.before_call()
     breaker.on_success()
     breaker.before_call()

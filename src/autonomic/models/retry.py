@@ -9,32 +9,14 @@ call; the error goes up so the runtime can suspend the run instead of holding a 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 from autonomic.errors import ModelUnavailable
 from autonomic.models.base import Model, ModelRequest, ModelResponse
 from autonomic.models.wrapper import ModelWrapper, with_meta
+from autonomic.resilience.backoff import backoff_delay
 
-__all__ = ["Retrying", "backoff_delay"]
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base_delay: float,
-    max_delay: float,
-    retry_after: float | None,
-    jitter: float,
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): Retry-After wins if longer.
-
-    ``jitter`` (0 to 1) is how much of the exponential delay is randomised, so that many
-    runs hit by the same outage do not retry in lockstep.
-    """
-    exponential = min(max_delay, base_delay * 2.0 ** (attempt - 1))
-    delay = exponential * (1 - jitter + jitter * random.random())
-    return max(delay, retry_after or 0.0)
+__all__ = ["Retrying"]
 
 
 class Retrying(ModelWrapper):

@@ -10,25 +10,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import Any
 
 import msgspec
 
 from autonomic.models.base import Model, ModelRequest, ModelResponse
+from autonomic.resilience.breaker import collecting, is_collecting
 
-__all__ = ["ModelWrapper", "note_transition", "sum_costs", "with_meta"]
-
-_transitions: ContextVar[list[dict[str, Any]] | None] = ContextVar(
-    "autonomic_breaker_transitions", default=None
-)
-
-
-def note_transition(transition: dict[str, Any]) -> None:
-    """Record a breaker transition for the call in progress (if a wrapper is collecting)."""
-    collected = _transitions.get()
-    if collected is not None:
-        collected.append(transition)
+__all__ = ["ModelWrapper", "sum_costs", "with_meta"]
 
 
 def with_meta(response: ModelResponse, **meta: Any) -> ModelResponse:
@@ -56,14 +45,10 @@ class ModelWrapper(ABC):
         return str(getattr(self.inner, "endpoint", self.inner.name))
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        if _transitions.get() is not None:
+        if is_collecting():
             return await self._complete(request)
-        collected: list[dict[str, Any]] = []
-        token = _transitions.set(collected)
-        try:
+        with collecting() as collected:
             response = await self._complete(request)
-        finally:
-            _transitions.reset(token)
         return with_meta(response, breaker=collected) if collected else response
 
     @abstractmethod
