@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from autonomic.agent import Agent
 from autonomic.digest import RequestDigester
 from autonomic.errors import AutonomicError
 from autonomic.events import (
-    ActionCompleted,
     ActionFailed,
     ActionRequested,
     CircuitChanged,
@@ -38,7 +37,8 @@ from autonomic.snapshot import SnapshotWriter
 from autonomic.state import RunState
 from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
 from autonomic.store.base import Store
-from autonomic.tools.executor import execute_action, refusal
+from autonomic.tools.executor import Outcome, execute_action, refusal
+from autonomic.tools.secrets import SecretsProvider
 
 __all__ = ["Driver"]
 
@@ -66,11 +66,13 @@ class Driver:
         owner: str,
         snapshot_every: int,
         on_commit: Callable[[str], None],
+        secrets: SecretsProvider,
     ) -> None:
         self.store, self.agent, self.model, self.state = store, agent, model, state
         self.owner = owner
         self.snapshot_every = snapshot_every
         self.on_commit = on_commit
+        self.secrets = secrets
         self.view = agent.view()
         self.tools = agent.tool_map
         self.committed_seq = state.seq
@@ -254,19 +256,22 @@ class Driver:
             )
         await self.commit()
 
-    async def _execute(
-        self, requests: list[ActionRequested], attempt: int
-    ) -> dict[str, ActionCompleted | ActionFailed]:
-        run_id = self.state.run_id
+    async def _execute(self, requests: list[ActionRequested], attempt: int) -> dict[str, Outcome]:
         if len(requests) == 1:
             only = requests[0]
-            return {
-                only.action_id: await execute_action(self.tools[only.tool], only, run_id, attempt)
-            }
-        outcomes = await asyncio.gather(
-            *(execute_action(self.tools[r.tool], r, run_id, attempt) for r in requests)
-        )
+            return {only.action_id: await self._run_tool(only, attempt)}
+        outcomes = await asyncio.gather(*(self._run_tool(r, attempt) for r in requests))
         return {r.action_id: o for r, o in zip(requests, outcomes, strict=True)}
+
+    def _run_tool(self, request: ActionRequested, attempt: int) -> Awaitable[Outcome]:
+        return execute_action(
+            self.tools[request.tool],
+            request,
+            self.state.run_id,
+            first_attempt=attempt,
+            secrets=self.secrets,
+            record=self.record,
+        )
 
     async def _recover_pending(self) -> None:
         """Settle actions whose outcome the log does not know (their process died)."""

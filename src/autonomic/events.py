@@ -22,6 +22,7 @@ __all__ = [
     "ActionCompleted",
     "ActionFailed",
     "ActionRequested",
+    "ActionRetried",
     "CircuitChanged",
     "Event",
     "EventRecord",
@@ -103,11 +104,24 @@ class ActionRequested(Event, frozen=True, tag=True):
 
 
 class ActionCompleted(Event, frozen=True, tag=True):
+    """``observation`` is what the model sees; when the output was too long for that,
+    ``full_output`` keeps all of it (stored once, as a blob)."""
+
     action_id: str
     observation: str
     duration_ms: float = 0.0
     attempts: int = 1
-    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("observation",)
+    full_output: str = ""
+    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("observation", "full_output")
+
+
+class ActionRetried(Event, frozen=True, tag=True):
+    """An attempt failed in a way worth retrying; the next one starts after ``delay_s``."""
+
+    action_id: str
+    attempt: int
+    error: str
+    delay_s: float
 
 
 class ActionFailed(Event, frozen=True, tag=True):
@@ -165,6 +179,7 @@ AnyEvent = (
     | Thought
     | ActionRequested
     | ActionCompleted
+    | ActionRetried
     | ActionFailed
     | CircuitChanged
     | GuardTripped
@@ -187,6 +202,7 @@ _TYPES: dict[str, type[Event]] = {
         Thought,
         ActionRequested,
         ActionCompleted,
+        ActionRetried,
         ActionFailed,
         CircuitChanged,
         GuardTripped,

@@ -43,6 +43,7 @@ from autonomic.replay import replay_events
 from autonomic.state import TERMINAL, RunState
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.store.base import NewRun, RunInfo, Store
+from autonomic.tools.secrets import EnvSecrets, SecretsProvider
 
 __all__ = ["RunHandle", "RunResult", "Runtime", "run_sync"]
 
@@ -139,6 +140,7 @@ class Runtime:
         snapshot_every: int = 100,
         max_recoveries: int = 5,
         on_agent_change: AgentChangePolicy = "warn",
+        secrets: SecretsProvider | None = None,
     ) -> None:
         if lease_s <= 0 or snapshot_every < 1 or max_recoveries < 1:
             raise ConfigError("lease_s, snapshot_every and max_recoveries must be positive")
@@ -148,6 +150,7 @@ class Runtime:
         self.snapshot_every = snapshot_every
         self.max_recoveries = max_recoveries
         self.on_agent_change = on_agent_change
+        self.secrets: SecretsProvider = secrets or EnvSecrets()
         self._resume_incomplete = resume_incomplete
         self._agents = {a.name: a for a in agents}
         self._drivers: dict[str, Driver] = {}
@@ -303,6 +306,7 @@ class Runtime:
             owner=self.owner,
             snapshot_every=self.snapshot_every,
             on_commit=self._notify,
+            secrets=self.secrets,
         )
         run_id = state.run_id
         self._drivers[run_id] = driver

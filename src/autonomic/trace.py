@@ -11,6 +11,7 @@ from autonomic.events import (
     ActionCompleted,
     ActionFailed,
     ActionRequested,
+    ActionRetried,
     CircuitChanged,
     GuardTripped,
     ModelResponded,
@@ -129,8 +130,17 @@ def render_trace(events: Sequence[StoredEvent]) -> str:
             lines.append(f"{at(stored)}  ├─ action {e.tool}({short(_args(e.args), 80)})")
         elif isinstance(e, ActionCompleted):
             name = requests[e.action_id].tool if e.action_id in requests else e.action_id
+            extra = f", {e.attempts} attempts" if e.attempts > 1 else ""
+            if e.full_output:
+                extra += f", cut to fit: {len(e.full_output):,} characters in the log"
             lines.append(
-                f"{at(stored)}  │  └─ {name} → {short(e.observation)}  ({e.duration_ms:.1f} ms)"
+                f"{at(stored)}  │  └─ {name} → {short(e.observation)}  "
+                f"({e.duration_ms:.1f} ms{extra})"
+            )
+        elif isinstance(e, ActionRetried):
+            lines.append(
+                f"{at(stored)}  │  ↻ attempt {e.attempt} failed: {short(e.error, 80)}; "
+                f"retrying in {e.delay_s:.2f}s"
             )
         elif isinstance(e, ActionFailed):
             name = requests[e.action_id].tool if e.action_id in requests else e.action_id

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 import pydantic
@@ -19,6 +19,7 @@ import pydantic_core
 
 from autonomic.errors import ConfigError, ToolError
 from autonomic.models.base import ToolSpec
+from autonomic.tools.options import DEFAULT_OPTIONS, ToolOptions
 
 __all__ = ["FunctionTool", "Tool", "ToolContext", "tool"]
 
@@ -31,15 +32,23 @@ class ToolContext:
 
     ``idempotency_key`` is the action id: the same on every re-run of one action, so a
     tool can pass it to an external API to make a retried effect happen once.
+    ``secrets`` holds the secrets the tool declared, read when it runs.
     """
 
     run_id: str
     action_id: str
     attempt: int = 1
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def idempotency_key(self) -> str:
         return self.action_id
+
+    def secret(self, name: str) -> str:
+        try:
+            return self.secrets[name]
+        except KeyError:
+            raise ToolError(f"secret {name} was not declared by this tool") from None
 
 
 @runtime_checkable
@@ -151,6 +160,7 @@ class FunctionTool:
         description: str | None = None,
         timeout: float | None = 60.0,
         idempotent: bool = False,
+        options: ToolOptions = DEFAULT_OPTIONS,
     ) -> None:
         summary, docs = _docstring_parts(fn.__doc__ or "")
         tool_name = name or fn.__name__
@@ -166,6 +176,7 @@ class FunctionTool:
         )
         self._timeout = timeout
         self._idempotent = idempotent
+        self.options = options
         self._is_async = inspect.iscoroutinefunction(fn)
 
     @property
@@ -217,6 +228,7 @@ def tool(
     description: str | None = None,
     timeout: float | None = 60.0,
     idempotent: bool = False,
+    **options: Any,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -228,16 +240,27 @@ def tool(
     description: str | None = None,
     timeout: float | None = 60.0,
     idempotent: bool = False,
+    **options: Any,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a tool of a typed function; its schema comes from type hints and docstring.
 
     ``idempotent=True`` lets the runtime re-run the tool after a crash with the same
-    idempotency key (declare a ``ToolContext`` parameter to receive it).
+    idempotency key (declare a ``ToolContext`` parameter to receive it). Further keywords
+    are ``ToolOptions``: ``retries``, ``rate_per_s``, ``secrets``, ``max_observation_chars``...
     """
+    try:
+        tool_options = ToolOptions(**options) if options else DEFAULT_OPTIONS
+    except TypeError as e:
+        raise ConfigError(f"@tool: {e}") from None
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
         return FunctionTool(
-            f, name=name, description=description, timeout=timeout, idempotent=idempotent
+            f,
+            name=name,
+            description=description,
+            timeout=timeout,
+            idempotent=idempotent,
+            options=tool_options,
         )
 
     return wrap(fn) if fn is not None else wrap
