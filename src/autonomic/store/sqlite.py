@@ -114,6 +114,16 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     return RunInfo(*row)
 
 
+def _settle(batch: list[tuple[_WriteOp, asyncio.Future[Any]]], results: list[Any]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
 class SQLiteStore(AsyncResource):
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``; ``?synchronous=full`` for fsync."""
 
@@ -132,6 +142,7 @@ class SQLiteStore(AsyncResource):
         self._rconn: sqlite3.Connection | None = None
         self._queue: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -203,8 +214,11 @@ class SQLiteStore(AsyncResource):
             raise
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
+        while self._flusher is not None or self._queue:
+            if self._flusher is not None:
+                await self._flusher
+            else:
+                self._flush_inline()
         loop = asyncio.get_running_loop()
         for conn, pool in ((self._wconn, self._writer), (self._rconn, self._reader)):
             if conn is not None:
@@ -220,37 +234,53 @@ class SQLiteStore(AsyncResource):
     async def _write(self, op: Callable[[sqlite3.Connection], T] | _Append) -> T:
         if self._wconn is None:
             raise StoreError("the store is not open: use 'async with' or await store.open()")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         self._queue.append((op, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
+        if self._flusher is None and not self._flush_scheduled:
+            # a callback, not a task: everything queued in this loop iteration joins the batch
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_inline)
         return await future
 
-    async def _flush(self) -> None:
+    def _flush_inline(self) -> None:
+        """Commit the queue on the loop, or hand it to the writer thread if the lock is busy."""
+        self._flush_scheduled = False
+        if self._flusher is not None or not self._queue:
+            return
+        if not self._inline:
+            self._flusher = asyncio.create_task(self._flush_in_thread())
+            return
+        batch, self._queue = self._queue, []
+        try:
+            results = self._commit_batch([op for op, _ in batch], wait=False)
+        except _LockBusy:
+            self._queue = batch + self._queue
+            self._flusher = asyncio.create_task(self._flush_in_thread())
+            return
+        except BaseException as e:
+            results = [self._as_store_error(e)] * len(batch)
+        _settle(batch, results)
+
+    async def _flush_in_thread(self) -> None:
+        """Write batches from the writer thread, waiting for the lock, until the queue is empty."""
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                ops = [op for op, _ in batch]
                 try:
-                    try:
-                        if not self._inline:
-                            raise _LockBusy
-                        results = self._commit_batch(ops, wait=False)
-                    except _LockBusy:
-                        results = await loop.run_in_executor(self._writer, self._commit_batch, ops)
+                    results = await loop.run_in_executor(
+                        self._writer, self._commit_batch, [op for op, _ in batch]
+                    )
                 except BaseException as e:
-                    error = e if isinstance(e, AutonomicError) else StoreError(f"write failed: {e}")
-                    results = [error] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                    results = [self._as_store_error(e)] * len(batch)
+                _settle(batch, results)
         finally:
             self._flusher = None
+
+    @staticmethod
+    def _as_store_error(error: BaseException) -> BaseException:
+        return error if isinstance(error, AutonomicError) else StoreError(f"write failed: {error}")
 
     def _commit_batch(self, ops: list[_WriteOp], wait: bool = True) -> list[Any]:
         conn = self._wconn
@@ -392,8 +422,31 @@ class SQLiteStore(AsyncResource):
     ) -> int:
         return await self._write(_Append(run_id, expected_seq, events, status, owner))
 
+    def _append_one(self, conn: sqlite3.Connection, a: _Append) -> Any:
+        """A lone append: the check and the update are one conditional UPDATE."""
+        now = time.time()
+        last = a.expected_seq + len(a.events)
+        updated = conn.execute(
+            "UPDATE runs SET last_seq = ?, updated_at = ?, status = coalesce(?, status) "
+            "WHERE run_id = ? AND last_seq = ? AND (? IS NULL OR lease_owner IS NULL "
+            "OR lease_owner = ? OR lease_expires_at <= ?)",
+            (last, now, a.status, a.run_id, a.expected_seq, a.owner, a.owner, now),
+        ).rowcount
+        if not updated:
+            try:
+                info = self._get_run(conn, a.run_id)
+            except RunNotFound as e:
+                return e
+            if info.last_seq != a.expected_seq:
+                return ConcurrencyConflict(a.run_id, a.expected_seq, info.last_seq)
+            return LeaseLost(f"run {a.run_id} is leased to {info.lease_owner}")
+        self._insert_events(conn, a.run_id, a.expected_seq + 1, a.events)
+        return last
+
     def _append_many(self, conn: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
         """Check and write many appends with a handful of statements instead of two each."""
+        if len(appends) == 1:
+            return [self._append_one(conn, appends[0])]
         ids = list(dict.fromkeys(a.run_id for a in appends))
         heads: dict[str, tuple[int, str | None, float | None]] = {}
         for i in range(0, len(ids), 500):
