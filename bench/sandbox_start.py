@@ -18,6 +18,9 @@ import time
 from autonomic.sandbox import BwrapSandbox, SandboxResult
 from autonomic.sandbox.interpreter import find_interpreter
 
+SETTLE = 0.05
+"""Seconds between samples, for the last one's teardown and the pool's refill to finish."""
+
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
@@ -52,10 +55,12 @@ async def main(runs: int) -> dict[str, float]:
     async with BwrapSandbox(warm=0) as cold_box, BwrapSandbox(warm=2) as warm_box:
         await _timed(cold_box)  # compiles the seccomp filter once, outside the samples
         for _ in range(runs):
-            bare.append(await _bare(python))
-            cold.append(await _timed(cold_box))
             await warm_box.warm_up()
-            await asyncio.sleep(0.05)  # let the previous executions' teardown finish
+            await asyncio.sleep(SETTLE)
+            bare.append(await _bare(python))
+            await asyncio.sleep(SETTLE)
+            cold.append(await _timed(cold_box))
+            await asyncio.sleep(SETTLE)
             warm.append(await _timed(warm_box))
     report: dict[str, float] = {}
     for name, samples in (("bare", bare), ("cold", cold), ("warm", warm)):

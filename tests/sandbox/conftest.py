@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from autonomic.sandbox import BwrapSandbox, MiB, SandboxLimits
+from autonomic.sandbox.cgroup import CONTROLLERS
 from autonomic.sandbox.cgroup import ROOT as CGROUP_ROOT
 from autonomic.sandbox.confine import SANDBOX_UID
-from autonomic.sandbox.guest import GUEST_SOURCE
+from autonomic.sandbox.guest import GUEST_BOOT
 
 requires_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"
@@ -22,7 +23,6 @@ requires_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: cgroups and the nobody uid on the host"
 )
 
-_GUEST = GUEST_SOURCE.splitlines()[0]
 LIMITS = SandboxLimits(timeout=20, cpu_seconds=10, memory_bytes=256 * MiB, scratch_bytes=16 * MiB)
 
 
@@ -37,7 +37,7 @@ def _sandbox_processes() -> list[str]:
             uid = entry.stat().st_uid
         except OSError:
             continue
-        if _GUEST in cmdline and (uid == SANDBOX_UID or os.geteuid() != 0):
+        if GUEST_BOOT in cmdline and (uid == SANDBOX_UID or os.geteuid() != 0):
             found.append(f"{entry.name}: {cmdline[:80]}")
     return found
 
@@ -46,7 +46,7 @@ def _our_cgroups() -> list[Path]:
     prefix = f"{os.getpid()}-"
     return [
         path
-        for controller in ("memory", "pids", "cpuacct")
+        for controller in CONTROLLERS
         if (CGROUP_ROOT / controller / "autonomic").is_dir()
         for path in (CGROUP_ROOT / controller / "autonomic").iterdir()
         if path.name.startswith(prefix)
@@ -55,13 +55,15 @@ def _our_cgroups() -> list[Path]:
 
 @pytest.fixture
 async def no_leaks() -> AsyncIterator[None]:
-    """After the test: no sandbox process left on the host, no cgroup left behind."""
+    """After the test: no sandbox process it started is left, no cgroup left behind."""
+    before = set(_sandbox_processes())
     yield
     for _ in range(50):
-        if not _sandbox_processes() and not _our_cgroups():
+        left = set(_sandbox_processes()) - before
+        if not left and not _our_cgroups():
             return
         await asyncio.sleep(0.05)
-    assert not _sandbox_processes(), "sandbox processes outlived the test"
+    assert not left, f"sandbox processes outlived the test: {left}"
     assert not _our_cgroups(), "cgroups outlived the test"
 
 

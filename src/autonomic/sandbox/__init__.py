@@ -15,11 +15,13 @@ from autonomic.sandbox.base import (
     SandboxResult,
 )
 from autonomic.sandbox.bwrap import BwrapSandbox
+from autonomic.sandbox.egress import EgressRequest
 from autonomic.sandbox.process import ProcessSandbox, UnsafeSandboxWarning
 
 __all__ = [
     "BACKENDS",
     "BwrapSandbox",
+    "EgressRequest",
     "FileInputs",
     "KiB",
     "MiB",

@@ -1,10 +1,11 @@
 """The program that runs inside a sandbox: it waits for one request, runs it, reports, exits.
 
 It runs under the sandbox's Python, which may be older than the host's, so it uses only
-the standard library and Python 3.8 syntax, and imports little (start-up time is the
-point of the warm pool). The host starts it as ``python -I -c <this source> <fd>`` and
-speaks over the socket ``fd``: one ready byte out, one sized request in, result
-records out, the last one with the exit status (see ``autonomic.sandbox.wire``).
+the standard library and Python 3.8 syntax, and imports only what the interpreter has
+loaded anyway or is cheap (``typing`` alone would cost more than the rest of start-up).
+The host starts it (compiled: see ``guest.guest_command``) with a socket's fd as its
+last argument, and speaks over that socket: one ready byte out, one sized request in,
+result records out, the last one with the exit status (see ``autonomic.sandbox.wire``).
 Nothing here is a security boundary: the code it runs may tamper with it, and can only
 spoil its own result by doing so.
 """
@@ -19,7 +20,6 @@ import os
 import resource
 import stat
 import sys
-from typing import Any
 
 __all__ = ["main"]
 
@@ -78,6 +78,44 @@ def _set_rlimits(limits: list[tuple[str, int, int]]) -> None:
         resource.setrlimit(which, (min(soft, hard), hard))
 
 
+def _relay(path: str, port: int) -> None:
+    """Carry each connection to 127.0.0.1:port (the sandbox's own loopback) to the egress
+    proxy's Unix socket at ``path``, in daemon threads: standard proxy settings then work.
+    """
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(64)
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def serve() -> None:
+        while True:
+            client = server.accept()[0]
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(path)
+            except OSError:
+                client.close()
+                continue
+            for ends in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=ends, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
 def _category(error: BaseException | None) -> str | None:
     """Which limit an uncaught exception (or one in its chain) says was hit."""
     for _ in range(8):
@@ -91,7 +129,7 @@ def _category(error: BaseException | None) -> str | None:
     return None
 
 
-def _exit_status(code: Any) -> int:
+def _exit_status(code: object) -> int:
     """What ``sys.exit(code)`` means as a process exit status, as CPython does it."""
     if code is None:
         return 0
@@ -117,18 +155,21 @@ def _run_python(code: str, root: str) -> tuple[int, str | None]:
         sys.excepthook(type(e), e, e.__traceback__)
         return 1, _category(e)
     finally:
-        _finish_python()
+        _finish_python(main.__dict__)
     return 0, None
 
 
-def _finish_python() -> None:
-    """Wait for the code's threads and run its atexit hooks, as interpreter exit would."""
+def _finish_python(namespace: dict[str, object]) -> None:
+    """Wait for the code's threads and run its atexit hooks, as interpreter exit would;
+    then drop its globals, so that the memory and files they held are free for the report.
+    """
     threading = sys.modules.get("threading")
     if threading is not None:
         for thread in threading.enumerate():
             if thread is not threading.main_thread() and not thread.daemon:
                 thread.join()
     atexit._run_exitfuncs()
+    namespace.clear()
 
 
 def _run_argv(argv: list[str]) -> int:
@@ -208,7 +249,7 @@ def _flush() -> None:
 
 
 def main() -> None:
-    control = int(sys.argv[1])
+    control = int(sys.argv[-1])
     os.set_inheritable(control, False)
     root = os.getcwd()
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -224,6 +265,8 @@ def main() -> None:
         _place_inputs(root, files)
         _set_stdin(request["stdin"])
         _set_rlimits(request["rlimits"])
+        if "relay" in request:
+            _relay(*request["relay"])
     except OSError as e:
         sys.stderr.write(f"could not prepare the run: {e}\n")
         status, category = 1, _category(e)

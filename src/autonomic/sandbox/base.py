@@ -133,6 +133,12 @@ class Sandbox(Protocol):
     @property
     def limits(self) -> SandboxLimits: ...
 
+    @property
+    def reaches_network(self) -> bool:
+        """Whether code in it can reach anything outside (egress allowed, or no isolation):
+        then running it again is not free of effects."""
+        ...
+
     async def run_python(
         self,
         code: str,

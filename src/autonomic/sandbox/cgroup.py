@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -18,11 +19,12 @@ from pathlib import Path
 
 from autonomic.sandbox.base import SandboxLimits
 
-__all__ = ["Cgroup", "CgroupStats"]
+__all__ = ["CONTROLLERS", "Cgroup", "CgroupStats"]
 
 ROOT = Path("/sys/fs/cgroup")
-_REQUIRED = ("memory", "pids")
-_OPTIONAL = ("cpuacct",)
+CONTROLLERS = ("memory", "pids", "cpuacct")
+"""cpuacct is optional: it measures the CPU time of a tree killed before it could report."""
+_REQUIRED = CONTROLLERS[:2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class CgroupStats:
     oom_kills: int
     process_limit_hits: int
     peak_memory_bytes: int
-    cpu_seconds: float | None
+    cpu_seconds: float | None = None
 
 
 def _read(path: Path) -> str:
@@ -59,6 +61,22 @@ def _counter(text: str, key: str) -> int:
     return 0
 
 
+@functools.cache
+def _sweep_stale() -> None:
+    """Remove the cgroups of processes that died without removing theirs (once a process).
+
+    Their sandboxes died with them (``--die-with-parent``), so the directories are empty.
+    """
+    for controller in CONTROLLERS:
+        parent = ROOT / controller / "autonomic"
+        with contextlib.suppress(OSError):
+            for path in parent.iterdir():
+                owner = path.name.partition("-")[0]
+                if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+
+
 class Cgroup:
     """One execution's directories under the memory, pids (and cpuacct) hierarchies."""
 
@@ -78,9 +96,10 @@ class Cgroup:
         """
         if os.geteuid() != 0 or not all(os.access(ROOT / c, os.W_OK) for c in _REQUIRED):
             return None
+        _sweep_stale()
         name = f"{os.getpid()}-{secrets.token_hex(6)}"
-        controllers = _REQUIRED + tuple(c for c in _OPTIONAL if os.access(ROOT / c, os.W_OK))
-        dirs = {c: ROOT / c / "autonomic" / name for c in controllers}
+        found = [c for c in CONTROLLERS if os.access(ROOT / c, os.W_OK)]
+        dirs = {c: ROOT / c / "autonomic" / name for c in found}
         group = cls(dirs, extra_memory, extra_processes)
         try:
             for path in dirs.values():
@@ -110,10 +129,14 @@ class Cgroup:
         _write(self._dirs["pids"] / "pids.max", str(limits.processes + extra_processes))
         self._configured = limits
 
-    @property
-    def procs_files(self) -> tuple[str, ...]:
-        """The files a process writes ``0`` to, to join this cgroup (done before exec)."""
-        return tuple(str(path / "cgroup.procs") for path in self._dirs.values())
+    def adopt(self, pid: int) -> None:
+        """Move process ``pid`` into the cgroup; what it forks from then on is in it too.
+
+        Blocking: a cgroup v1 migration waits for an RCU grace period (milliseconds), so
+        call it from a thread, while the process is still setting up.
+        """
+        for path in self._dirs.values():
+            _write(path / "cgroup.procs", str(pid))
 
     def stats(self) -> CgroupStats:
         memory, pids = self._dirs["memory"], self._dirs["pids"]
@@ -127,7 +150,7 @@ class Cgroup:
                 cpu_seconds=cpu_ns / 1e9 if cpu_ns is not None else None,
             )
         except (OSError, ValueError):
-            return CgroupStats(0, 0, 0, None)
+            return CgroupStats(0, 0, 0)
 
     def kill(self) -> None:
         """SIGKILL every process still in the cgroup."""

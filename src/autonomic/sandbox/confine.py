@@ -1,11 +1,11 @@
-"""How a guest is confined from outside: which uid it runs as, which cgroup it joins, and
-the rlimits it sets on itself before it runs anything it was sent.
+"""How a guest is confined from outside: which uid it runs as, and the rlimits it sets
+on itself before it runs anything it was sent.
 
 No Python runs between fork and exec (a ``preexec_fn`` forces a full ``fork`` of the
-host process, which costs milliseconds in a large one): the cgroup is joined by a tiny
-shell and the uid dropped by ``setpriv``, both exec'd in front of bwrap, so the spawn
-can use ``vfork``. The rlimits travel in the request and the guest applies them to
-itself, hard and soft, before the code runs; nothing in the sandbox can raise them back.
+host process, which costs milliseconds in a large one): the uid is dropped by
+``setpriv``, exec'd in front of bwrap, so the spawn can use ``vfork``. The rlimits travel
+in the request and the guest applies them to itself, hard and soft, before the code
+runs; nothing in the sandbox can raise them back.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Sequence
 
 from autonomic.sandbox.base import SandboxLimits
 
@@ -23,30 +22,24 @@ __all__ = ["SANDBOX_UID", "count_tasks", "host_uid", "prefix_argv", "rlimits"]
 SANDBOX_UID = 65534
 """``nobody``: the uid sandboxed code has, inside the sandbox and, when we are root, outside."""
 
-_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
-"""Writing 0 to a cgroup.procs file moves the writer, here the shell, which then execs."""
-
 
 def host_uid() -> int | None:
     """The uid to switch to before exec: ``nobody`` when we are root, else keep ours."""
     return SANDBOX_UID if os.geteuid() == 0 else None
 
 
-def prefix_argv(uid: int | None, cgroup_procs: Sequence[str]) -> tuple[list[str], int | None]:
+def prefix_argv(uid: int | None) -> tuple[list[str], int | None]:
     """What to run in front of the guest's command, and the uid Popen must switch to itself.
 
     The second value is set only when ``setpriv`` is missing: then Popen drops the uid,
     at the price of a full fork.
     """
-    argv: list[str] = []
-    if cgroup_procs:
-        argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cgroup_procs, "--"]
     if uid is None:
-        return argv, None
+        return [], None
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        return argv, uid
-    return [*argv, setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"], None
+        return [], uid
+    return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"], None
 
 
 def rlimits(limits: SandboxLimits, other_tasks: int | None) -> list[tuple[str, int, int]]:

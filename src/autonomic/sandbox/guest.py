@@ -1,11 +1,11 @@
 """The host's handle on one guest process: start it idle, give it one request, reap it.
 
 An execution ends when the guest sends its end record (the usual case: the result is
-returned at once and the process tree is killed) or when the guest dies without one
-(killed by a limit, or by its own hand); a timeout kills its process group, and bwrap's
-``--die-with-parent`` and the PID namespace take the rest down. The guest is reaped
-through a pidfd with ``wait4``, whose usage covers the whole tree it waited for. Every
-guest is used once; ``discard`` frees what it held.
+returned at once, before the process tree is torn down) or when the guest dies without
+one (killed by a limit, or by its own hand). A timeout kills its process group, and
+bwrap's ``--die-with-parent`` and the PID namespace take the rest down. The guest is
+reaped through a pidfd, so no thread or signal handler is involved. Every guest is used
+once; ``discard`` kills whatever it left running and frees what it held.
 """
 
 from __future__ import annotations
@@ -30,9 +30,15 @@ from autonomic.sandbox.confine import rlimits
 from autonomic.sandbox.verdict import Evidence, violations
 from autonomic.sandbox.wire import Job, ReportReader, encode_request
 
-__all__ = ["Guest", "Launch", "guest_argv"]
+__all__ = ["GUEST_BOOT", "Guest", "Launch", "guest_command"]
 
 GUEST_SOURCE = resources.files("autonomic.sandbox").joinpath("_inside.py").read_text()
+GUEST_BOOT = "import marshal,sys;exec(marshal.loads(bytes.fromhex(sys.argv[1])))"
+"""How a guest starts: from bytecode its own interpreter compiled, passed as hex."""
+_COMPILE = (
+    "import marshal,sys;sys.stdout.buffer.write(marshal.dumps("
+    "compile(sys.stdin.buffer.read(),'<sandbox guest>','exec')))"
+)
 READY = b"R"
 START_TIMEOUT = 30.0
 """Seconds a guest may take to start (bwrap set-up and the interpreter's start-up)."""
@@ -45,9 +51,35 @@ _CHUNK = 1 << 16
 Exit = tuple[int, resource.struct_rusage | None]
 
 
-def guest_argv(python: str, control_fd: int) -> list[str]:
-    """The command line that starts the guest program under ``python``."""
-    return [python, "-I", "-c", GUEST_SOURCE, str(control_fd)]
+_bytecode: dict[str, str] = {}
+
+
+async def guest_command(python: str) -> list[str]:
+    """The command line that starts the guest program under ``python``, but for its last
+    argument, the fd of its control socket.
+
+    It carries the program as bytecode, compiled once per interpreter by that
+    interpreter: parsing the source would cost every cold start a few milliseconds.
+    """
+    if python not in _bytecode:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                python,
+                "-I",
+                "-c",
+                _COMPILE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as e:
+            raise SandboxError(f"the sandbox's interpreter {python} cannot run: {e}") from e
+        code, error = await process.communicate(GUEST_SOURCE.encode())
+        if process.returncode != 0 or not code:
+            message = error.decode(errors="replace").strip() or f"exit {process.returncode}"
+            raise SandboxError(f"the sandbox's interpreter {python} cannot run: {message}")
+        _bytecode[python] = code.hex()
+    return [python, "-I", "-c", GUEST_BOOT, _bytecode[python]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +88,11 @@ class Launch:
 
     ``child_fds`` are inherited by the guest (its end of ``control``, a seccomp filter)
     and closed here once it is started. ``user`` is a uid for Popen to switch to (only
-    when no ``setpriv`` could do it in ``argv``). ``other_tasks`` is set when no cgroup
-    bounds the processes (see ``confine.rlimits``). ``cleanup`` runs on release.
+    when no ``setpriv`` could do it in ``argv``). ``admit`` is awaited once the process
+    is spawned, before it may become ready (bwrap's cgroup admission). ``other_tasks``
+    is set when no cgroup bounds the processes (see ``confine.rlimits``). ``relay`` is
+    where the guest relays proxy connections (see ``egress``). ``cleanup`` runs on
+    release.
     """
 
     argv: tuple[str, ...]
@@ -67,7 +102,9 @@ class Launch:
     cwd: str | None = None
     user: int | None = None
     cgroup: Cgroup | None = None
+    admit: Callable[[], Awaitable[None]] | None = None
     other_tasks: int | None = None
+    relay: tuple[str, int] | None = None
     cleanup: Callable[[], Awaitable[None]] | None = None
 
     async def release(self) -> None:
@@ -198,6 +235,8 @@ class Guest:
         guest = cls(launch, process, out_r, err_r)
         try:
             async with asyncio.timeout(START_TIMEOUT):
+                if launch.admit is not None:
+                    await launch.admit()
                 ready = await asyncio.get_running_loop().sock_recv(launch.control, 1)
         except TimeoutError:
             await guest.discard()
@@ -264,8 +303,16 @@ class Guest:
         if self._released or self._pipes is None:
             raise SandboxError("this sandbox guest was already used")
         if self._launch.cgroup is not None:
-            self._launch.cgroup.configure(limits)
-        request = encode_request(job, limits.files_bytes, rlimits(limits, self._launch.other_tasks))
+            try:
+                self._launch.cgroup.configure(limits)
+            except OSError as e:
+                raise SandboxError(f"could not set the sandbox's cgroup limits: {e}") from e
+        request = encode_request(
+            job,
+            limits.files_bytes,
+            rlimits(limits, self._launch.other_tasks),
+            self._launch.relay,
+        )
         pipes, self._pipes = self._pipes, None
         stdout = _Capture(pipes[0], limits.output_bytes)
         stderr = _Capture(pipes[1], limits.output_bytes)
@@ -331,7 +378,7 @@ class Guest:
         self, reader: ReportReader, stats: CgroupStats | None
     ) -> tuple[int, float, int]:
         """Exit status, CPU seconds and peak memory: from the end record if one came, else
-        from ``wait4``; CPU and memory from the cgroup where there is one."""
+        from ``wait4``; for the whole tree from the cgroup, where there is one."""
         report = reader.report
         if report.status is not None:
             code, cpu, peak = report.status, report.cpu_seconds, report.peak_memory_bytes
@@ -340,7 +387,7 @@ class Guest:
             cpu = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
             peak = usage.ru_maxrss * 1024 if usage is not None else 0
         if stats is not None:
-            cpu = stats.cpu_seconds if stats.cpu_seconds is not None else cpu
+            cpu = max(cpu, stats.cpu_seconds or 0.0)
             peak = stats.peak_memory_bytes or peak
         return code, cpu, peak
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from autonomic.errors import ConfigError, SandboxError
 from autonomic.sandbox.seccomp import SYSTEM_PYTHON
 
-__all__ = ["Interpreter", "find_interpreter"]
+__all__ = ["Interpreter", "check_reachable", "find_interpreter"]
 
 SYSTEM_DIR = "/usr/"
 
@@ -44,11 +44,29 @@ def _world_reachable(path: str) -> bool:
         current = parent
 
 
+def check_reachable(path: str, uid: int | None, what: str) -> None:
+    """ConfigError if ``path`` is missing; SandboxError if ``uid`` (when the sandbox
+    switches to it) cannot reach it.
+
+    bwrap resolves what it mounts as that uid: a path under ``/root`` or a 0700 home
+    directory is out of its reach.
+    """
+    if not os.path.exists(path):
+        raise ConfigError(f"{what} {path} does not exist")
+    if uid is not None and not _world_reachable(path):
+        raise SandboxError(
+            f"the sandbox runs as uid {uid}, which cannot reach {what} {path}: a directory "
+            "on its way is private. Use a path outside private directories, or run as a "
+            "non-root user"
+        )
+
+
 def find_interpreter(python: str | None, uid: int | None) -> Interpreter:
     """Resolve ``python`` (default: the system Python, else this one) for a sandbox.
 
     ``uid`` is the host uid the code will have; when given, the interpreter must be
-    reachable by it, which a Python under ``/root`` (pyenv, say) is not.
+    reachable by it, which a Python under ``/root`` (pyenv, say) is not: pass the
+    system Python (``/usr/bin/python3``) or one installed elsewhere.
     """
     if python is None:
         python = SYSTEM_PYTHON if os.access(SYSTEM_PYTHON, os.X_OK) else sys.executable
@@ -56,10 +74,5 @@ def find_interpreter(python: str | None, uid: int | None) -> Interpreter:
     if not os.access(path, os.X_OK):
         raise ConfigError(f"sandbox interpreter {python!r} is not an executable file")
     home = None if path.startswith(SYSTEM_DIR) else os.path.dirname(os.path.dirname(path))
-    if uid is not None and not _world_reachable(home or path):
-        raise SandboxError(
-            f"the sandbox runs code as uid {uid}, which cannot reach {path}: a directory on "
-            f"its way is private. Pass python= an interpreter outside private directories "
-            f"(such as {SYSTEM_PYTHON}), or run as a non-root user"
-        )
+    check_reachable(home or path, uid, "the interpreter")
     return Interpreter(path=path, home=home)

@@ -29,11 +29,6 @@ class WarmPool:
         self._closed = False
         self._failure: SandboxError | None = None
 
-    @property
-    def ready(self) -> int:
-        """How many idle guests are waiting now."""
-        return len(self._ready)
-
     def fill(self) -> None:
         """Start as many guests as the pool lacks."""
         while not self._closed and len(self._ready) + len(self._starting) < self._size:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from autonomic.sandbox.base import SandboxLimits
 from autonomic.sandbox.confine import count_tasks, host_uid, prefix_argv
-from autonomic.sandbox.guest import Launch, guest_argv
+from autonomic.sandbox.guest import Launch, guest_command
 from autonomic.sandbox.interpreter import find_interpreter
 from autonomic.sandbox.runner import GuestSandbox
 
@@ -69,10 +69,15 @@ class ProcessSandbox(GuestSandbox):
         self._python = find_interpreter(python, self._uid)
         super().__init__("process", limits, warm)
 
+    @property
+    def reaches_network(self) -> bool:
+        return True
+
     async def _launch(self, limits: SandboxLimits) -> Launch:
+        command = await guest_command(self._python.path)
         other_tasks = await count_tasks(self._uid or os.getuid())
         base, scratch, tmp = await asyncio.to_thread(_make_dirs, self._uid)
-        prefix, user = prefix_argv(self._uid, ())
+        prefix, user = prefix_argv(self._uid)
         host, child = socket.socketpair()
         fd = child.detach()
         env = {
@@ -83,7 +88,7 @@ class ProcessSandbox(GuestSandbox):
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         return Launch(
-            argv=(*prefix, *guest_argv(self._python.path, fd)),
+            argv=(*prefix, *command, str(fd)),
             env=env,
             control=host,
             child_fds=(fd,),

@@ -58,6 +58,11 @@ class GuestSandbox(abc.ABC):
     def limits(self) -> SandboxLimits:
         return self._limits
 
+    @property
+    @abc.abstractmethod
+    def reaches_network(self) -> bool:
+        """Whether code in it can reach anything outside (see ``Sandbox``)."""
+
     @abc.abstractmethod
     async def _launch(self, limits: SandboxLimits) -> Launch:
         """Prepare one guest's confinement and command line."""
@@ -127,8 +132,7 @@ class GuestSandbox(abc.ABC):
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
-        if self._discarding:
-            await asyncio.wait(self._discarding)
+        await asyncio.gather(*self._discarding)
 
     async def __aenter__(self) -> Self:
         self._open = True

@@ -46,7 +46,6 @@ try:
     import seccomp
 except ImportError:
     sys.exit(3)
-AF_UNIX = 1
 f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
 deny = seccomp.ERRNO(errno.EPERM)
 for name in DENIED:
@@ -56,7 +55,13 @@ for name in DENIED_IF_KNOWN:
         f.add_rule(deny, name)
     except (RuntimeError, ValueError):
         pass
-f.add_rule(deny, "socket", seccomp.Arg(0, seccomp.NE, AF_UNIX))
+if FAMILIES == (AF_UNIX,):
+    f.add_rule(deny, "socket", seccomp.Arg(0, seccomp.NE, AF_UNIX))
+else:
+    for family in range(AF_MAX):
+        if family not in FAMILIES:
+            f.add_rule(deny, "socket", seccomp.Arg(0, seccomp.EQ, family))
+    f.add_rule(deny, "socket", seccomp.Arg(0, seccomp.GE, AF_MAX))
 for flag in NAMESPACE_FLAGS:
     f.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
 # clone3 takes its flags in memory a filter cannot read: make libc fall back to clone.
@@ -64,21 +69,29 @@ f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
 f.export_bpf(sys.stdout)
 """
 
-_compiled: dict[str, bytes] = {}
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+AF_MAX = 64
+"""Above every address family Linux has (46 in 6.x): denied as a range."""
+
+_compiled: dict[tuple[str, bool], bytes] = {}
 
 
-async def seccomp_filter(python: str = SYSTEM_PYTHON) -> bytes:
-    """The BPF program (compiled once per interpreter), or SandboxError saying how to get it.
+async def seccomp_filter(python: str = SYSTEM_PYTHON, *, inet: bool = False) -> bytes:
+    """The BPF program (compiled once per variant), or SandboxError saying how to get it.
 
     It denies the syscalls in ``DENIED`` (and ``DENIED_IF_KNOWN``), ``socket`` for any
-    family but AF_UNIX, ``clone`` with namespace flags, and ``clone3``. Other
+    family but AF_UNIX (and AF_INET/AF_INET6 with ``inet``, for a sandbox whose only
+    way out is its egress proxy), ``clone`` with namespace flags, and ``clone3``. Other
     architectures' syscall numbers are killed by libseccomp's default bad-arch action.
     """
-    if python in _compiled:
-        return _compiled[python]
+    key = (python, inet)
+    if key in _compiled:
+        return _compiled[key]
+    families = (AF_UNIX, AF_INET, AF_INET6) if inet else (AF_UNIX,)
     script = (
         f"DENIED = {DENIED!r}\nDENIED_IF_KNOWN = {DENIED_IF_KNOWN!r}\n"
-        f"NAMESPACE_FLAGS = {NAMESPACE_FLAGS!r}\n{_SCRIPT}"
+        f"NAMESPACE_FLAGS = {NAMESPACE_FLAGS!r}\nAF_UNIX = {AF_UNIX}\nAF_MAX = {AF_MAX}\n"
+        f"FAMILIES = {families!r}\n{_SCRIPT}"
     )
     try:
         process = await asyncio.create_subprocess_exec(
@@ -97,7 +110,7 @@ async def seccomp_filter(python: str = SYSTEM_PYTHON) -> bytes:
         raise _unavailable(f"{python} has no seccomp module")
     if process.returncode != 0 or not bpf:
         raise _unavailable(f"libseccomp failed: {error.decode(errors='replace').strip()}")
-    _compiled[python] = bpf
+    _compiled[key] = bpf
     return bpf
 
 

@@ -87,14 +87,22 @@ class Job:
         )
 
 
-def encode_request(job: Job, files_bytes: int, rlimits: Sequence[tuple[str, int, int]]) -> bytes:
-    """The request for one execution, with the rlimits the guest must set on itself."""
+def encode_request(
+    job: Job,
+    files_bytes: int,
+    rlimits: Sequence[tuple[str, int, int]],
+    relay: tuple[str, int] | None = None,
+) -> bytes:
+    """The request for one execution, with the rlimits the guest must set on itself, and
+    where to relay proxy connections (socket path, loopback port) when it has egress."""
     request: dict[str, object] = {
         "files": job.files,
         "stdin": job.stdin,
         "files_bytes": files_bytes,
         "rlimits": list(rlimits),
     }
+    if relay is not None:
+        request["relay"] = relay
     if job.code is not None:
         request["code"] = job.code
     else:

@@ -2,20 +2,23 @@
 
     agent = Agent(..., tools=[run_python(), run_shell()])
 
-Each call runs in a fresh sandbox execution (deny-all: no network, no host files) and
-comes back as one observation: exit status, output, the files the code wrote, and in
-plain words any limit it hit. A failure of the code is an observation, not an error.
-Pass ``sandbox=`` an open sandbox to share its warm pool (its owner closes it).
+Each call runs in a fresh sandbox execution (deny-all: no network, no host files, unless
+the tool lists ``allow_hosts``) and comes back as one observation: exit status, output,
+the files the code wrote, and in plain words any limit it hit. A failure of the code is
+an observation, not an error. Pass an open sandbox as the first argument to share its
+warm pool (its owner closes it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from autonomic.errors import SandboxError, ToolError
+from autonomic.errors import ConfigError, SandboxError, ToolError
 from autonomic.models.base import ToolSpec
 from autonomic.sandbox.backends import open_sandbox
 from autonomic.sandbox.base import Sandbox, SandboxLimits, SandboxResult, format_bytes
+from autonomic.sandbox.egress import EgressRequest
 from autonomic.tools.base import ToolContext
 
 __all__ = ["SandboxTool", "format_result", "run_python", "run_shell"]
@@ -92,8 +95,8 @@ class SandboxTool:
 
     @property
     def idempotent(self) -> bool:
-        """The code cannot reach anything outside its sandbox: running it again is safe."""
-        return True
+        """Safe to run again unless the code can reach something outside its sandbox."""
+        return not self._sandbox.reaches_network
 
     @property
     def timeout(self) -> float:
@@ -120,14 +123,27 @@ class SandboxTool:
         return f"<tool {self._spec.name} in {self._sandbox.name} sandbox>"
 
 
-def _resolve(sandbox: Sandbox | str) -> Sandbox:
+def _resolve(
+    sandbox: Sandbox | str,
+    allow_hosts: Sequence[str],
+    on_egress: Callable[[EgressRequest], None] | None,
+) -> Sandbox:
     """A backend name opens a sandbox without a warm pool: it holds nothing to close."""
-    return open_sandbox(sandbox, warm=0) if isinstance(sandbox, str) else sandbox
+    if not isinstance(sandbox, str):
+        if allow_hosts or on_egress:
+            raise ConfigError("allow_hosts needs a backend name; or open the sandbox with egress=")
+        return sandbox
+    if allow_hosts:
+        return open_sandbox(sandbox, warm=0, egress=allow_hosts, on_egress=on_egress)
+    return open_sandbox(sandbox, warm=0)
 
 
-def _limits_note(limits: SandboxLimits) -> str:
+def _limits_note(limits: SandboxLimits, allow_hosts: Sequence[str]) -> str:
+    network = "with no network"
+    if allow_hosts:
+        network = f"with HTTP(S) access to {', '.join(allow_hosts)} only (through a proxy)"
     return (
-        f"Each call starts fresh, with no network; it may run {limits.timeout:g}s "
+        f"Each call starts fresh, {network}; it may run {limits.timeout:g}s "
         f"and use {format_bytes(limits.memory_bytes)} of memory."
     )
 
@@ -137,16 +153,22 @@ def run_python(
     *,
     limits: SandboxLimits | None = None,
     name: str = "run_python",
+    allow_hosts: Sequence[str] = (),
+    on_egress: Callable[[EgressRequest], None] | None = None,
 ) -> SandboxTool:
-    """A tool that runs Python code in a sandbox (default: bubblewrap, deny-all)."""
-    box = _resolve(sandbox)
+    """A tool that runs Python code in a sandbox (default: bubblewrap, deny-all).
+
+    ``allow_hosts`` opens it to those hosts only (see ``BwrapSandbox``'s ``egress``);
+    ``on_egress`` hears of every request the code makes, allowed or not.
+    """
+    box = _resolve(sandbox, allow_hosts, on_egress)
     return SandboxTool(
         box,
         name=name,
         description=(
             "Run Python 3 code in an isolated sandbox and see its output. Print what you "
             "need to see; files it writes in its working directory are shown too. "
-            + _limits_note(limits or box.limits)
+            + _limits_note(limits or box.limits, allow_hosts)
         ),
         argument="code",
         argument_description="Python source code, run as a script",
@@ -160,16 +182,21 @@ def run_shell(
     *,
     limits: SandboxLimits | None = None,
     name: str = "run_shell",
+    allow_hosts: Sequence[str] = (),
+    on_egress: Callable[[EgressRequest], None] | None = None,
 ) -> SandboxTool:
-    """A tool that runs a shell command line in a sandbox (default: bubblewrap, deny-all)."""
-    box = _resolve(sandbox)
+    """A tool that runs a shell command line in a sandbox (default: bubblewrap, deny-all).
+
+    ``allow_hosts`` and ``on_egress`` as for ``run_python``.
+    """
+    box = _resolve(sandbox, allow_hosts, on_egress)
     return SandboxTool(
         box,
         name=name,
         description=(
             "Run a shell command line (/bin/sh) in an isolated sandbox with the usual "
             "command-line tools, and see its output and the files it writes in its working "
-            "directory. " + _limits_note(limits or box.limits)
+            "directory. " + _limits_note(limits or box.limits, allow_hosts)
         ),
         argument="command",
         argument_description="the command line, as given to sh -c",

@@ -1,0 +1,206 @@
+"""The sandbox's pure parts: the bwrap command line, the wire format, the verdicts."""
+
+from __future__ import annotations
+
+import marshal
+
+import pytest
+
+from autonomic.errors import ConfigError
+from autonomic.sandbox import KiB, MiB, SandboxLimits
+from autonomic.sandbox.bwrap import bwrap_argv
+from autonomic.sandbox.cgroup import CgroupStats
+from autonomic.sandbox.confine import prefix_argv, rlimits
+from autonomic.sandbox.interpreter import Interpreter
+from autonomic.sandbox.verdict import Evidence, violations
+from autonomic.sandbox.wire import Job, ReportReader, encode_request
+
+
+def _argv(**changes: object) -> list[str]:
+    options: dict[str, object] = {
+        "bwrap": "/usr/bin/bwrap",
+        "python": Interpreter("/usr/bin/python3.11", None),
+        "limits": SandboxLimits(scratch_bytes=8 * MiB),
+        "command": ["/usr/bin/python3.11", "-I", "-c", "guest", "5"],
+        "seccomp_fd": 6,
+    }
+    options.update(changes)
+    return bwrap_argv(**options)  # type: ignore[arg-type]
+
+
+def test_bwrap_denies_by_default() -> None:
+    argv = _argv()
+    for flag in (
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ):
+        assert flag in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert argv[argv.index("--seccomp") + 1] == "6"
+    assert "--share-net" not in argv and "--bind" not in argv and "--dev-bind" not in argv
+    binds = {argv[i + 1] for i, arg in enumerate(argv) if arg in ("--ro-bind", "--ro-bind-try")}
+    assert binds <= {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} | {
+        "/etc/alternatives",
+        "/etc/ld.so.cache",
+    }
+    assert argv[argv.index("--tmpfs") - 1] == str(8 * MiB)  # each tmpfs has a size
+
+
+def test_bwrap_remounts_root_read_only_after_every_mount() -> None:
+    argv = _argv(python=Interpreter("/opt/py/bin/python3", "/opt/py"), binds=["/data"])
+    last_mount = max(
+        i for i, arg in enumerate(argv) if arg in ("--ro-bind", "--tmpfs", "--symlink")
+    )
+    assert argv.index("--remount-ro") < argv.index("--tmpfs")  # /dev's, first
+    remount_root = len(argv) - 1 - argv[::-1].index("--remount-ro")
+    assert argv[remount_root + 1] == "/" and remount_root > last_mount
+    assert argv[argv.index("--") + 1 :] == ["/usr/bin/python3.11", "-I", "-c", "guest", "5"]
+    path = argv[argv.index("PATH") + 1]
+    assert path.startswith("/opt/py/bin:")
+
+
+def test_without_seccomp_there_is_no_filter_argument() -> None:
+    assert "--seccomp" not in _argv(seccomp_fd=None)
+
+
+def test_confinement_prefix() -> None:
+    argv, user = prefix_argv(65534)
+    assert argv[0].endswith("setpriv") and user is None
+    assert argv[1:] == ["--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    assert prefix_argv(None) == ([], None)
+
+
+def test_bwrap_reports_and_waits_when_admitted() -> None:
+    argv = _argv(admission_fds=(7, 8))
+    assert argv[argv.index("--info-fd") + 1] == "7"
+    assert argv[argv.index("--block-fd") + 1] == "8"
+    assert "--block-fd" not in _argv()
+
+
+def test_rlimits() -> None:
+    limits = SandboxLimits(cpu_seconds=3, memory_bytes=64 * MiB, open_files=32)
+    found = {name: (soft, hard) for name, soft, hard in rlimits(limits, None)}
+    assert found["RLIMIT_CPU"] == (3, 4)
+    assert found["RLIMIT_AS"] == (64 * MiB,) * 2
+    assert found["RLIMIT_NOFILE"] == (32, 32)
+    assert found["RLIMIT_CORE"] == (0, 0)
+    assert "RLIMIT_NPROC" not in found
+    with_tasks = {name: soft for name, soft, _ in rlimits(limits, 100)}
+    assert with_tasks["RLIMIT_NPROC"] == 100 + limits.processes
+
+
+def test_request_encoding() -> None:
+    job = Job.create(code="print(1)", files={"a/b.txt": "x", "c": b"\0"}, stdin="in")
+    blob = encode_request(job, 10, [("RLIMIT_CPU", 1, 2)])
+    size = int.from_bytes(blob[:8], "big")
+    assert size == len(blob) - 8
+    assert marshal.loads(blob[8:]) == {
+        "files": {"a/b.txt": b"x", "c": b"\0"},
+        "stdin": b"in",
+        "files_bytes": 10,
+        "rlimits": [("RLIMIT_CPU", 1, 2)],
+        "code": "print(1)",
+    }
+    command = Job.create(argv=["ls", "-l"])
+    assert marshal.loads(encode_request(command, 1, [])[8:])["argv"] == ["ls", "-l"]
+    assert Job.create(code="", files={"./x//y": ""}).files == {"x/y": b""}
+    with pytest.raises(ConfigError, match="inside the scratch dir"):
+        Job.create(code="", files={"x/../../y": ""})
+
+
+def _record(tag: bytes, name: str, data: bytes = b"") -> bytes:
+    raw = name.encode()
+    return tag + len(raw).to_bytes(4, "big") + len(data).to_bytes(4, "big") + raw + data
+
+
+def test_report_reader_takes_records_in_any_chunks() -> None:
+    stream = (
+        _record(b"F", "out.txt", b"hello")
+        + _record(b"O", "big.bin", b"99999999")
+        + _record(b"V", "memory")
+        + _record(b"E", "3", b"0.25 1048576")
+        + _record(b"F", "after-the-end", b"ignored")
+    )
+    reader = ReportReader(1 * MiB)
+    for i in range(0, len(stream), 7):
+        reader.feed(stream[i : i + 7])
+    report = reader.report
+    assert reader.complete and not reader.rejected
+    assert report.files == {"out.txt": b"hello"}
+    assert report.omitted == {"big.bin": 99999999}
+    assert report.categories == ["memory"]
+    assert (report.status, report.cpu_seconds, report.peak_memory_bytes) == (3, 0.25, MiB)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        _record(b"E", "oops", b"1 2"),
+        _record(b"E", "300", b"1 2"),
+        _record(b"E", "0", b"lots"),
+        _record(b"F", "x", b"y" * 2000),
+    ],
+    ids=["status not a number", "status out of range", "usage garbled", "too large"],
+)
+def test_report_reader_rejects_garbage(stream: bytes) -> None:
+    reader = ReportReader(1 * KiB)
+    reader.feed(stream)
+    assert reader.rejected and not reader.complete and reader.finished
+
+
+def test_report_reader_ignores_a_header_promising_too_much() -> None:
+    reader = ReportReader(1 * KiB)
+    reader.feed(b"F" + (2**31).to_bytes(4, "big") * 2 + b"xx")
+    assert not reader.finished and reader.report.files == {}
+
+
+LIMITS = SandboxLimits(
+    timeout=2, cpu_seconds=1, memory_bytes=64 * MiB, processes=8, output_bytes=64 * KiB
+)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "expected"),
+    [
+        (Evidence(timed_out=False, exit_code=0, cpu_seconds=0.1), ()),
+        (Evidence(timed_out=True, exit_code=137, cpu_seconds=0.1), ("timeout after 2s",)),
+        (Evidence(False, 152, 1.0), ("cpu time limit 1s exceeded",)),
+        (Evidence(False, 137, 2.0), ("cpu time limit 1s exceeded",)),
+        (Evidence(False, 137, 0.1), ()),
+        (Evidence(False, 1, 0.1, ["memory"]), ("memory limit 64 MiB exceeded",)),
+        (
+            Evidence(False, 137, 0.1, cgroup=CgroupStats(1, 0, 0)),
+            ("memory limit 64 MiB exceeded",),
+        ),
+        (Evidence(False, 153, 0.1), ("file size limit 64 MiB exceeded",)),
+        (Evidence(False, 1, 0.1, ["disk_full"]), ("scratch space limit 64 MiB exceeded",)),
+        (Evidence(False, 1, 0.1, ["open_files"]), ("open files limit 256 reached",)),
+        (
+            Evidence(False, 0, 0.1, cgroup=CgroupStats(0, 3, 0)),
+            ("process limit 8 reached",),
+        ),
+        (
+            Evidence(False, 0, 0.1, stdout_truncated=True, stderr_truncated=True),
+            ("stdout truncated at 64 KiB", "stderr truncated at 64 KiB"),
+        ),
+        (
+            Evidence(False, 0, 0.1, omitted_files={f"f{i}": 1 for i in range(7)}),
+            ("produced files truncated at 16 MiB (f0, f1, f2, f3, f4 and 2 more)",),
+        ),
+    ],
+)
+def test_violations_in_words(evidence: Evidence, expected: tuple[str, ...]) -> None:
+    assert violations(LIMITS, evidence) == expected
+
+
+def test_public_names_are_importable() -> None:
+    import autonomic.sandbox
+    import autonomic.tools.sandboxed
+
+    for module in (autonomic.sandbox, autonomic.tools.sandboxed):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
