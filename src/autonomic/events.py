@@ -24,6 +24,7 @@ __all__ = [
     "ActionRequested",
     "ActionRetried",
     "CircuitChanged",
+    "EgressRequested",
     "Event",
     "EventRecord",
     "GuardTripped",
@@ -133,6 +134,17 @@ class ActionFailed(Event, frozen=True, tag=True):
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("error",)
 
 
+class EgressRequested(Event, frozen=True, tag=True):
+    """Sandboxed code asked the egress proxy for a host; ``allowed`` says if it got through."""
+
+    action_id: str
+    method: str
+    host: str
+    port: int
+    allowed: bool
+    target: str = ""
+
+
 class CircuitChanged(Event, frozen=True, tag=True):
     """A circuit breaker in front of a model endpoint or a tool changed state."""
 
@@ -181,6 +193,7 @@ AnyEvent = (
     | ActionCompleted
     | ActionRetried
     | ActionFailed
+    | EgressRequested
     | CircuitChanged
     | GuardTripped
     | Suspended
@@ -204,6 +217,7 @@ _TYPES: dict[str, type[Event]] = {
         ActionCompleted,
         ActionRetried,
         ActionFailed,
+        EgressRequested,
         CircuitChanged,
         GuardTripped,
         Suspended,

@@ -13,6 +13,7 @@ from autonomic.events import (
     ActionRequested,
     ActionRetried,
     CircuitChanged,
+    EgressRequested,
     GuardTripped,
     ModelResponded,
     Resumed,
@@ -145,6 +146,9 @@ def render_trace(events: Sequence[StoredEvent]) -> str:
         elif isinstance(e, ActionFailed):
             name = requests[e.action_id].tool if e.action_id in requests else e.action_id
             lines.append(f"{at(stored)}  │  └─ {name} ✗ {short(e.error)}")
+        elif isinstance(e, EgressRequested):
+            verdict = "allowed" if e.allowed else "refused"
+            lines.append(f"{at(stored)}  │  ⇄ egress {e.method} {e.host}:{e.port} {verdict}")
         elif isinstance(e, CircuitChanged):
             lines.append(
                 f"{at(stored)}  ⚡ circuit {e.target}: {e.from_state} → {e.to_state}"

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from autonomic.errors import ConfigError, SandboxViolation
+from autonomic.sandbox.egress import EgressRequest
 
 __all__ = [
     "FileInputs",
@@ -102,6 +103,8 @@ class SandboxResult:
     usage: ResourceUsage
     files: Mapping[str, bytes] = field(default_factory=dict)
     violations: tuple[str, ...] = ()
+    egress: tuple[EgressRequest, ...] = ()
+    """Requests the code made through the egress proxy, allowed or refused."""
 
     @property
     def ok(self) -> bool:

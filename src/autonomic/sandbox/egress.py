@@ -84,6 +84,8 @@ class EgressProxy:
         self._server: asyncio.Server | None = None
         self._folder: str | None = None
         self.path: str | None = None
+        self.requests: list[EgressRequest] = []
+        """Every request made through this proxy, in order (one proxy serves one guest)."""
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
@@ -136,8 +138,10 @@ class EgressProxy:
                 return
             host, port = url.hostname.lower(), url.port or 80
         allowed = self._policy.allows(host, port)
+        request = EgressRequest(method, host, port, target, allowed)
+        self.requests.append(request)
         if self._on_request is not None:
-            self._on_request(EgressRequest(method, host, port, target, allowed))
+            self._on_request(request)
         if not allowed:
             await _reply(writer, "403 Forbidden", f"egress to {host}:{port} is not allowed")
             return

@@ -27,6 +27,7 @@ from autonomic.errors import SandboxError
 from autonomic.sandbox.base import ResourceUsage, SandboxLimits, SandboxResult
 from autonomic.sandbox.cgroup import Cgroup, CgroupStats
 from autonomic.sandbox.confine import rlimits
+from autonomic.sandbox.egress import EgressRequest
 from autonomic.sandbox.verdict import Evidence, violations
 from autonomic.sandbox.wire import Job, ReportReader, encode_request
 
@@ -91,8 +92,8 @@ class Launch:
     when no ``setpriv`` could do it in ``argv``). ``admit`` is awaited once the process
     is spawned, before it may become ready (bwrap's cgroup admission). ``other_tasks``
     is set when no cgroup bounds the processes (see ``confine.rlimits``). ``relay`` is
-    where the guest relays proxy connections (see ``egress``). ``cleanup`` runs on
-    release.
+    where the guest relays proxy connections, and ``egress`` the proxy's log of
+    requests. ``cleanup`` runs on release.
     """
 
     argv: tuple[str, ...]
@@ -105,6 +106,7 @@ class Launch:
     admit: Callable[[], Awaitable[None]] | None = None
     other_tasks: int | None = None
     relay: tuple[str, int] | None = None
+    egress: list[EgressRequest] | None = None
     cleanup: Callable[[], Awaitable[None]] | None = None
 
     async def release(self) -> None:
@@ -353,6 +355,7 @@ class Guest:
             usage=ResourceUsage(wall_seconds=wall, cpu_seconds=cpu, peak_memory_bytes=peak),
             files=report.files,
             violations=violations(limits, evidence),
+            egress=tuple(self._launch.egress or ()),
         )
 
     async def _wait(

@@ -18,6 +18,7 @@ import pydantic
 import pydantic_core
 
 from autonomic.errors import ConfigError, ToolError
+from autonomic.events import Event
 from autonomic.models.base import ToolSpec
 from autonomic.tools.options import DEFAULT_OPTIONS, ToolOptions
 
@@ -39,6 +40,8 @@ class ToolContext:
     action_id: str
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    record: Callable[[Event], None] | None = field(default=None, repr=False, compare=False)
+    """Adds an event to the run's log (e.g. each network request the tool's code made)."""
 
     @property
     def idempotency_key(self) -> str:

@@ -177,7 +177,7 @@ async def execute_action(
         return ActionFailed(request.action_id, str(e), False, elapsed(), first_attempt)
     number = first_attempt
     while True:
-        context = ToolContext(run_id, request.action_id, number, values)
+        context = ToolContext(run_id, request.action_id, number, values, events)
         attempt = await _attempt_guarded(tool, request, context, events)
         tries = number - first_attempt + 1
         if attempt.observation is not None or not attempt.retryable or tries > options.retries:

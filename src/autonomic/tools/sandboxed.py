@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from autonomic.errors import ConfigError, SandboxError, ToolError
+from autonomic.events import EgressRequested
 from autonomic.models.base import ToolSpec
 from autonomic.sandbox.backends import open_sandbox
 from autonomic.sandbox.base import Sandbox, SandboxLimits, SandboxResult, format_bytes
@@ -117,6 +118,18 @@ class SandboxTool:
                 result = await self._sandbox.run_python(text, limits=self._limits)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not run it: {e}", retryable=True) from e
+        if context.record is not None:
+            for request in result.egress:
+                context.record(
+                    EgressRequested(
+                        context.action_id,
+                        request.method,
+                        request.host,
+                        request.port,
+                        request.allowed,
+                        request.target,
+                    )
+                )
         return format_result(result)
 
     def __repr__(self) -> str:
