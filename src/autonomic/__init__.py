@@ -53,12 +53,23 @@ from autonomic.models import (
     subscribe_transitions,
     tool_call,
 )
+from autonomic.resilience import CircuitOpen
 from autonomic.runtime import RunHandle, RunResult, Runtime, run_sync
+from autonomic.sandbox import (
+    Sandbox,
+    SandboxLimits,
+    SandboxResult,
+    UnsafeSandboxWarning,
+    open_sandbox,
+)
 from autonomic.state import RunState
 from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
 from autonomic.store import MemoryStore, RunInfo, Store, open_store
 from autonomic.strategies import AgentView, ReAct, Strategy
 from autonomic.tools import FunctionTool, Tool, ToolContext, tool
+from autonomic.tools.options import ToolOptions
+from autonomic.tools.sandboxed import run_python, run_shell
+from autonomic.tools.secrets import EnvSecrets, FileSecrets, SecretsProvider
 
 __all__ = [
     "Agent",
@@ -70,11 +81,14 @@ __all__ = [
     "Cascade",
     "CircuitBreaker",
     "CircuitBreakerModel",
+    "CircuitOpen",
     "ConcurrencyConflict",
     "ConfigError",
     "Deny",
+    "EnvSecrets",
     "Fail",
     "Fallback",
+    "FileSecrets",
     "Finish",
     "FunctionModel",
     "FunctionTool",
@@ -104,9 +118,13 @@ __all__ = [
     "RunResult",
     "RunState",
     "Runtime",
+    "Sandbox",
     "SandboxError",
+    "SandboxLimits",
+    "SandboxResult",
     "SandboxViolation",
     "ScriptedModel",
+    "SecretsProvider",
     "Step",
     "Store",
     "StoreCorrupt",
@@ -119,15 +137,20 @@ __all__ = [
     "ToolCalls",
     "ToolContext",
     "ToolError",
+    "ToolOptions",
     "ToolSpec",
+    "UnsafeSandboxWarning",
     "Usage",
     "default_model",
     "load_agent",
+    "open_sandbox",
     "open_store",
     "register_price",
     "register_provider",
     "resilient",
     "resolve_model",
+    "run_python",
+    "run_shell",
     "run_sync",
     "subscribe_transitions",
     "tool",
