@@ -1,0 +1,131 @@
+"""A real MCP server for the MCP tool tests, written with the SDK's MCPServer.
+
+``python mcp_server.py stdio`` serves over stdin and stdout; ``python mcp_server.py http``
+serves streamable HTTP on a free port of 127.0.0.1, and prints the port once it listens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.types import Image
+from mcp.types import (
+    AudioContent,
+    BlobResourceContents,
+    ContentBlock,
+    EmbeddedResource,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+    ToolAnnotations,
+)
+from pydantic import BaseModel
+
+server = MCPServer("autonomic-test")
+
+# The smallest valid PNG: one transparent pixel.
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
+)
+
+
+class Forecast(BaseModel):
+    city: str
+    celsius: float
+    sky: str
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool(annotations=ToolAnnotations(idempotent_hint=True))
+def echo(text: str, times: int = 1) -> str:
+    """Repeat a text."""
+    return " ".join([text] * times)
+
+
+@server.tool()
+def forecast(city: str) -> Forecast:
+    """The weather in a city, as structured data."""
+    return Forecast(city=city, celsius=21.5, sky="clear")
+
+
+@server.tool()
+def pixel() -> Image:
+    """A one-pixel image."""
+    return Image(data=PIXEL, format="png")
+
+
+@server.tool()
+def report() -> list[ContentBlock]:
+    """A result of every other kind of content."""
+    return [
+        TextContent(text="see attached"),
+        EmbeddedResource(resource=TextResourceContents(uri="file:///notes.txt", text="hello")),
+        EmbeddedResource(resource=BlobResourceContents(uri="file:///a.bin", blob="AAEC")),
+        ResourceLink(name="log", uri="file:///log.txt"),
+        AudioContent(data="AAAA", mime_type="audio/wav"),
+    ]
+
+
+@server.tool()
+def refuse(reason: str) -> str:
+    """Always fails, the way a tool reports an error."""
+    raise ToolError(f"refused: {reason}")
+
+
+@server.tool()
+async def slow(seconds: float) -> str:
+    """Sleeps, then answers."""
+    await anyio.sleep(seconds)
+    return f"slept {seconds}s"
+
+
+@server.tool(name="math.mul")
+def mul(a: float, b: float) -> float:
+    """Multiply two numbers (a dotted name, as some servers use)."""
+    return a * b
+
+
+@server.tool()
+def caller(ctx: Context) -> str:
+    """Who is calling, by the request's Authorization header (none over stdio)."""
+    return (ctx.headers or {}).get("authorization", "nobody")
+
+
+@server.tool()
+def pid() -> int:
+    """The server's process id, to tell one server process from the next."""
+    return os.getpid()
+
+
+@server.tool()
+def crash() -> str:
+    """Kills the server process in the middle of the call."""
+    os._exit(3)
+
+
+async def serve_http() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["http"]:
+        anyio.run(serve_http)
+    else:
+        server.run("stdio")
