@@ -38,18 +38,23 @@ async def test_code_runs_sandboxed_and_each_request_is_an_event(
     tmp_path: Path, ports: tuple[int, int]
 ) -> None:
     allowed, other = ports
+    # host names, resolved by the proxy itself to the two servers on the host's loopback
     code = (
         "import urllib.request, urllib.error\n"
-        f"print(urllib.request.urlopen('http://127.0.0.1:{allowed}/a').read().decode())\n"
+        f"print(urllib.request.urlopen('http://api.example.test:{allowed}/a').read().decode())\n"
         "try:\n"
-        f"    urllib.request.urlopen('http://127.0.0.1:{other}/b')\n"
+        f"    urllib.request.urlopen('http://other.example.test:{other}/b')\n"
         "except urllib.error.HTTPError as e:\n"
         "    print('refused', e.code)\n"
+    )
+    tool = run_python(
+        allow_hosts=[f"api.example.test:{allowed}"],
+        resolve={"api.example.test": "127.0.0.1", "other.example.test": "127.0.0.1"},
     )
     agent = Agent(
         name="coder",
         model=ScriptedModel([tool_call("run_python", code=code), "done"]),
-        tools=[run_python(allow_hosts=[f"127.0.0.1:{allowed}"])],
+        tools=[tool],
     )
     async with Runtime(f"sqlite:///{tmp_path / 'r.db'}") as rt:
         run = await rt.start(agent, "fetch it")
@@ -59,7 +64,7 @@ async def test_code_runs_sandboxed_and_each_request_is_an_event(
     (done,) = [e for e in events if isinstance(e, ActionCompleted)]
     assert "hello" in done.observation and "refused 403" in done.observation
     egress = [(e.host, e.port, e.allowed) for e in events if isinstance(e, EgressRequested)]
-    assert egress == [("127.0.0.1", allowed, True), ("127.0.0.1", other, False)]
+    assert egress == [("api.example.test", allowed, True), ("other.example.test", other, False)]
     trace = render_trace(stored)
-    assert f"egress GET 127.0.0.1:{allowed} allowed" in trace
-    assert f"egress GET 127.0.0.1:{other} refused" in trace
+    assert f"egress GET api.example.test:{allowed} allowed" in trace
+    assert f"egress GET other.example.test:{other} refused" in trace

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from autonomic.errors import SandboxError
 from autonomic.sandbox.base import MiB, SandboxLimits
@@ -171,7 +171,8 @@ class BwrapSandbox(GuestSandbox):
     ``python`` picks the interpreter (default: the system Python); ``binds`` are extra
     host paths shown read-only at the same place (a virtualenv, a data set).
     ``egress`` lists the hosts (``"host"`` for ports 80 and 443, or ``"host:port"``) the
-    code may reach through an HTTP proxy; ``on_egress`` hears of every request, allowed
+    code may reach through an HTTP proxy, ``egress_resolve`` maps host names to the
+    addresses the proxy connects to, and ``on_egress`` hears of every request, allowed
     or not. ``seccomp=False`` runs without the seccomp filter, for hosts without
     libseccomp.
     """
@@ -184,6 +185,7 @@ class BwrapSandbox(GuestSandbox):
         python: str | None = None,
         binds: Sequence[str] = (),
         egress: Sequence[str] = (),
+        egress_resolve: Mapping[str, str] | None = None,
         on_egress: Callable[[EgressRequest], None] | None = None,
         seccomp: bool = True,
         bwrap: str | None = None,
@@ -202,7 +204,7 @@ class BwrapSandbox(GuestSandbox):
         self._binds = tuple(os.path.realpath(path) for path in binds)
         for path in self._binds:
             check_reachable(path, self._uid, "the bind")
-        self._egress = EgressPolicy.of(egress) if egress else None
+        self._egress = EgressPolicy.of(egress, egress_resolve) if egress else None
         self._on_egress = on_egress
         self._seccomp = seccomp
         super().__init__("bwrap", limits, warm)

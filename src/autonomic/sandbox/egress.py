@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from autonomic.errors import ConfigError
@@ -40,22 +40,31 @@ class EgressRequest:
 
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
-    """Which ``(host, port)`` pairs may be reached. ``"host"`` means ports 80 and 443."""
+    """Which ``(host, port)`` pairs may be reached. ``"host"`` means ports 80 and 443.
+
+    ``resolve`` maps host names to the addresses the proxy connects to instead of looking
+    them up (like curl's ``--resolve``): for private names, and for tests on loopback.
+    """
 
     allowed: frozenset[tuple[str, int]]
+    resolve: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, hosts: Sequence[str]) -> EgressPolicy:
+    def of(cls, hosts: Sequence[str], resolve: Mapping[str, str] | None = None) -> EgressPolicy:
         pairs: set[tuple[str, int]] = set()
         for entry in hosts:
             host, port = _split_host(entry)
             if not host:
                 raise ConfigError(f"egress entry {entry!r} has no host")
             pairs.update((host, p) for p in ([port] if port else _DEFAULT_PORTS))
-        return cls(frozenset(pairs))
+        return cls(frozenset(pairs), {k.lower(): v for k, v in (resolve or {}).items()})
 
     def allows(self, host: str, port: int) -> bool:
         return (host.lower(), port) in self.allowed
+
+    def address(self, host: str) -> str:
+        """Where to connect for ``host``: its ``resolve`` entry, or the name itself."""
+        return self.resolve.get(host.lower(), host)
 
 
 def _split_host(text: str) -> tuple[str, int | None]:
@@ -146,7 +155,7 @@ class EgressProxy:
             await _reply(writer, "403 Forbidden", f"egress to {host}:{port} is not allowed")
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
+            up_reader, up_writer = await asyncio.open_connection(self._policy.address(host), port)
         except OSError as e:
             await _reply(writer, "502 Bad Gateway", f"cannot reach {host}:{port}: {e}")
             return

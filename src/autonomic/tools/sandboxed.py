@@ -11,7 +11,7 @@ warm pool (its owner closes it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autonomic.errors import ConfigError, SandboxError, ToolError
@@ -139,15 +139,20 @@ class SandboxTool:
 def _resolve(
     sandbox: Sandbox | str,
     allow_hosts: Sequence[str],
+    resolve: Mapping[str, str] | None,
     on_egress: Callable[[EgressRequest], None] | None,
 ) -> Sandbox:
     """A backend name opens a sandbox without a warm pool: it holds nothing to close."""
     if not isinstance(sandbox, str):
-        if allow_hosts or on_egress:
+        if allow_hosts or on_egress or resolve:
             raise ConfigError("allow_hosts needs a backend name; or open the sandbox with egress=")
         return sandbox
     if allow_hosts:
-        return open_sandbox(sandbox, warm=0, egress=allow_hosts, on_egress=on_egress)
+        return open_sandbox(
+            sandbox, warm=0, egress=allow_hosts, egress_resolve=resolve, on_egress=on_egress
+        )
+    if resolve:
+        raise ConfigError("resolve= only applies to the hosts in allow_hosts")
     return open_sandbox(sandbox, warm=0)
 
 
@@ -167,14 +172,16 @@ def run_python(
     limits: SandboxLimits | None = None,
     name: str = "run_python",
     allow_hosts: Sequence[str] = (),
+    resolve: Mapping[str, str] | None = None,
     on_egress: Callable[[EgressRequest], None] | None = None,
 ) -> SandboxTool:
     """A tool that runs Python code in a sandbox (default: bubblewrap, deny-all).
 
     ``allow_hosts`` opens it to those hosts only (see ``BwrapSandbox``'s ``egress``);
-    ``on_egress`` hears of every request the code makes, allowed or not.
+    ``resolve`` maps their names to addresses; ``on_egress`` hears of every request the
+    code makes, allowed or not (each is also an ``EgressRequested`` event in the run).
     """
-    box = _resolve(sandbox, allow_hosts, on_egress)
+    box = _resolve(sandbox, allow_hosts, resolve, on_egress)
     return SandboxTool(
         box,
         name=name,
@@ -196,13 +203,14 @@ def run_shell(
     limits: SandboxLimits | None = None,
     name: str = "run_shell",
     allow_hosts: Sequence[str] = (),
+    resolve: Mapping[str, str] | None = None,
     on_egress: Callable[[EgressRequest], None] | None = None,
 ) -> SandboxTool:
     """A tool that runs a shell command line in a sandbox (default: bubblewrap, deny-all).
 
-    ``allow_hosts`` and ``on_egress`` as for ``run_python``.
+    ``allow_hosts``, ``resolve`` and ``on_egress`` as for ``run_python``.
     """
-    box = _resolve(sandbox, allow_hosts, on_egress)
+    box = _resolve(sandbox, allow_hosts, resolve, on_egress)
     return SandboxTool(
         box,
         name=name,
