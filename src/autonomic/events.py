@@ -48,7 +48,7 @@ BLOB_THRESHOLD = 2048
 """String fields longer than this (in bytes) are stored once as a blob and referenced."""
 
 
-class Event(msgspec.Struct, frozen=True, tag_field="type", omit_defaults=True):
+class Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", omit_defaults=True):
     """Base of every event. ``VERSION`` is bumped when a type's fields change."""
 
     VERSION: ClassVar[int] = 1
@@ -237,7 +237,7 @@ def event_types() -> Mapping[str, type[Event]]:
     return _TYPES
 
 
-class NewEvent(msgspec.Struct, frozen=True):
+class NewEvent(msgspec.Struct, frozen=True, gc=False):
     """An event encoded for the store: its body, and any blobs the body refers to."""
 
     type: str
@@ -247,7 +247,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     blobs: dict[str, bytes] = {}
 
 
-class EventRecord(msgspec.Struct, frozen=True):
+class EventRecord(msgspec.Struct, frozen=True, gc=False):
     """An event as the store returns it, still encoded."""
 
     seq: int

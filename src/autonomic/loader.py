@@ -14,7 +14,7 @@ from autonomic.store.base import Store
 __all__ = ["StoredEvent", "decode_records", "load_state", "read_events"]
 
 
-class StoredEvent(msgspec.Struct, frozen=True):
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     """An event with its place in the log and the time it was recorded."""
 
     seq: int

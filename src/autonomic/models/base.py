@@ -28,7 +28,7 @@ __all__ = [
 Role = Literal["system", "user", "assistant", "tool"]
 
 
-class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+class ToolCall(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """A call the model asked for. ``error`` is set when its arguments could not be parsed."""
 
     id: str
@@ -37,7 +37,7 @@ class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str | None = None
 
 
-class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+class Message(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     role: Role
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -45,7 +45,7 @@ class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str | None = None
 
 
-class ToolSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+class ToolSpec(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """What the model is told about a tool: its name, purpose and JSON schema."""
 
     name: str
@@ -53,7 +53,7 @@ class ToolSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     parameters: dict[str, Any]
 
 
-class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
+class Usage(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -67,7 +67,7 @@ class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.input_tokens + self.output_tokens
 
 
-class ModelRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+class ModelRequest(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """Everything a model needs for one call. ``purpose`` says why (act, compact, critic...)."""
 
     messages: tuple[Message, ...]
@@ -76,7 +76,7 @@ class ModelRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     response_schema: dict[str, Any] | None = None
 
 
-class ModelResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+class ModelResponse(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One answer. ``cost`` is in USD; ``None`` means it could not be priced.
 
     ``meta`` keys set by the adapters and wrappers in this package: ``price_unknown``
@@ -104,7 +104,7 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelResponse: ...
 
 
-class ModelChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+class ModelChunk(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """A piece of a streamed answer: a text delta, and on the last chunk the whole response."""
 
     text: str = ""

@@ -19,14 +19,14 @@ from autonomic.events import EventRecord, NewEvent
 __all__ = ["Lineage", "NewRun", "RunInfo", "Store", "lineage_segments"]
 
 
-class NewRun(msgspec.Struct, frozen=True):
+class NewRun(msgspec.Struct, frozen=True, gc=False):
     run_id: str
     agent: str
     goal: str
     parent_run_id: str | None = None
 
 
-class RunInfo(msgspec.Struct, frozen=True):
+class RunInfo(msgspec.Struct, frozen=True, gc=False):
     """A run's row: what listing and claiming need without reading its events."""
 
     run_id: str

@@ -81,14 +81,15 @@ CREATE TABLE runs (
 CREATE INDEX runs_by_status ON runs (status, lease_expires_at);
 CREATE INDEX runs_by_created ON runs (created_at);
 CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
     version INTEGER NOT NULL,
     ts REAL NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX events_by_run ON events (run_id, seq);
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE snapshots (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL);
 """
