@@ -26,7 +26,9 @@ class RequestDigester:
 
     def digest(self, request: ModelRequest) -> str:
         messages = request.messages
-        same = list(map(operator.eq, self._messages, messages))
+        same = list(map(operator.is_, self._messages, messages))
+        if False in same:  # equal but rebuilt messages (a fresh system prompt) count too
+            same = list(map(operator.eq, self._messages, messages))
         known = same.index(False) if False in same else len(same)
         del self._messages[known:], self._chain[known:]
         link = self._chain[-1] if self._chain else b""

@@ -73,11 +73,10 @@ def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) 
 ModelFunction = Callable[[ModelRequest], "ScriptItem | Awaitable[ScriptItem]"]
 
 
-class FunctionModel:
-    """Lets your function decide each response; it may be sync or async."""
+class _TestModel:
+    """What both test doubles share: a name, a call counter, and turning items into responses."""
 
-    def __init__(self, function: ModelFunction, *, name: str = "function") -> None:
-        self._function = function
+    def __init__(self, name: str) -> None:
         self._name = name
         self.calls = 0
 
@@ -85,15 +84,26 @@ class FunctionModel:
     def name(self) -> str:
         return self._name
 
+    def _respond(self, item: ScriptItem, turn: int, request: ModelRequest) -> ModelResponse:
+        return _as_response(item, turn, request, self._name)
+
+
+class FunctionModel(_TestModel):
+    """Lets your function decide each response; it may be sync or async."""
+
+    def __init__(self, function: ModelFunction, *, name: str = "function") -> None:
+        super().__init__(name)
+        self._function = function
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
         item = self._function(request)
         if inspect.isawaitable(item):
             item = await item
-        return _as_response(item, assistant_turns(request), request, self._name)
+        return self._respond(item, assistant_turns(request), request)
 
 
-class ScriptedModel(FunctionModel):
+class ScriptedModel(_TestModel):
     """Answers turn k of a run with ``script[k]``: text, a tool call, several, or an error.
 
     ``latency`` (seconds) makes every answer take that long, like a real model.
@@ -102,11 +112,12 @@ class ScriptedModel(FunctionModel):
     def __init__(
         self, script: Sequence[ScriptItem], *, name: str = "scripted", latency: float = 0.0
     ) -> None:
-        super().__init__(self._next, name=name)
+        super().__init__(name)
         self._script = list(script)
         self._latency = latency
 
-    async def _next(self, request: ModelRequest) -> ScriptItem:
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
         if self._latency:
             await asyncio.sleep(self._latency)
         turn = assistant_turns(request)
@@ -115,4 +126,4 @@ class ScriptedModel(FunctionModel):
                 f"ScriptedModel has no response for turn {turn + 1} "
                 f"(the script has {len(self._script)})"
             )
-        return self._script[turn]
+        return self._respond(self._script[turn], turn, request)
