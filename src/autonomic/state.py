@@ -45,7 +45,7 @@ def malformed_reason(event: ModelResponded) -> str | None:
     return None
 
 
-class RunState(msgspec.Struct, kw_only=True):
+class RunState(msgspec.Struct, kw_only=True, gc=False):
     """Everything known about a run at event ``seq``."""
 
     run_id: str
