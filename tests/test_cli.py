@@ -157,3 +157,22 @@ def test_the_console_script_works(env: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "autonomic: error: no run with id 'nope' in this store"
+
+
+def test_the_default_assistant_can_be_continued_by_another_process(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autonomic import ScriptedModel
+    from autonomic.models import registry
+
+    monkeypatch.setitem(
+        registry._providers, "script", lambda name, url: ScriptedModel([name], name=name)
+    )
+    code, out, _ = run_cli(capsys, "run", "--model", "script:first answer", "say something")
+    assert code == 0 and out.strip() == "first answer"
+    run_id = first_run_id(capsys)
+    code, out, _ = run_cli(capsys, "runs", "show", run_id)
+    assert "(autonomic.assistant:assistant)" in out
+    # fork, as a resume would, rebuilds the agent from its recorded import path
+    code, out, err = run_cli(capsys, "runs", "fork", run_id, "--at", "1", "--model", "script:again")
+    assert code == 0 and out.strip() == "again", err

@@ -49,7 +49,7 @@ class Agent:
     on_unknown_outcome: UnknownOutcomePolicy = "fail"
     guards: Sequence[Guard] = ()
     path: str | None = None
-    _module: str | None = field(default=None, init=False, repr=False)
+    _module: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
@@ -64,7 +64,8 @@ class Agent:
             raise ConfigError(f"agent {self.name!r} has two tools named {duplicates[0]!r}")
         self.tools = tuple(self.tools)
         self.guards = tuple(self.guards)
-        self._module = sys._getframe(2).f_globals.get("__name__")
+        if self._module is None:  # the module that defined the agent, to find its import path
+            self._module = sys._getframe(2).f_globals.get("__name__")
 
     @property
     def tool_map(self) -> dict[str, Tool]:

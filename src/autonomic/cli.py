@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from autonomic.agent import Agent, load_agent
+from autonomic.assistant import assistant
 from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.runtime import RunHandle, RunResult, Runtime
@@ -46,12 +48,8 @@ async def _resolve_run_id(runtime: Runtime, run_id: str) -> str:
 
 
 def _agent_from_args(args: argparse.Namespace) -> Agent:
-    if args.agent:
-        agent = load_agent(args.agent)
-        if args.model:
-            agent.model = args.model
-        return agent
-    return Agent(name="assistant", model=args.model)
+    agent = load_agent(args.agent) if args.agent else assistant
+    return dataclasses.replace(agent, model=args.model) if args.model else agent
 
 
 async def _finish(handle: RunHandle, as_json: bool) -> int:
@@ -153,7 +151,7 @@ async def cmd_trace(args: argparse.Namespace, runtime: Runtime) -> int:
 async def cmd_resume(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     agent = load_agent(args.agent) if args.agent else None
-    handle = await runtime.resume(run_id, agent=agent)
+    handle = await runtime.resume(run_id, agent=agent, model=args.model)
     print(f"run {run_id} resumed", file=sys.stderr)
     return await _finish(handle, args.json)
 
@@ -161,7 +159,7 @@ async def cmd_resume(args: argparse.Namespace, runtime: Runtime) -> int:
 async def cmd_fork(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     agent = load_agent(args.agent) if args.agent else None
-    handle = await runtime.fork(run_id, args.at, agent=agent)
+    handle = await runtime.fork(run_id, args.at, agent=agent, model=args.model)
     print(f"run {handle.run_id} forked from {run_id} at event {args.at}", file=sys.stderr)
     return await _finish(handle, args.json)
 
@@ -231,17 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", type=int, default=0, help="only events after this seq")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     with_run("trace", "rationale → action → observation tree with timings", cmd_trace)
-    for name, help_text, handler in (
-        ("resume", "continue an unfinished run (e.g. after a crash)", cmd_resume),
-        ("replay", "re-decide every step from the log, calling nothing", cmd_replay),
-    ):
-        p = with_run(name, help_text, handler)
-        p.add_argument("--agent", help="module:attr of the agent, if not importable by its path")
-        p.add_argument("--json", action="store_true")
+    replay = with_run("replay", "re-decide every step from the log, calling nothing", cmd_replay)
+    replay.add_argument("--agent", help="module:attr of the agent, if not importable by its path")
+    resume = with_run("resume", "continue an unfinished run (e.g. after a crash)", cmd_resume)
     fork = with_run("fork", "start a new run from event SEQ of this one", cmd_fork)
     fork.add_argument("--at", type=int, required=True, metavar="SEQ", help="last shared event")
-    fork.add_argument("--agent", help="module:attr of the agent for the fork")
-    fork.add_argument("--json", action="store_true")
+    for p in (resume, fork):
+        p.add_argument("--agent", help="module:attr of the agent, if not importable by its path")
+        p.add_argument("--model", help="go on with this model instead of the agent's own")
+        p.add_argument("--json", action="store_true")
     cancel = with_run("cancel", "cancel a run", cmd_cancel)
     cancel.add_argument("--by", default="cli", help="who cancels (recorded in the log)")
     return parser

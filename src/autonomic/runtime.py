@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -215,8 +216,13 @@ class Runtime:
         )
         return RunHandle(self, run_id, self._drive(agent, model, state))
 
-    async def resume(self, run_id: str, *, agent: Agent | None = None) -> RunHandle:
-        """Continue a run that is not finished, e.g. after its process crashed."""
+    async def resume(
+        self, run_id: str, *, agent: Agent | None = None, model: Model | str | None = None
+    ) -> RunHandle:
+        """Continue a run that is not finished, e.g. after its process crashed.
+
+        ``agent`` replaces the one the run recorded; ``model`` swaps only its model.
+        """
         info = await self.store.get_run(run_id)
         if info.status in TERMINAL:
             raise ConfigError(f"run {run_id} is {info.status}; fork it to continue from an event")
@@ -229,7 +235,8 @@ class Runtime:
             )
         if info.status == "dead":
             await self.store.set_status(run_id, "running")
-        return RunHandle(self, run_id, await self._drive_loaded(run_id, agent, reason="resumed"))
+        driver = await self._drive_loaded(run_id, agent, reason="resumed", model=model)
+        return RunHandle(self, run_id, driver)
 
     async def resume_incomplete(self, limit: int = 1000) -> list[RunHandle]:
         """Claim and drive every running run that no live process holds."""
@@ -248,7 +255,13 @@ class Runtime:
         return handles
 
     async def fork(
-        self, run_id: str, at_seq: int, *, agent: Agent | None = None, fork_id: str | None = None
+        self,
+        run_id: str,
+        at_seq: int,
+        *,
+        agent: Agent | None = None,
+        model: Model | str | None = None,
+        fork_id: str | None = None,
     ) -> RunHandle:
         """A new run sharing ``run_id``'s events 1..``at_seq``, then going its own way."""
         source = await self.store.get_run(run_id)
@@ -266,11 +279,20 @@ class Runtime:
             owner=self.owner,
             lease_s=self.lease_s,
         )
-        return RunHandle(self, fork_id, await self._drive_loaded(fork_id, agent, reason=None))
+        driver = await self._drive_loaded(fork_id, agent, reason=None, model=model)
+        return RunHandle(self, fork_id, driver)
 
-    async def _drive_loaded(self, run_id: str, agent: Agent | None, reason: str | None) -> Driver:
+    async def _drive_loaded(
+        self,
+        run_id: str,
+        agent: Agent | None,
+        reason: str | None,
+        model: Model | str | None = None,
+    ) -> Driver:
         state = await load_state(self.store, run_id)
         agent = agent or self._agent_for(state)
+        if model is not None:
+            agent = dataclasses.replace(agent, model=model)
         if agent.digest() != state.agent_digest and state.agent_digest:
             message = (
                 f"run {run_id}: agent {agent.name!r} changed since the run started "
