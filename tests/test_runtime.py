@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from autonomic.events import (
     encode_event,
 )
 from autonomic.loader import load_state, read_events
+from autonomic.owner import new_owner_id
 from autonomic.state import RunState
 from autonomic.steps import Step, ToolCalls
 from autonomic.store.base import Store
@@ -361,3 +363,23 @@ def test_run_sync(tmp_path: Path) -> None:
         calc([tool_call("add", a=1, b=2), "3"]), "1+2", store=f"sqlite:///{tmp_path}/r.db"
     )
     assert result.answer == "3" and result.status == "completed"
+
+
+async def test_resume_takes_over_at_once_from_a_local_process_that_died(db_url: str) -> None:
+    exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await exited.wait()
+    host, namespace, _, _ = new_owner_id().split(":")
+    ghost = f"{host}:{namespace}:{exited.pid}:abcdef"  # this host, a process that is gone
+    script = [tool_call("slow", seconds=30), "resumed"]
+    async with Runtime(db_url) as rt:
+        run = await rt.start(calc(script), "go")
+        await asyncio.sleep(0.05)
+        task = rt._tasks[run.run_id]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await rt.store.acquire_lease(run.run_id, ghost, 600) is not None
+    async with Runtime(db_url) as other:
+        handle = await other.resume(run.run_id, agent=calc(script))
+        result = await handle.wait()
+        info = await other.get_run(run.run_id)
+    assert result.answer == "resumed" and info.recoveries == 1

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -40,6 +38,7 @@ from autonomic.events import (
 )
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.models.base import Model, Usage
+from autonomic.owner import new_owner_id, owner_is_dead_here
 from autonomic.replay import replay_events
 from autonomic.state import TERMINAL, RunState
 from autonomic.store import DEFAULT_STORE_URL, open_store
@@ -120,10 +119,6 @@ class RunHandle:
         return self.runtime.events(self.run_id, after_seq, follow=follow)
 
 
-def _owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -146,7 +141,7 @@ class Runtime:
         if lease_s <= 0 or snapshot_every < 1 or max_recoveries < 1:
             raise ConfigError("lease_s, snapshot_every and max_recoveries must be positive")
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.owner = _owner_id()
+        self.owner = new_owner_id()
         self.lease_s = lease_s
         self.snapshot_every = snapshot_every
         self.max_recoveries = max_recoveries
@@ -228,7 +223,10 @@ class Runtime:
             raise ConfigError(f"run {run_id} is {info.status}; fork it to continue from an event")
         if run_id in self._tasks:
             return RunHandle(self, run_id, self._drivers.get(run_id))
-        if await self.store.acquire_lease(run_id, self.owner, self.lease_s) is None:
+        holder = info.lease_owner
+        dead = holder if holder and owner_is_dead_here(holder) else None
+        taken = await self.store.acquire_lease(run_id, self.owner, self.lease_s, steal_from=dead)
+        if taken is None:
             raise LeaseLost(
                 f"run {run_id} is being driven by {info.lease_owner}; wait for its lease to "
                 f"expire (up to {self.lease_s:g}s after that process stops)"

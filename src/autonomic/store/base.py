@@ -138,10 +138,13 @@ class Store(Protocol):
         """Most recent first."""
         ...
 
-    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> RunInfo | None:
-        """Take the run's lease if it is free, expired or already ours; None if not.
+    async def acquire_lease(
+        self, run_id: str, owner: str, lease_s: float, *, steal_from: str | None = None
+    ) -> RunInfo | None:
+        """Take the run's lease if it is free, expired, ours, or held by ``steal_from``
+        (an owner known to be dead); None if not.
 
-        Taking over an expired lease of another owner counts as a recovery.
+        Taking over another owner's lease counts as a recovery.
         """
         ...
 

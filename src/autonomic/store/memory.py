@@ -155,10 +155,14 @@ class MemoryStore(AsyncResource):
         runs = [r for r in self._runs.values() if status is None or r.status == status]
         return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
 
-    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> RunInfo | None:
+    async def acquire_lease(
+        self, run_id: str, owner: str, lease_s: float, *, steal_from: str | None = None
+    ) -> RunInfo | None:
         info = self._run(run_id)
         now = time.time()
-        held = info.lease_owner not in (None, owner) and (info.lease_expires_at or 0) > now
+        held = (
+            info.lease_owner not in (None, owner, steal_from) and (info.lease_expires_at or 0) > now
+        )
         if held:
             return None
         taken_over = info.lease_owner not in (None, owner)

@@ -606,9 +606,15 @@ class SQLiteStore(AsyncResource):
 
     @staticmethod
     def _take_lease(
-        conn: sqlite3.Connection, info: RunInfo, owner: str, lease_s: float, now: float
+        conn: sqlite3.Connection,
+        info: RunInfo,
+        owner: str,
+        lease_s: float,
+        now: float,
+        steal_from: str | None = None,
     ) -> RunInfo | None:
-        if info.lease_owner not in (None, owner) and (info.lease_expires_at or 0) > now:
+        free = info.lease_owner in (None, owner, steal_from)
+        if not free and (info.lease_expires_at or 0) > now:
             return None
         recovered = 1 if info.lease_owner not in (None, owner) else 0
         conn.execute(
@@ -623,9 +629,13 @@ class SQLiteStore(AsyncResource):
             recoveries=info.recoveries + recovered,
         )
 
-    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> RunInfo | None:
+    async def acquire_lease(
+        self, run_id: str, owner: str, lease_s: float, *, steal_from: str | None = None
+    ) -> RunInfo | None:
         return await self._write(
-            lambda c: self._take_lease(c, self._get_run(c, run_id), owner, lease_s, time.time())
+            lambda c: self._take_lease(
+                c, self._get_run(c, run_id), owner, lease_s, time.time(), steal_from
+            )
         )
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_s: float) -> set[str]:
