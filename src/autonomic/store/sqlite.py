@@ -12,6 +12,8 @@ the batch waits for the lock in a writer thread instead, never blocking the loop
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +39,8 @@ from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import NewRun, RunInfo, lineage_segments
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("autonomic.store")
 
 SCHEMA_VERSION = 1
 _BUSY_MS = 30_000
@@ -115,6 +119,12 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     return RunInfo(*row)
 
 
+_CHECK_WAL_EVERY = 64
+"""Commits between looks at the WAL's size."""
+_CHECKPOINT_BYTES = 4 * 1024 * 1024
+"""A WAL larger than this is copied back into the database by a background checkpoint."""
+
+
 def _settle(batch: list[tuple[_WriteOp, asyncio.Future[Any]]], results: list[Any]) -> None:
     for (_, future), result in zip(batch, results, strict=True):
         if future.done():
@@ -144,6 +154,8 @@ class SQLiteStore(AsyncResource):
         self._queue: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_scheduled = False
+        self._commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -177,6 +189,8 @@ class SQLiteStore(AsyncResource):
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if create:
                 self._ensure_schema(conn)
+                # checkpoints (which fsync) run in the background, not inside a commit
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
                 if self._inline:
                     conn.execute("PRAGMA busy_timeout = 0")
             return conn
@@ -223,6 +237,8 @@ class SQLiteStore(AsyncResource):
                 await self._flusher
             else:
                 self._flush_inline()
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
         loop = asyncio.get_running_loop()
         for conn, pool in ((self._wconn, self._writer), (self._rconn, self._reader)):
             if conn is not None:
@@ -265,6 +281,7 @@ class SQLiteStore(AsyncResource):
         except BaseException as e:
             results = [self._as_store_error(e)] * len(batch)
         _settle(batch, results)
+        self._after_commit()
 
     async def _flush_in_thread(self) -> None:
         """Write batches from the writer thread, waiting for the lock, until the queue is empty."""
@@ -279,8 +296,32 @@ class SQLiteStore(AsyncResource):
                 except BaseException as e:
                     results = [self._as_store_error(e)] * len(batch)
                 _settle(batch, results)
+                self._after_commit()
         finally:
             self._flusher = None
+
+    def _after_commit(self) -> None:
+        """Now and then, start a checkpoint on the reader's thread if the WAL has grown."""
+        self._commits += 1
+        if self._commits % _CHECK_WAL_EVERY or self._checkpoint is not None:
+            return
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except OSError:
+            return
+        if size > _CHECKPOINT_BYTES and self._rconn is not None:
+            loop = asyncio.get_running_loop()
+            self._checkpoint = loop.run_in_executor(self._reader, self._run_checkpoint)
+            self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _run_checkpoint(self) -> None:
+        assert self._rconn is not None
+        self._rconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+        self._checkpoint = None
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("background checkpoint of %s failed: %s", self.path, future.exception())
 
     @staticmethod
     def _as_store_error(error: BaseException) -> BaseException:
