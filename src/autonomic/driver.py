@@ -45,11 +45,11 @@ __all__ = ["Driver"]
 log = logging.getLogger("autonomic.runtime")
 
 
-def unknown_outcome(tool: str) -> str:
+def unknown_outcome(tool: str, available: bool) -> str:
+    why = "the tool is not idempotent" if available else "this agent no longer has that tool"
     return (
         f"outcome unknown: the process running {tool!r} stopped before it reported back, "
-        "and the tool is not idempotent, so it was not run again; check whether it took "
-        "effect before retrying"
+        f"and {why}, so it was not run again; check whether it took effect before retrying"
     )
 
 
@@ -281,8 +281,9 @@ class Driver:
             if tool is not None and (tool.idempotent or self.agent.on_unknown_outcome == "rerun"):
                 rerun.append(request)
             else:
-                log.warning("run %s: %s", self.state.run_id, unknown_outcome(request.tool))
-                self.record(ActionFailed(request.action_id, unknown_outcome(request.tool)))
+                reason = unknown_outcome(request.tool, tool is not None)
+                log.warning("run %s: %s", self.state.run_id, reason)
+                self.record(ActionFailed(request.action_id, reason))
         await self.commit()
         if rerun:
             for outcome in (await self._execute(rerun, attempt=2)).values():
