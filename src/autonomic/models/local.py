@@ -13,6 +13,7 @@ thread of their own (llama.cpp contexts are not thread-safe), never on the event
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import json
 import threading
@@ -68,8 +69,20 @@ def _engine(path: Path, n_ctx: int, n_threads: int | None) -> _Engine:
     key = (path, n_ctx, n_threads)
     with _engines_lock:
         if key not in _engines:
+            if not _engines:
+                atexit.register(_close_engines)
             _engines[key] = _Engine(path, n_ctx, n_threads)
         return _engines[key]
+
+
+def _close_engines() -> None:
+    """Free the models before the interpreter shuts down: llama.cpp's own finaliser, run
+    during shutdown, leaves files open and warns about them."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.llama.close()
+            engine.thread.shutdown(wait=False)
+        _engines.clear()
 
 
 @lru_cache(maxsize=64)
