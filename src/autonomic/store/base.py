@@ -16,7 +16,7 @@ import msgspec
 
 from autonomic.events import EventRecord, NewEvent
 
-__all__ = ["Lineage", "NewRun", "RunInfo", "Store", "lineage_segments"]
+__all__ = ["Lineage", "NewRun", "RunInfo", "Store", "lineage_segments", "new_run_info"]
 
 
 class NewRun(msgspec.Struct, frozen=True, gc=False):
@@ -42,6 +42,33 @@ class RunInfo(msgspec.Struct, frozen=True, gc=False):
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     recoveries: int = 0
+
+
+def new_run_info(
+    run: NewRun,
+    first_seq: int,
+    event_count: int,
+    *,
+    owner: str | None,
+    lease_s: float,
+    forked_from: str | None,
+    now: float,
+) -> RunInfo:
+    """The row of a run just created (or forked, sharing events before ``first_seq``)."""
+    return RunInfo(
+        run.run_id,
+        run.agent,
+        run.goal,
+        "running",
+        now,
+        now,
+        first_seq + event_count - 1,
+        run.parent_run_id,
+        forked_from,
+        first_seq - 1 if forked_from else None,
+        owner,
+        now + lease_s if owner else None,
+    )
 
 
 Lineage = list[tuple[str, int | None]]

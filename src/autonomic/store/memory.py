@@ -10,7 +10,7 @@ import msgspec
 from autonomic._resource import AsyncResource
 from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunNotFound
 from autonomic.events import EventRecord, NewEvent
-from autonomic.store.base import NewRun, RunInfo, lineage_segments
+from autonomic.store.base import NewRun, RunInfo, lineage_segments, new_run_info
 
 __all__ = ["MemoryStore"]
 
@@ -48,20 +48,14 @@ class MemoryStore(AsyncResource):
     ) -> None:
         if run.run_id in self._runs:
             raise ConfigError(f"a run with id {run.run_id!r} already exists")
-        now = time.time()
-        self._runs[run.run_id] = RunInfo(
-            run.run_id,
-            run.agent,
-            run.goal,
-            "running",
-            now,
-            now,
-            first_seq + len(events) - 1,
-            run.parent_run_id,
-            forked_from,
-            first_seq - 1 if forked_from else None,
-            owner,
-            now + lease_s if owner else None,
+        self._runs[run.run_id] = new_run_info(
+            run,
+            first_seq,
+            len(events),
+            owner=owner,
+            lease_s=lease_s,
+            forked_from=forked_from,
+            now=time.time(),
         )
         self._events[run.run_id] = _records(first_seq, events)
         for e in events:

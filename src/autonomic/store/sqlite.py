@@ -36,7 +36,7 @@ from autonomic.errors import (
     StoreError,
 )
 from autonomic.events import EventRecord, NewEvent
-from autonomic.store.base import NewRun, RunInfo, lineage_segments
+from autonomic.store.base import NewRun, RunInfo, lineage_segments, new_run_info
 
 __all__ = ["SQLiteStore"]
 
@@ -408,24 +408,19 @@ class SQLiteStore(AsyncResource):
         lease_s: float,
         forked_from: str | None,
     ) -> None:
-        now = time.time()
+        info = new_run_info(
+            run,
+            first_seq,
+            len(events),
+            owner=owner,
+            lease_s=lease_s,
+            forked_from=forked_from,
+            now=time.time(),
+        )
         try:
             conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0)",
-                (
-                    run.run_id,
-                    run.agent,
-                    run.goal,
-                    "running",
-                    now,
-                    now,
-                    first_seq + len(events) - 1,
-                    run.parent_run_id,
-                    forked_from,
-                    first_seq - 1 if forked_from else None,
-                    owner,
-                    now + lease_s if owner else None,
-                ),
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                msgspec.structs.astuple(info),
             )
         except sqlite3.IntegrityError:
             raise ConfigError(f"a run with id {run.run_id!r} already exists") from None
