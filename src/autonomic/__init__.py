@@ -64,7 +64,7 @@ from autonomic.sandbox import (
 )
 from autonomic.state import RunState
 from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
-from autonomic.store import MemoryStore, RunInfo, Store, open_store
+from autonomic.store import InMemoryStore, RunInfo, Store, open_store
 from autonomic.strategies import AgentView, ReAct, Strategy
 from autonomic.tools import FunctionTool, Tool, ToolContext, tool
 from autonomic.tools.options import ToolOptions
@@ -95,7 +95,7 @@ __all__ = [
     "Guard",
     "LeaseLost",
     "MalformedOutput",
-    "MemoryStore",
+    "InMemoryStore",
     "Message",
     "MissingExtra",
     "Model",

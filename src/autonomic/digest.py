@@ -12,7 +12,7 @@ import operator
 
 import msgspec
 
-from autonomic.models.base import Message, ModelRequest
+from autonomic.messages import Message, ModelRequest
 
 __all__ = ["RequestDigester", "request_digest"]
 

@@ -3,18 +3,21 @@
     AutonomicError
     ├── ConfigError                 the caller's mistake: bad argument, URL, agent path
     │   ├── AgentNotFound           an agent import path that does not resolve
+    │   ├── ApprovalRefused         an approval that names no pending request, or is forged
     │   └── MissingExtra            an optional dependency is not installed
     ├── RunNotFound                 no run with that id in the store
     ├── StoreError                  the store failed or is not a store
     │   ├── StoreCorrupt            the file or database is not an autonomic store
     │   ├── ConcurrencyConflict     someone else appended first (optimistic check)
-    │   └── LeaseLost               another process owns the run now
+    │   ├── LeaseLost               another process owns the run now (or took it over)
+    │   └── RunEnded                the run has ended: nothing more can be written to it
     ├── ModelError                  a model call failed
     │   ├── ModelUnavailable        transient: rate limit, 5xx, timeout, open breaker
     │   └── MalformedOutput         the model answered something unusable
     ├── ToolError                   a tool failed (becomes an observation, not a crash)
     ├── SandboxError                the sandbox could not run the code
     │   └── SandboxViolation        the code hit a limit or a forbidden operation
+    ├── CircuitOpen                 a circuit breaker is failing calls fast (autonomic.resilience)
     ├── RunFailedError              ``run.wait()`` on a run that failed or was cancelled
     └── ReplayDivergence            replaying a run produced a different step
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "AgentNotFound",
+    "ApprovalRefused",
     "AutonomicError",
     "ConcurrencyConflict",
     "ConfigError",
@@ -35,6 +39,7 @@ __all__ = [
     "ModelError",
     "ModelUnavailable",
     "ReplayDivergence",
+    "RunEnded",
     "RunFailedError",
     "RunNotFound",
     "SandboxError",
@@ -55,6 +60,10 @@ class ConfigError(AutonomicError):
 
 class AgentNotFound(ConfigError):
     """An agent import path (``module:attr``) that does not resolve to an Agent."""
+
+
+class ApprovalRefused(ConfigError):
+    """An approval or denial that names no pending request, or that is not genuine."""
 
 
 class MissingExtra(ConfigError, ImportError):
@@ -91,6 +100,14 @@ class ConcurrencyConflict(StoreError):
 
 class LeaseLost(StoreError):
     """Another process holds this run's lease; this one must stop driving it."""
+
+
+class RunEnded(StoreError):
+    """The run has completed, failed or been cancelled; nothing more can be written to it."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id} is {status}: fork it to continue from one of its events")
+        self.run_id, self.status = run_id, status
 
 
 class ModelError(AutonomicError):

@@ -1,21 +1,22 @@
 """The typed events a run's log is made of, and their encoding.
 
-A run is an append-only sequence of these, numbered from 1 and never edited. Each type
-carries a schema version; an event written by an older release is upgraded on read by
-the functions in ``UPGRADES``, so a run started by an older release resumes under a
-newer one.
+A run is an append-only sequence of events, numbered from 1 and never edited. Every event
+type is registered once (``@register_event``); the registry is what decodes stored events,
+so strategies, guards and memory can define event types of their own. Each type carries a
+schema version; an event written by an older release is upgraded on read by the
+functions in ``UPGRADES``, so a run started by an older release resumes under a newer one.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from autonomic.errors import StoreCorrupt
-from autonomic.models.base import ToolCall, Usage
+from autonomic.errors import ConfigError, StoreCorrupt
+from autonomic.messages import ToolCall, Usage
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -23,25 +24,37 @@ __all__ = [
     "ActionFailed",
     "ActionRequested",
     "ActionRetried",
+    "ApprovalDenied",
+    "ApprovalGranted",
+    "ApprovalRequested",
+    "CancelRequested",
+    "ChildCompleted",
+    "ChildSpawned",
     "CircuitChanged",
     "EgressRequested",
     "Event",
     "EventRecord",
     "GuardTripped",
+    "InboxRefused",
     "ModelCalled",
     "ModelResponded",
     "NewEvent",
     "Resumed",
     "RunCancelled",
     "RunCompleted",
+    "RunDead",
     "RunFailed",
     "RunForked",
     "RunStarted",
+    "SignalReceived",
     "Suspended",
     "Thought",
+    "TimerFired",
     "decode_event",
     "encode_event",
+    "event_to_dict",
     "event_types",
+    "register_event",
 ]
 
 BLOB_THRESHOLD = 2048
@@ -55,7 +68,41 @@ class Event(msgspec.Struct, frozen=True, gc=False, tag_field="type", omit_defaul
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
+E = TypeVar("E", bound=type[Event])
+
+_TYPES: dict[str, type[Event]] = {}
+_DECODERS: dict[type[Event], msgspec.json.Decoder[Any]] = {}
+
+
+def register_event(cls: E) -> E:
+    """Make an event type known to the log (use as a class decorator).
+
+    Its tag is the class name, which must be unique: it is what the store keeps.
+    """
+    name = cls.__name__
+    known = _TYPES.get(name)
+    if known is not None and known is not cls:
+        raise ConfigError(
+            f"two event types are named {name!r} ({known.__module__} and {cls.__module__}): "
+            "rename one"
+        )
+    _TYPES[name] = cls
+    _DECODERS[cls] = msgspec.json.Decoder(cls)
+    return cls
+
+
+def event_types() -> Mapping[str, type[Event]]:
+    """Every registered event type by name."""
+    return _TYPES
+
+
+# -- the run's lifecycle -------------------------------------------------------------------
+
+
+@register_event
 class RunStarted(Event, frozen=True, tag=True):
+    """``lineage`` names the agents of the run's ancestors, root first (for cycle checks)."""
+
     goal: str
     agent: str
     agent_path: str | None = None
@@ -63,9 +110,13 @@ class RunStarted(Event, frozen=True, tag=True):
     model: str = ""
     limits: dict[str, Any] = {}
     parent_run_id: str | None = None
+    root_run_id: str | None = None
+    lineage: tuple[str, ...] = ()
+    tenant: str | None = None
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("goal",)
 
 
+@register_event
 class RunForked(Event, frozen=True, tag=True):
     """First event of a fork's own history: everything before it came from ``from_run_id``."""
 
@@ -73,12 +124,65 @@ class RunForked(Event, frozen=True, tag=True):
     at_seq: int
 
 
+@register_event
+class Suspended(Event, frozen=True, tag=True):
+    """The run waits, holding no process, task or lease, until one of ``waiting_on``
+    arrives in its inbox or ``wake_at`` (a UNIX time) passes."""
+
+    reason: str
+    waiting_on: tuple[str, ...] = ()
+    wake_at: float | None = None
+
+
+@register_event
+class Resumed(Event, frozen=True, tag=True):
+    """A process took the run over: after a wait, a crash, or by hand."""
+
+    by: str
+    reason: str = ""
+
+
+@register_event
+class RunCompleted(Event, frozen=True, tag=True):
+    answer: str
+    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("answer",)
+
+
+@register_event
+class RunFailed(Event, frozen=True, tag=True):
+    error: str
+    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("error",)
+
+
+@register_event
+class RunCancelled(Event, frozen=True, tag=True):
+    by: str = "user"
+
+
+@register_event
+class RunDead(Event, frozen=True, tag=True):
+    """The run crashed its process ``recoveries`` times; it waits for a person to resume it."""
+
+    reason: str
+    recoveries: int = 0
+
+
+TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
+
+
+# -- the brain ------------------------------------------------------------------------------
+
+
+@register_event
 class ModelCalled(Event, frozen=True, tag=True):
+    """Committed before the request is sent, so a call in flight is never invisible."""
+
     purpose: str
     request_digest: str
     model: str = ""
 
 
+@register_event
 class ModelResponded(Event, frozen=True, tag=True):
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -87,23 +191,33 @@ class ModelResponded(Event, frozen=True, tag=True):
     cost: float | None = None
     latency_ms: float = 0.0
     meta: dict[str, Any] = {}
+    purpose: str = "act"
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("text",)
 
 
+@register_event
 class Thought(Event, frozen=True, tag=True):
     rationale: str
     plan: tuple[str, ...] = ()
 
 
+# -- the body -------------------------------------------------------------------------------
+
+
+@register_event
 class ActionRequested(Event, frozen=True, tag=True):
+    """Committed before the tool runs. ``approval`` is the digest a person approved."""
+
     action_id: str
     call_id: str
     tool: str
     args: dict[str, Any] = {}
     rationale: str = ""
     idempotent: bool = False
+    approval: str | None = None
 
 
+@register_event
 class ActionCompleted(Event, frozen=True, tag=True):
     """``observation`` is what the model sees; when the output was too long for that,
     ``full_output`` keeps all of it (stored once, as a blob)."""
@@ -116,6 +230,7 @@ class ActionCompleted(Event, frozen=True, tag=True):
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("observation", "full_output")
 
 
+@register_event
 class ActionRetried(Event, frozen=True, tag=True):
     """An attempt failed in a way worth retrying; the next one starts after ``delay_s``."""
 
@@ -125,6 +240,7 @@ class ActionRetried(Event, frozen=True, tag=True):
     delay_s: float
 
 
+@register_event
 class ActionFailed(Event, frozen=True, tag=True):
     action_id: str
     error: str
@@ -134,6 +250,7 @@ class ActionFailed(Event, frozen=True, tag=True):
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("error",)
 
 
+@register_event
 class EgressRequested(Event, frozen=True, tag=True):
     """Sandboxed code asked the egress proxy for a host; ``allowed`` says if it got through."""
 
@@ -145,6 +262,7 @@ class EgressRequested(Event, frozen=True, tag=True):
     target: str = ""
 
 
+@register_event
 class CircuitChanged(Event, frozen=True, tag=True):
     """A circuit breaker in front of a model endpoint or a tool changed state."""
 
@@ -154,87 +272,107 @@ class CircuitChanged(Event, frozen=True, tag=True):
     reason: str = ""
 
 
+@register_event
 class GuardTripped(Event, frozen=True, tag=True):
     guard: str
     detail: str
 
 
-class Suspended(Event, frozen=True, tag=True):
-    reason: str
+# -- approvals ------------------------------------------------------------------------------
 
 
-class Resumed(Event, frozen=True, tag=True):
-    """A process took the run over, e.g. after the previous one crashed."""
+@register_event
+class ApprovalRequested(Event, frozen=True, tag=True):
+    """A tool call waits for a person. ``digest`` binds the approval to exactly this call:
+    run, call id, tool, arguments and policy version."""
 
-    by: str
+    action_id: str
+    call_id: str
+    tool: str
+    digest: str
+    args: dict[str, Any] = {}
+    rationale: str = ""
     reason: str = ""
 
 
-class RunCompleted(Event, frozen=True, tag=True):
-    answer: str
-    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("answer",)
+@register_event
+class ApprovalGranted(Event, frozen=True, tag=True):
+    """``args``, when set, are the arguments the approver edited; they run, under
+    ``approved_digest``, instead of the requested ones."""
+
+    digest: str
+    approver: str
+    signature: str
+    args: dict[str, Any] | None = None
+    approved_digest: str = ""
 
 
-class RunFailed(Event, frozen=True, tag=True):
-    error: str
+@register_event
+class ApprovalDenied(Event, frozen=True, tag=True):
+    digest: str
+    approver: str
+    signature: str
+    reason: str = ""
 
 
-class RunCancelled(Event, frozen=True, tag=True):
+# -- the inbox: what arrives from outside -----------------------------------------------------
+
+
+@register_event
+class SignalReceived(Event, frozen=True, tag=True):
+    name: str
+    data: Any = None
+
+
+@register_event
+class TimerFired(Event, frozen=True, tag=True):
+    at: float
+
+
+@register_event
+class CancelRequested(Event, frozen=True, tag=True):
+    """Delivered to a run's inbox; the run records its cancellation when it reads it."""
+
     by: str = "user"
 
 
-AnyEvent = (
-    RunStarted
-    | RunForked
-    | ModelCalled
-    | ModelResponded
-    | Thought
-    | ActionRequested
-    | ActionCompleted
-    | ActionRetried
-    | ActionFailed
-    | EgressRequested
-    | CircuitChanged
-    | GuardTripped
-    | Suspended
-    | Resumed
-    | RunCompleted
-    | RunFailed
-    | RunCancelled
-)
+@register_event
+class InboxRefused(Event, frozen=True, tag=True):
+    """Something arrived that the run will not act on (a forged or stale approval...)."""
 
-TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
+    key: str
+    reason: str
 
-_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls
-    for cls in (
-        RunStarted,
-        RunForked,
-        ModelCalled,
-        ModelResponded,
-        Thought,
-        ActionRequested,
-        ActionCompleted,
-        ActionRetried,
-        ActionFailed,
-        EgressRequested,
-        CircuitChanged,
-        GuardTripped,
-        Suspended,
-        Resumed,
-        RunCompleted,
-        RunFailed,
-        RunCancelled,
-    )
-}
+
+# -- child runs -------------------------------------------------------------------------------
+
+
+@register_event
+class ChildSpawned(Event, frozen=True, tag=True):
+    """A child run was created in the same commit. ``action_id`` links it to the tool
+    call it serves, when it was spawned by an agent tool."""
+
+    child_run_id: str
+    agent: str
+    goal: str
+    action_id: str = ""
+    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("goal",)
+
+
+@register_event
+class ChildCompleted(Event, frozen=True, tag=True):
+    child_run_id: str
+    status: str
+    answer: str = ""
+    error: str = ""
+    usage: Usage = Usage()
+    cost: float = 0.0
+    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("answer", "error")
+
 
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 UPGRADES: dict[tuple[str, int], Upgrade] = {}
 """(type name, from version) -> function turning that version's fields into the next's."""
-
-
-def event_types() -> Mapping[str, type[Event]]:
-    return _TYPES
 
 
 class NewEvent(msgspec.Struct, frozen=True, gc=False):
@@ -258,9 +396,9 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False):
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 BLOB_REF = "$blob:"
+_BLOB_REF_BYTES = BLOB_REF.encode()
 
 
 def blob_digest(data: bytes) -> str:
@@ -273,7 +411,8 @@ def encode_event(event: Event, ts: float) -> NewEvent:
     replaced: dict[str, str] = {}
     for name in event.LARGE_FIELDS:
         value = getattr(event, name)
-        if len(value) > BLOB_THRESHOLD:
+        # a short value that merely looks like a reference is stored as a blob too
+        if len(value) > BLOB_THRESHOLD or value.startswith(BLOB_REF):
             data = value.encode()
             digest = blob_digest(data)
             blobs[digest] = data
@@ -285,10 +424,13 @@ def encode_event(event: Event, ts: float) -> NewEvent:
 
 def blob_refs(record: EventRecord) -> list[str]:
     """Digests of the blobs an encoded event refers to (cheap check first)."""
-    if BLOB_REF.encode() not in record.body:
+    if _BLOB_REF_BYTES not in record.body:
         return []
     cls = _TYPES.get(record.type)
-    fields = _dict_decoder.decode(record.body)
+    try:
+        fields = _dict_decoder.decode(record.body)
+    except msgspec.DecodeError as e:
+        raise StoreCorrupt(f"event {record.seq} ({record.type}) cannot be decoded: {e}") from e
     return [
         value[len(BLOB_REF) :]
         for name in (cls.LARGE_FIELDS if cls else ())
@@ -300,15 +442,18 @@ def decode_event(record: EventRecord, blobs: Mapping[str, bytes] | None = None) 
     """Decode a stored event: upgrade old versions, then put its blobs back in place."""
     cls = _TYPES.get(record.type)
     if cls is None:
-        raise StoreCorrupt(f"event {record.seq} has unknown type {record.type!r}")
+        raise StoreCorrupt(
+            f"event {record.seq} has unknown type {record.type!r}: import the module that "
+            "defines it, or upgrade autonomic"
+        )
     if record.version > cls.VERSION:
         raise StoreCorrupt(
             f"event {record.seq} ({record.type} v{record.version}) was written by a newer "
             "autonomic: upgrade autonomic to read this run"
         )
     try:
-        if record.version == cls.VERSION and not blobs:
-            event: Event = _decoder.decode(record.body)
+        if record.version == cls.VERSION and _BLOB_REF_BYTES not in record.body:
+            event: Event = _DECODERS[cls].decode(record.body)
             return event
         fields = _dict_decoder.decode(record.body)
         version = record.version
@@ -317,12 +462,18 @@ def decode_event(record: EventRecord, blobs: Mapping[str, bytes] | None = None) 
             version += 1
         for name in cls.LARGE_FIELDS:
             value = fields.get(name)
-            if isinstance(value, str) and value.startswith(BLOB_REF) and blobs:
-                fields[name] = blobs[value[len(BLOB_REF) :]].decode()
+            if isinstance(value, str) and value.startswith(BLOB_REF):
+                digest = value[len(BLOB_REF) :]
+                if blobs is None or digest not in blobs:
+                    raise StoreCorrupt(
+                        f"event {record.seq} ({record.type}) refers to blob {digest[:12]}, "
+                        "which is missing from the store"
+                    )
+                fields[name] = blobs[digest].decode()
         fields["type"] = record.type
-        upgraded: Event = msgspec.convert(fields, AnyEvent)
+        upgraded: Event = msgspec.convert(fields, cls)
         return upgraded
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as e:
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, UnicodeDecodeError) as e:
         raise StoreCorrupt(f"event {record.seq} ({record.type}) cannot be decoded: {e}") from e
 
 

@@ -37,7 +37,8 @@ from autonomic.events import (
     encode_event,
 )
 from autonomic.loader import StoredEvent, load_state, read_events
-from autonomic.models.base import Model, Usage
+from autonomic.messages import Usage
+from autonomic.models.base import Model
 from autonomic.owner import new_owner_id, owner_is_dead_here
 from autonomic.replay import replay_events
 from autonomic.state import TERMINAL, RunState

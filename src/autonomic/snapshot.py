@@ -4,19 +4,25 @@ The transcript is cut into fixed chunks of messages; each full chunk is stored o
 content-addressed blob and later snapshots refer to it by digest. A snapshot therefore
 writes the small scalar state, the open tail of the transcript and any newly filled chunk,
 never the whole history again.
+
+A snapshot is only a cache: one taken with another fold version, or one that cannot be
+read back, is ignored and the run is folded from its events instead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 import msgspec
 
 from autonomic.events import blob_digest
-from autonomic.models.base import Message
-from autonomic.state import RunState
+from autonomic.messages import Message
+from autonomic.state import RunState, decode_slots, fold_version
 
 __all__ = ["SnapshotWriter", "decode_snapshot"]
+
+log = logging.getLogger("autonomic.store")
 
 CHUNK = 64
 
@@ -25,6 +31,7 @@ class _Snapshot(msgspec.Struct):
     state: RunState
     chunks: list[str]
     tail: list[Message]
+    fold: str = ""
 
 
 _encoder = msgspec.json.Encoder()
@@ -37,6 +44,7 @@ class SnapshotWriter:
 
     def __init__(self) -> None:
         self._chunks: dict[int, tuple[Message, Message, str]] = {}
+        self._fold = fold_version()
 
     def encode(self, state: RunState) -> tuple[bytes, dict[str, bytes]]:
         messages = state.messages
@@ -56,20 +64,37 @@ class SnapshotWriter:
             digests.append(digest)
         state.messages = []
         try:
-            body = _encoder.encode(_Snapshot(state, digests, messages[full * CHUNK :]))
+            snapshot = _Snapshot(state, digests, messages[full * CHUNK :], self._fold)
+            body = _encoder.encode(snapshot)
         finally:
             state.messages = messages
         return body, blobs
 
 
 async def decode_snapshot(
-    body: bytes, get_blobs: Callable[[Iterable[str]], Awaitable[dict[str, bytes]]]
-) -> RunState:
-    snapshot = _decoder.decode(body)
+    run_id: str, body: bytes, get_blobs: Callable[[Iterable[str]], Awaitable[dict[str, bytes]]]
+) -> RunState | None:
+    """The state a snapshot holds, or None (with a warning) when it cannot be used."""
+    try:
+        snapshot = _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        log.warning("run %s: snapshot unreadable (%s); folding its events instead", run_id, e)
+        return None
+    if snapshot.fold != fold_version():
+        return None
     blobs = await get_blobs(snapshot.chunks) if snapshot.chunks else {}
     messages: list[Message] = []
-    for digest in snapshot.chunks:
-        messages.extend(_messages_decoder.decode(blobs[digest]))
+    try:
+        for digest in snapshot.chunks:
+            messages.extend(_messages_decoder.decode(blobs[digest]))
+        snapshot.state.ext = decode_slots(snapshot.state.ext)
+    except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        what = f"chunk {e.args[0][:12]} is missing" if isinstance(e, KeyError) else str(e)
+        log.warning("run %s: snapshot damaged (%s); folding its events instead", run_id, what)
+        return None
     messages.extend(snapshot.tail)
     snapshot.state.messages = messages
+    if snapshot.state.run_id != run_id:
+        log.warning("run %s: snapshot belongs to run %s; ignoring it", run_id, snapshot.state.run_id)
+        return None
     return snapshot.state

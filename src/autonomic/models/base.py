@@ -1,16 +1,26 @@
-"""The Model protocol and the plain data that crosses it.
+"""The Model protocol.
 
 A model takes a ``ModelRequest`` (messages and tool schemas) and returns a
-``ModelResponse`` (text and/or tool calls, token usage). Adapters for real providers
-live beside this file; the runtime only ever sees this interface.
+``ModelResponse`` (text and/or tool calls, token usage); both are defined in
+``autonomic.messages`` and re-exported here. Adapters for real providers live beside
+this file; the runtime only ever sees this interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import msgspec
+from autonomic.messages import (
+    Message,
+    ModelChunk,
+    ModelRequest,
+    ModelResponse,
+    Role,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 __all__ = [
     "Message",
@@ -25,74 +35,6 @@ __all__ = [
     "Usage",
 ]
 
-Role = Literal["system", "user", "assistant", "tool"]
-
-
-class ToolCall(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """A call the model asked for. ``error`` is set when its arguments could not be parsed."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any] = {}
-    error: str | None = None
-
-
-class Message(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    role: Role
-    content: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    name: str | None = None
-
-
-class ToolSpec(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """What the model is told about a tool: its name, purpose and JSON schema."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
-
-class Usage(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
-        )
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-class ModelRequest(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """Everything a model needs for one call. ``purpose`` says why (act, compact, critic...)."""
-
-    messages: tuple[Message, ...]
-    tools: tuple[ToolSpec, ...] = ()
-    purpose: str = "act"
-    response_schema: dict[str, Any] | None = None
-
-
-class ModelResponse(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """One answer. ``cost`` is in USD; ``None`` means it could not be priced.
-
-    ``meta`` keys set by the adapters and wrappers in this package: ``price_unknown``
-    (cost counted at the table's highest price), ``usage_estimated``, ``cached`` and
-    ``cache`` ("exact" or "semantic"), ``tier`` (which cascade tier answered),
-    ``attempts`` (retries), ``fallback_from``, ``breaker`` (circuit breaker transitions
-    seen during the call), ``repaired`` (what was fixed in malformed output).
-    """
-
-    text: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    usage: Usage = Usage()
-    model: str = ""
-    cost: float | None = None
-    meta: dict[str, Any] = {}
-
 
 @runtime_checkable
 class Model(Protocol):
@@ -102,13 +44,6 @@ class Model(Protocol):
     def name(self) -> str: ...
 
     async def complete(self, request: ModelRequest) -> ModelResponse: ...
-
-
-class ModelChunk(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """A piece of a streamed answer: a text delta, and on the last chunk the whole response."""
-
-    text: str = ""
-    response: ModelResponse | None = None
 
 
 @runtime_checkable

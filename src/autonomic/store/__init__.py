@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from autonomic.errors import ConfigError
 from autonomic.store.base import NewRun, RunInfo, Store
-from autonomic.store.memory import MemoryStore
+from autonomic.store.memory import InMemoryStore
 
-__all__ = ["MemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
+__all__ = ["InMemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
 
 DEFAULT_STORE_URL = "sqlite:///autonomic.db"
 
@@ -24,7 +24,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
 
         return SQLiteStore(url, create=create)
     if scheme == "memory":
-        return MemoryStore(url)
+        return InMemoryStore(url)
     raise ConfigError(
         f"unknown store URL {url!r}: use one of "
         + ", ".join(f"{s}://..." for s in _SCHEMES)

@@ -1,14 +1,24 @@
-"""The Store protocol: where runs, their events, snapshots, blobs and leases live.
+"""The store protocols: where runs, their events, inboxes and leases live.
 
-The store knows nothing of models or strategies: it keeps encoded events in order,
-checks that each append continues the log where the caller expects (optimistic
-concurrency), and hands out leases so that one process at a time drives a run.
-A fork shares its parent's events up to the fork point instead of copying them.
+The store knows nothing of models or strategies. It is split by role:
+
+- ``EventLog``: a run's events, appended in order by whoever holds its lease (a commit
+  is refused unless the log ends where the caller expects and its lease is current),
+  plus blobs and snapshots; a fork shares its parent's events instead of copying them;
+- ``RunIndex``: one row per run, for listing and finding runs without reading events;
+- ``Leases``: who drives a run. Taking a lease over bumps its epoch, and a commit that
+  carries a stale epoch is refused, so a stalled process can never write after another
+  took its run (fencing);
+- ``Inbox``: what arrives from outside (approvals, signals, child results, cancellation).
+  A delivery that a waiting run is waiting for makes it ready; any runtime serving the
+  run's agent then claims it.
+
+One class may play every role; ``Store`` is all four together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -16,7 +26,32 @@ import msgspec
 
 from autonomic.events import EventRecord, NewEvent
 
-__all__ = ["Lineage", "NewRun", "RunInfo", "Store", "lineage_segments", "new_run_info"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Claim",
+    "Commit",
+    "Committed",
+    "Delivery",
+    "EventLog",
+    "InboxItem",
+    "Lease",
+    "Leases",
+    "Inbox",
+    "Lineage",
+    "NewRun",
+    "RunIndex",
+    "RunInfo",
+    "Store",
+    "Wait",
+    "lease_is_free",
+    "lineage_segments",
+    "new_run_info",
+    "wait_is_over",
+]
+
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+CANCEL_KEY = "cancel"
+"""The inbox key of a cancellation; it wakes a waiting run whatever it waits for."""
 
 
 class NewRun(msgspec.Struct, frozen=True, gc=False):
@@ -24,10 +59,28 @@ class NewRun(msgspec.Struct, frozen=True, gc=False):
     agent: str
     goal: str
     parent_run_id: str | None = None
+    root_run_id: str | None = None
+    depth: int = 0
+    tenant: str | None = None
+
+
+class Wait(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """What a waiting run waits for: any one group of inbox keys all arriving, or ``wake_at``.
+
+    ``reason`` says it for people (``runs list --waiting``).
+    """
+
+    groups: tuple[tuple[str, ...], ...] = ()
+    wake_at: float | None = None
+    reason: str = ""
 
 
 class RunInfo(msgspec.Struct, frozen=True, gc=False):
-    """A run's row: what listing and claiming need without reading its events."""
+    """A run's row: what listing and claiming need without reading its events.
+
+    ``wake_at`` is when the run may be claimed next: the time a waiting run's timer
+    fires (or its wait ended), or the back-off of a run whose last start failed.
+    """
 
     run_id: str
     agent: str
@@ -37,11 +90,81 @@ class RunInfo(msgspec.Struct, frozen=True, gc=False):
     updated_at: float
     last_seq: int
     parent_run_id: str | None = None
+    root_run_id: str | None = None
+    depth: int = 0
+    tenant: str | None = None
     forked_from: str | None = None
     forked_at: int | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    lease_epoch: int = 0
     recoveries: int = 0
+    wake_at: float | None = None
+    wait: Wait | None = None
+    inbox_last: int = 0
+    """The id of the newest inbox item ever delivered to this run."""
+
+
+class Lease(msgspec.Struct, frozen=True, gc=False):
+    """The fencing token a driver holds: every commit carries it."""
+
+    owner: str
+    epoch: int
+
+
+class Claim(msgspec.Struct, frozen=True, gc=False):
+    """A lease just taken, and the row as it was when taken."""
+
+    lease: Lease
+    info: RunInfo
+    took_over: bool
+    """True when another owner held the lease before (a recovery)."""
+
+
+class Delivery(msgspec.Struct, frozen=True, gc=False):
+    """An inbox item for ``run_id``: an encoded event under a key (``approval:<digest>``,
+    ``signal:<name>``, ``child:<run id>``, ``cancel``)."""
+
+    run_id: str
+    key: str
+    event: NewEvent
+
+
+class InboxItem(msgspec.Struct, frozen=True, gc=False):
+    id: int
+    key: str
+    record: EventRecord
+    """The delivered event, still encoded (its ``seq`` is 0: it is not in the log yet)."""
+
+
+class Commit(msgspec.Struct, frozen=True, gc=False):
+    """One atomic write by the driver of ``run_id``.
+
+    ``events`` go after event ``expected_seq``; ``status`` becomes the row's status;
+    ``wait`` (with status ``waiting``) records what the run waits for; inbox items up to
+    ``consumed`` are removed; ``deliveries`` go to other runs' inboxes (skipped for runs
+    that have ended); ``children`` are created, each with its first events; ``release``
+    gives the lease up. Everything happens, or nothing.
+    """
+
+    run_id: str
+    expected_seq: int
+    events: Sequence[NewEvent]
+    lease: Lease
+    status: str | None = None
+    wait: Wait | None = None
+    consumed: int = 0
+    deliveries: Sequence[Delivery] = ()
+    children: Sequence[tuple[NewRun, Sequence[NewEvent]]] = ()
+    release: bool = False
+
+
+class Committed(msgspec.Struct, frozen=True, gc=False):
+    last_seq: int
+    inbox_last: int
+    """The newest inbox item of the run: above what the driver consumed means mail."""
+    ready: bool = False
+    """A wait committed with ``wait`` was already over (what it waited for had arrived)."""
 
 
 def new_run_info(
@@ -56,19 +179,41 @@ def new_run_info(
 ) -> RunInfo:
     """The row of a run just created (or forked, sharing events before ``first_seq``)."""
     return RunInfo(
-        run.run_id,
-        run.agent,
-        run.goal,
-        "running",
-        now,
-        now,
-        first_seq + event_count - 1,
-        run.parent_run_id,
-        forked_from,
-        first_seq - 1 if forked_from else None,
-        owner,
-        now + lease_s if owner else None,
+        run_id=run.run_id,
+        agent=run.agent,
+        goal=run.goal,
+        status="running",
+        created_at=now,
+        updated_at=now,
+        last_seq=first_seq + event_count - 1,
+        parent_run_id=run.parent_run_id,
+        root_run_id=run.root_run_id or run.run_id,
+        depth=run.depth,
+        tenant=run.tenant,
+        forked_from=forked_from,
+        forked_at=first_seq - 1 if forked_from else None,
+        lease_owner=owner,
+        lease_expires_at=now + lease_s if owner else None,
+        lease_epoch=1 if owner else 0,
     )
+
+
+def lease_is_free(info: RunInfo, owner: str, now: float, steal_from: str | None = None) -> bool:
+    """May ``owner`` take this run's lease: nobody's, ours, a dead owner's, or expired."""
+    if info.lease_owner in (None, owner, steal_from):
+        return True
+    return (info.lease_expires_at or 0) <= now
+
+
+def wait_is_over(wait: Wait | None, arrived: Collection[str], now: float) -> bool:
+    """Has a waiting run got what it waits for (or been cancelled, or timed out)?"""
+    if CANCEL_KEY in arrived:
+        return True
+    if wait is None:
+        return False
+    if wait.wake_at is not None and wait.wake_at <= now:
+        return True
+    return any(all(key in arrived for key in group) for group in wait.groups)
 
 
 Lineage = list[tuple[str, int | None]]
@@ -86,8 +231,139 @@ def lineage_segments(chain: Sequence[RunInfo]) -> Lineage:
     return segments
 
 
-class Store(Protocol):
-    """Async storage for runs. Implementations: memory, sqlite (and postgres later)."""
+class EventLog(Protocol):
+    async def create_run(
+        self, run: NewRun, events: Sequence[NewEvent], *, owner: str | None, lease_s: float
+    ) -> RunInfo:
+        """Create a run with its first events, leased to ``owner`` when given.
+
+        Raises ConfigError if the id is taken.
+        """
+        ...
+
+    async def fork_run(
+        self,
+        source_id: str,
+        run: NewRun,
+        at_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        owner: str | None,
+        lease_s: float,
+    ) -> RunInfo:
+        """Create ``run`` sharing ``source_id``'s events 1..at_seq, then ``events``."""
+        ...
+
+    async def commit(self, commit: Commit) -> Committed:
+        """Write ``commit`` atomically.
+
+        Raises ConcurrencyConflict when the log does not end at ``expected_seq``,
+        LeaseLost when the lease (owner and epoch) is not the run's current one, and
+        RunEnded when the run has already ended.
+        """
+        ...
+
+    async def read(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        """Events after ``after_seq`` (at most ``limit``), those a fork shares included."""
+        ...
+
+    async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]: ...
+
+    async def put_snapshot(
+        self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]
+    ) -> None:
+        """Keep ``body`` as the run's latest snapshot (at ``seq``)."""
+        ...
+
+    async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None: ...
+
+
+class RunIndex(Protocol):
+    async def get_run(self, run_id: str) -> RunInfo:
+        """The run's row; raises RunNotFound."""
+        ...
+
+    async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
+        """Runs whose id starts with ``prefix`` (for short ids typed by hand)."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        """Most recent first."""
+        ...
+
+
+class Leases(Protocol):
+    async def claim_run(
+        self,
+        run_id: str,
+        owner: str,
+        lease_s: float,
+        *,
+        steal_from: str | None = None,
+        revive: bool = False,
+    ) -> Claim | None:
+        """Take the run's lease if it is free (see ``lease_is_free``), bumping its epoch;
+        None when another live owner holds it.
+
+        Checking the status and taking the lease are one step: raises RunEnded for a run
+        that has ended, and for a ``dead`` run unless ``revive``.
+        """
+        ...
+
+    async def claim_runs(
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        agents: Collection[str] | None = None,
+        orphans: bool = False,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` runs that are ready to be driven, oldest first.
+
+        Ready: waiting runs whose ``wake_at`` has passed, and running runs that nobody
+        holds and whose ``wake_at`` (a back-off) has passed; with ``orphans``, also
+        running runs whose owner let its lease expire (it crashed). ``agents`` limits
+        the claim to runs of those agents.
+        """
+        ...
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, Lease]], lease_s: float
+    ) -> tuple[set[str], dict[str, int]]:
+        """Extend these leases; returns the run ids whose lease was lost, and the
+        ``inbox_last`` of every run still held."""
+        ...
+
+    async def release_lease(
+        self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
+    ) -> None:
+        """Give the lease up. ``failed_start``: the run could not even be started here
+        (its agent did not load); it counts as a recovery, and it is not claimed again
+        before ``retry_at``."""
+        ...
+
+
+class Inbox(Protocol):
+    async def deliver(self, delivery: Delivery, *, unique: bool = False) -> int | None:
+        """Put an item in a run's inbox; returns its id. A waiting run whose wait it ends
+        becomes ready. With ``unique``, nothing is delivered (None) when an unread item
+        with the same key is already there. Raises RunNotFound, RunEnded."""
+        ...
+
+    async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]: ...
+
+
+class Store(EventLog, RunIndex, Leases, Inbox, Protocol):
+    """Every role over one backend. Implementations: in-memory, SQLite (PostgreSQL later)."""
 
     url: str
 
@@ -103,94 +379,3 @@ class Store(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
-
-    async def create_run(
-        self, run: NewRun, events: Sequence[NewEvent], *, owner: str | None, lease_s: float
-    ) -> None:
-        """Create a run with its first events, leased to ``owner`` when given."""
-        ...
-
-    async def fork_run(
-        self,
-        source_id: str,
-        run: NewRun,
-        at_seq: int,
-        events: Sequence[NewEvent],
-        *,
-        owner: str | None,
-        lease_s: float,
-    ) -> None:
-        """Create ``run`` sharing ``source_id``'s events 1..at_seq, then ``events``."""
-        ...
-
-    async def append(
-        self,
-        run_id: str,
-        expected_seq: int,
-        events: Sequence[NewEvent],
-        *,
-        status: str | None = None,
-        owner: str | None = None,
-    ) -> int:
-        """Append after event ``expected_seq``; returns the new last seq.
-
-        Raises ConcurrencyConflict when the log does not end at ``expected_seq``, and
-        LeaseLost when ``owner`` is given but another process holds the lease.
-        """
-        ...
-
-    async def read(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
-        """Events after ``after_seq``, including those a fork shares with its parent."""
-        ...
-
-    async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]: ...
-
-    async def put_snapshot(
-        self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]
-    ) -> None:
-        """Keep ``body`` as the run's latest snapshot (at ``seq``)."""
-        ...
-
-    async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None: ...
-
-    async def get_run(self, run_id: str) -> RunInfo:
-        """The run's row; raises RunNotFound."""
-        ...
-
-    async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
-        """Runs whose id starts with ``prefix`` (for short ids typed by hand)."""
-        ...
-
-    async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
-        """Most recent first."""
-        ...
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, lease_s: float, *, steal_from: str | None = None
-    ) -> RunInfo | None:
-        """Take the run's lease if it is free, expired, ours, or held by ``steal_from``
-        (an owner known to be dead); None if not.
-
-        Taking over another owner's lease counts as a recovery.
-        """
-        ...
-
-    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_s: float) -> set[str]:
-        """Extend our leases; returns the ids whose lease we no longer hold."""
-        ...
-
-    async def release_lease(self, run_id: str, owner: str) -> None: ...
-
-    async def claim_runs(
-        self, owner: str, lease_s: float, limit: int, *, max_recoveries: int
-    ) -> list[RunInfo]:
-        """Lease up to ``limit`` running runs that nobody holds (crashed owners' included).
-
-        A run already recovered ``max_recoveries`` times is moved to status ``dead``
-        instead of being claimed again.
-        """
-        ...
-
-    async def set_status(self, run_id: str, status: str) -> None:
-        """Change a run's status without an event (used for dead-lettering)."""
-        ...

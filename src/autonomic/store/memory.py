@@ -1,18 +1,39 @@
-"""An in-memory store: the test double, and the store for throwaway runs (``memory://``)."""
+"""An in-memory store: the test double, and the store for throwaway runs (``memory://``).
+
+It is also the reference for the store contract: every other backend must behave as this
+one does (``tests/conformance`` runs the same suite against all of them).
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import msgspec
 
 from autonomic._resource import AsyncResource
-from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunNotFound
+from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunEnded, RunNotFound
 from autonomic.events import EventRecord, NewEvent
-from autonomic.store.base import NewRun, RunInfo, lineage_segments, new_run_info
+from autonomic.store.base import (
+    TERMINAL_STATUSES,
+    Claim,
+    Commit,
+    Committed,
+    Delivery,
+    InboxItem,
+    Lease,
+    NewRun,
+    RunInfo,
+    lease_is_free,
+    lineage_segments,
+    new_run_info,
+    wait_is_over,
+)
 
-__all__ = ["MemoryStore"]
+__all__ = ["InMemoryStore"]
+
+replace = msgspec.structs.replace
 
 
 def _records(first_seq: int, events: Sequence[NewEvent]) -> list[EventRecord]:
@@ -21,7 +42,7 @@ def _records(first_seq: int, events: Sequence[NewEvent]) -> list[EventRecord]:
     ]
 
 
-class MemoryStore(AsyncResource):
+class InMemoryStore(AsyncResource):
     """Keeps everything in dicts; same contract as the SQLite store, nothing survives exit."""
 
     def __init__(self, url: str = "memory://") -> None:
@@ -30,12 +51,21 @@ class MemoryStore(AsyncResource):
         self._events: dict[str, list[EventRecord]] = {}
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._inbox: dict[str, list[InboxItem]] = {}
+        self._inbox_ids = itertools.count(1)
 
     def _run(self, run_id: str) -> RunInfo:
         try:
             return self._runs[run_id]
         except KeyError:
             raise RunNotFound(run_id) from None
+
+    # -- the event log ---------------------------------------------------------------------
+
+    def _check_new(self, runs: Iterable[NewRun]) -> None:
+        for run in runs:
+            if run.run_id in self._runs:
+                raise ConfigError(f"a run with id {run.run_id!r} already exists")
 
     def _insert(
         self,
@@ -45,10 +75,8 @@ class MemoryStore(AsyncResource):
         owner: str | None,
         lease_s: float,
         forked_from: str | None = None,
-    ) -> None:
-        if run.run_id in self._runs:
-            raise ConfigError(f"a run with id {run.run_id!r} already exists")
-        self._runs[run.run_id] = new_run_info(
+    ) -> RunInfo:
+        info = new_run_info(
             run,
             first_seq,
             len(events),
@@ -57,14 +85,17 @@ class MemoryStore(AsyncResource):
             forked_from=forked_from,
             now=time.time(),
         )
+        self._runs[run.run_id] = info
         self._events[run.run_id] = _records(first_seq, events)
         for e in events:
             self._blobs.update(e.blobs)
+        return info
 
     async def create_run(
         self, run: NewRun, events: Sequence[NewEvent], *, owner: str | None, lease_s: float
-    ) -> None:
-        self._insert(run, events, 1, owner, lease_s)
+    ) -> RunInfo:
+        self._check_new([run])
+        return self._insert(run, events, 1, owner, lease_s)
 
     async def fork_run(
         self,
@@ -75,57 +106,76 @@ class MemoryStore(AsyncResource):
         *,
         owner: str | None,
         lease_s: float,
-    ) -> None:
+    ) -> RunInfo:
         source = self._run(source_id)
         if not 1 <= at_seq <= source.last_seq:
             raise ConfigError(
                 f"run {source_id} has events 1..{source.last_seq}; cannot fork at {at_seq}"
             )
-        self._insert(run, events, at_seq + 1, owner, lease_s, forked_from=source_id)
+        self._check_new([run])
+        return self._insert(run, events, at_seq + 1, owner, lease_s, forked_from=source_id)
 
-    async def append(
-        self,
-        run_id: str,
-        expected_seq: int,
-        events: Sequence[NewEvent],
-        *,
-        status: str | None = None,
-        owner: str | None = None,
-    ) -> int:
-        info = self._run(run_id)
-        if info.last_seq != expected_seq:
-            raise ConcurrencyConflict(run_id, expected_seq, info.last_seq)
+    def _check_commit(self, c: Commit) -> RunInfo:
+        info = self._run(c.run_id)
+        if info.status in TERMINAL_STATUSES:
+            raise RunEnded(c.run_id, info.status)
+        if info.last_seq != c.expected_seq:
+            raise ConcurrencyConflict(c.run_id, c.expected_seq, info.last_seq)
+        if info.lease_owner != c.lease.owner or info.lease_epoch != c.lease.epoch:
+            raise LeaseLost(f"run {c.run_id} is leased to {info.lease_owner or 'nobody'} now")
+        self._check_new(child for child, _ in c.children)
+        return info
+
+    async def commit(self, commit: Commit) -> Committed:
+        info = self._check_commit(commit)
         now = time.time()
-        if (
-            owner is not None
-            and info.lease_owner not in (None, owner)
-            and (info.lease_expires_at or 0) > now
-        ):
-            raise LeaseLost(f"run {run_id} is leased to {info.lease_owner}")
-        self._events[run_id].extend(_records(expected_seq + 1, events))
-        for e in events:
+        run_id = commit.run_id
+        self._events[run_id].extend(_records(commit.expected_seq + 1, commit.events))
+        for e in commit.events:
             self._blobs.update(e.blobs)
-        last = expected_seq + len(events)
-        self._runs[run_id] = msgspec.structs.replace(
-            info, last_seq=last, updated_at=now, status=status or info.status
+        if commit.consumed:
+            self._inbox[run_id] = [i for i in self._inbox.get(run_id, ()) if i.id > commit.consumed]
+        status = commit.status or info.status
+        wait, wake_at = (commit.wait, commit.wait.wake_at) if status == "waiting" else (None, None)
+        ready = status == "waiting" and wait_is_over(wait, self._arrived(run_id), now)
+        if ready:
+            wake_at = now
+        released = {"lease_owner": None, "lease_expires_at": None} if commit.release else {}
+        info = self._runs[run_id] = replace(
+            info,
+            last_seq=commit.expected_seq + len(commit.events),
+            updated_at=now,
+            status=status,
+            wait=wait,
+            wake_at=wake_at,
+            **released,
         )
-        return last
+        for child, events in commit.children:
+            self._insert(child, events, 1, commit.lease.owner, _lease_left(info, now))
+        for delivery in commit.deliveries:
+            target = self._runs.get(delivery.run_id)
+            if target is not None and target.status not in TERMINAL_STATUSES:
+                self._deliver(delivery, now)
+        return Committed(info.last_seq, info.inbox_last, ready)
+
+    def _arrived(self, run_id: str) -> set[str]:
+        return {item.key for item in self._inbox.get(run_id, ())}
+
+    async def read(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        result: list[EventRecord] = []
+        for rid, upto in lineage_segments(self._chain(run_id)):
+            result.extend(
+                r for r in self._events[rid] if r.seq > after_seq and (upto is None or r.seq <= upto)
+            )
+        return result if limit is None else result[:limit]
 
     def _chain(self, run_id: str) -> list[RunInfo]:
         chain = [self._run(run_id)]
         while chain[-1].forked_from:
             chain.append(self._run(chain[-1].forked_from))
         return chain
-
-    async def read(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
-        result: list[EventRecord] = []
-        for rid, upto in lineage_segments(self._chain(run_id)):
-            result.extend(
-                r
-                for r in self._events[rid]
-                if r.seq > after_seq and (upto is None or r.seq <= upto)
-            )
-        return result
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         return {d: self._blobs[d] for d in digests if d in self._blobs}
@@ -139,73 +189,147 @@ class MemoryStore(AsyncResource):
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         return self._snapshots.get(run_id)
 
+    # -- the run index ---------------------------------------------------------------------
+
     async def get_run(self, run_id: str) -> RunInfo:
         return self._run(run_id)
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
         return [r for rid, r in self._runs.items() if rid.startswith(prefix)][:limit]
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
-        runs = [r for r in self._runs.values() if status is None or r.status == status]
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        runs = [
+            r
+            for r in self._runs.values()
+            if (status is None or r.status == status)
+            and (parent_run_id is None or r.parent_run_id == parent_run_id)
+        ]
         return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
 
-    async def acquire_lease(
-        self, run_id: str, owner: str, lease_s: float, *, steal_from: str | None = None
-    ) -> RunInfo | None:
-        info = self._run(run_id)
-        now = time.time()
-        held = (
-            info.lease_owner not in (None, owner, steal_from) and (info.lease_expires_at or 0) > now
-        )
-        if held:
-            return None
-        taken_over = info.lease_owner not in (None, owner)
-        info = msgspec.structs.replace(
+    # -- leases ----------------------------------------------------------------------------
+
+    def _take(self, info: RunInfo, owner: str, lease_s: float, now: float) -> Claim:
+        took_over = info.lease_owner not in (None, owner)
+        taken = self._runs[info.run_id] = replace(
             info,
             lease_owner=owner,
             lease_expires_at=now + lease_s,
-            recoveries=info.recoveries + (1 if taken_over else 0),
+            lease_epoch=info.lease_epoch + 1,
+            recoveries=info.recoveries + took_over,
         )
-        self._runs[run_id] = info
-        return info
+        return Claim(Lease(owner, taken.lease_epoch), taken, took_over)
 
-    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_s: float) -> set[str]:
-        lost: set[str] = set()
-        expires = time.time() + lease_s
-        for rid in run_ids:
-            info = self._runs.get(rid)
-            if info is None or info.lease_owner != owner:
-                lost.add(rid)
-            else:
-                self._runs[rid] = msgspec.structs.replace(info, lease_expires_at=expires)
-        return lost
-
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        info = self._runs.get(run_id)
-        if info is not None and info.lease_owner == owner:
-            self._runs[run_id] = msgspec.structs.replace(
-                info, lease_owner=None, lease_expires_at=None
-            )
+    async def claim_run(
+        self,
+        run_id: str,
+        owner: str,
+        lease_s: float,
+        *,
+        steal_from: str | None = None,
+        revive: bool = False,
+    ) -> Claim | None:
+        info = self._run(run_id)
+        if info.status in TERMINAL_STATUSES or (info.status == "dead" and not revive):
+            raise RunEnded(run_id, info.status)
+        now = time.time()
+        if not lease_is_free(info, owner, now, steal_from):
+            return None
+        return self._take(info, owner, lease_s, now)
 
     async def claim_runs(
-        self, owner: str, lease_s: float, limit: int, *, max_recoveries: int
-    ) -> list[RunInfo]:
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        agents: Collection[str] | None = None,
+        orphans: bool = False,
+    ) -> list[Claim]:
         now = time.time()
-        claimed: list[RunInfo] = []
+        claims: list[Claim] = []
         for info in sorted(self._runs.values(), key=lambda r: r.created_at):
-            if len(claimed) >= limit:
+            if len(claims) >= limit:
                 break
-            if info.status != "running" or (info.lease_expires_at or 0) > now:
+            if agents is not None and info.agent not in agents:
                 continue
-            if info.lease_owner is not None and info.recoveries >= max_recoveries:
-                self._runs[info.run_id] = msgspec.structs.replace(
-                    info, status="dead", lease_owner=None, lease_expires_at=None
-                )
-                continue
-            taken = await self.acquire_lease(info.run_id, owner, lease_s)
-            if taken is not None:
-                claimed.append(taken)
-        return claimed
+            if _is_ready(info, now, orphans):
+                claims.append(self._take(info, owner, lease_s, now))
+        return claims
 
-    async def set_status(self, run_id: str, status: str) -> None:
-        self._runs[run_id] = msgspec.structs.replace(self._run(run_id), status=status)
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, Lease]], lease_s: float
+    ) -> tuple[set[str], dict[str, int]]:
+        lost: set[str] = set()
+        mail: dict[str, int] = {}
+        expires = time.time() + lease_s
+        for run_id, lease in leases:
+            info = self._runs.get(run_id)
+            if info is None or (info.lease_owner, info.lease_epoch) != (lease.owner, lease.epoch):
+                lost.add(run_id)
+                continue
+            self._runs[run_id] = replace(info, lease_expires_at=expires)
+            mail[run_id] = info.inbox_last
+        return lost, mail
+
+    async def release_lease(
+        self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
+    ) -> None:
+        info = self._runs.get(run_id)
+        if info is None or (info.lease_owner, info.lease_epoch) != (lease.owner, lease.epoch):
+            return
+        retry = {"recoveries": info.recoveries + 1, "wake_at": retry_at} if failed_start else {}
+        self._runs[run_id] = replace(info, lease_owner=None, lease_expires_at=None, **retry)
+
+    # -- the inbox -------------------------------------------------------------------------
+
+    def _deliver(self, delivery: Delivery, now: float) -> int:
+        item_id = next(self._inbox_ids)
+        e = delivery.event
+        record = EventRecord(0, e.type, e.version, e.ts, e.body)
+        self._inbox.setdefault(delivery.run_id, []).append(
+            InboxItem(item_id, delivery.key, record)
+        )
+        self._blobs.update(e.blobs)
+        info = self._runs[delivery.run_id]
+        woke = info.status == "waiting" and wait_is_over(
+            info.wait, self._arrived(delivery.run_id), now
+        )
+        self._runs[delivery.run_id] = replace(
+            info, inbox_last=item_id, wake_at=now if woke else info.wake_at
+        )
+        return item_id
+
+    async def deliver(self, delivery: Delivery, *, unique: bool = False) -> int | None:
+        info = self._run(delivery.run_id)
+        if info.status in TERMINAL_STATUSES:
+            raise RunEnded(info.run_id, info.status)
+        if unique and delivery.key in self._arrived(delivery.run_id):
+            return None
+        return self._deliver(delivery, time.time())
+
+    async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]:
+        self._run(run_id)
+        return [item for item in self._inbox.get(run_id, ()) if item.id > after_id]
+
+
+def _lease_left(info: RunInfo, now: float) -> float:
+    return max(0.0, (info.lease_expires_at or now) - now)
+
+
+def _is_ready(info: RunInfo, now: float, orphans: bool) -> bool:
+    """The claim rule (see ``Leases.claim_runs``)."""
+    if (info.wake_at or 0) > now:
+        return False
+    if info.status == "waiting":
+        return info.wake_at is not None and lease_is_free(info, "", now)
+    if info.status != "running":
+        return False
+    if info.lease_owner is None:
+        return True
+    return orphans and (info.lease_expires_at or 0) <= now

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from autonomic.models.base import ToolSpec
+from autonomic.messages import ToolSpec
 from autonomic.state import RunState
 from autonomic.steps import Step
 

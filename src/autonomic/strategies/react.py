@@ -7,7 +7,7 @@ when it answers in plain text, that text is the run's answer.
 
 from __future__ import annotations
 
-from autonomic.models.base import Message, ModelRequest
+from autonomic.messages import Message, ModelRequest
 from autonomic.state import RunState
 from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
 from autonomic.strategies.base import AgentView

@@ -19,7 +19,7 @@ import pydantic_core
 
 from autonomic.errors import ConfigError, ToolError
 from autonomic.events import Event
-from autonomic.models.base import ToolSpec
+from autonomic.messages import ToolSpec
 from autonomic.tools.options import DEFAULT_OPTIONS, ToolOptions
 
 __all__ = ["FunctionTool", "Tool", "ToolContext", "tool"]
