@@ -143,8 +143,10 @@ class Commit(msgspec.Struct, frozen=True, gc=False):
     ``events`` go after event ``expected_seq``; ``status`` becomes the row's status;
     ``wait`` (with status ``waiting``) records what the run waits for; inbox items up to
     ``consumed`` are removed; ``deliveries`` go to other runs' inboxes (skipped for runs
-    that have ended); ``children`` are created, each with its first events; ``release``
-    gives the lease up. Everything happens, or nothing.
+    that have ended); ``children`` are created, each with its first events, leased to
+    the committer for ``children_lease_s`` when that is set (so it can drive them at
+    once) and unleased otherwise; ``release`` gives the lease up. Everything happens, or
+    nothing.
     """
 
     run_id: str
@@ -156,6 +158,7 @@ class Commit(msgspec.Struct, frozen=True, gc=False):
     consumed: int = 0
     deliveries: Sequence[Delivery] = ()
     children: Sequence[tuple[NewRun, Sequence[NewEvent]]] = ()
+    children_lease_s: float | None = None
     release: bool = False
 
 

@@ -150,8 +150,9 @@ class InMemoryStore(AsyncResource):
             wake_at=wake_at,
             **released,
         )
+        owner = commit.lease.owner if commit.children_lease_s is not None else None
         for child, events in commit.children:
-            self._insert(child, events, 1, commit.lease.owner, _lease_left(info, now))
+            self._insert(child, events, 1, owner, commit.children_lease_s or 0.0)
         for delivery in commit.deliveries:
             target = self._runs.get(delivery.run_id)
             if target is not None and target.status not in TERMINAL_STATUSES:
@@ -316,10 +317,6 @@ class InMemoryStore(AsyncResource):
     async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]:
         self._run(run_id)
         return [item for item in self._inbox.get(run_id, ()) if item.id > after_id]
-
-
-def _lease_left(info: RunInfo, now: float) -> float:
-    return max(0.0, (info.lease_expires_at or now) - now)
 
 
 def _is_ready(info: RunInfo, now: float, orphans: bool) -> bool:
