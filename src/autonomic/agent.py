@@ -6,6 +6,7 @@ process that resumes the run can rebuild the same agent and notice if it has cha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from autonomic._text import safe_str
 from autonomic.errors import AgentNotFound, ConfigError
 from autonomic.guards.base import Guard
 from autonomic.models import Model, resolve_model
@@ -36,6 +38,12 @@ class Agent:
     ``on_unknown_outcome`` decides what happens to a non-idempotent action whose process
     died while it ran: ``"fail"`` (default) tells the model its outcome is unknown,
     ``"rerun"`` runs it again.
+
+    ``subagents`` are the agents this one may start as child runs (agents given as tools
+    with ``as_tool()`` count too). A child whose agent is already in its lineage is
+    refused unless that agent sets ``allow_recursion``; no run is deeper than
+    ``max_depth``. A model that is unavailable and asks to be retried after
+    ``suspend_after_s`` seconds or more suspends the run until then instead of failing it.
     """
 
     name: str
@@ -48,6 +56,10 @@ class Agent:
     max_malformed: int = 3
     on_unknown_outcome: UnknownOutcomePolicy = "fail"
     guards: Sequence[Guard] = ()
+    subagents: Sequence[Agent] = ()
+    max_depth: int = 5
+    allow_recursion: bool = False
+    suspend_after_s: float = 30.0
     path: str | None = None
     _module: str | None = field(default=None, repr=False, compare=False)
 
@@ -56,6 +68,8 @@ class Agent:
             raise ConfigError("an agent needs a non-empty name")
         if self.max_steps < 1 or self.max_wall_s <= 0 or self.max_malformed < 1:
             raise ConfigError("max_steps, max_wall_s and max_malformed must be positive")
+        if self.max_depth < 0 or self.suspend_after_s < 0:
+            raise ConfigError("max_depth and suspend_after_s cannot be negative")
         if self.on_unknown_outcome not in ("fail", "rerun"):
             raise ConfigError("on_unknown_outcome must be 'fail' or 'rerun'")
         names = [t.spec.name for t in self.tools]
@@ -64,6 +78,7 @@ class Agent:
             raise ConfigError(f"agent {self.name!r} has two tools named {duplicates[0]!r}")
         self.tools = tuple(self.tools)
         self.guards = tuple(self.guards)
+        self.subagents = tuple(self.subagents)
         if self._module is None:  # the module that defined the agent, to find its import path
             self._module = sys._getframe(2).f_globals.get("__name__")
 
@@ -76,7 +91,12 @@ class Agent:
             instructions=self.instructions,
             tools=tuple(t.spec for t in self.tools),
             max_malformed=self.max_malformed,
+            subagents=tuple(sorted(self.team())),
         )
+
+    def with_model(self, model: Model | str) -> Agent:
+        """The same agent with another model."""
+        return dataclasses.replace(self, model=model)
 
     def resolved_model(self) -> Model:
         if self.model is None:
@@ -96,7 +116,22 @@ class Agent:
             "max_steps": self.max_steps,
             "max_wall_s": self.max_wall_s,
             "max_malformed": self.max_malformed,
+            "max_depth": self.max_depth,
         }
+
+    def team(self) -> dict[str, Agent]:
+        """Every agent this one may start as a child, directly or through agent tools."""
+        from autonomic.tools.awaiting import AgentTool
+
+        found = {a.name: a for a in self.subagents}
+        found.update((t.agent.name, t.agent) for t in self.tools if isinstance(t, AgentTool))
+        return found
+
+    def as_tool(self, *, name: str | None = None, description: str | None = None) -> Tool:
+        """This agent as a tool of another: each call is a durable child run."""
+        from autonomic.tools.awaiting import AgentTool
+
+        return AgentTool(self, name=name, description=description)
 
     def digest(self) -> str:
         """A digest of everything that changes the agent's behaviour."""
@@ -104,10 +139,13 @@ class Agent:
             "name": self.name,
             "instructions": self.instructions,
             "model": self.model_name,
-            "tools": [(t.spec, t.idempotent) for t in self.tools],
+            "tools": [(t.spec, t.idempotent, _approval_policy(t)) for t in self.tools],
             "strategy": self.strategy.name,
             "limits": self.limits(),
             "on_unknown_outcome": self.on_unknown_outcome,
+            "guards": [(type(g).__qualname__, g.name) for g in self.guards],
+            "subagents": sorted(self.team()),
+            "allow_recursion": self.allow_recursion,
         }
         return hashlib.sha256(msgspec.json.encode(spec)).hexdigest()[:16]
 
@@ -130,20 +168,31 @@ class Agent:
         return f"{os.path.abspath(file)}:{attr}" if file else None
 
 
+def _approval_policy(tool: Tool) -> str:
+    policy = getattr(getattr(tool, "options", None), "requires_approval", False)
+    return "predicate" if callable(policy) else str(bool(policy))
+
+
 def load_agent(path: str) -> Agent:
     """Import ``module:attr`` (or ``path/to/file.py:attr``) and check it is an Agent."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
+    module_name, sep, attr = path.rpartition(":")
+    dotted = all(part.isidentifier() for part in module_name.split("."))
+    if not sep or not attr.isidentifier() or not (dotted or module_name.endswith(".py")):
         raise AgentNotFound(
-            f"agent path {path!r} must look like module:attr (e.g. myapp.agents:calc)"
+            f"agent path {path!r} must look like module:attr or file.py:attr "
+            "(e.g. myapp.agents:calc)"
         )
     try:
         if module_name.endswith(".py"):
             module = _import_file(module_name)
         else:
             module = importlib.import_module(module_name)
-    except ImportError as e:
+    except ModuleNotFoundError as e:
         raise AgentNotFound(f"cannot import {module_name!r} for agent {path!r}: {e}") from e
+    except (Exception, SystemExit) as e:
+        raise AgentNotFound(
+            f"importing {module_name!r} for agent {path!r} failed: {_describe(e)}"
+        ) from e
     agent = getattr(module, attr, None)
     if not isinstance(agent, Agent):
         found = "nothing" if agent is None else type(agent).__name__
@@ -169,5 +218,18 @@ def _import_file(filename: str) -> Any:
         sys.path.insert(0, str(file.parent))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     return module
+
+
+def _describe(error: BaseException) -> str:
+    """One line for an exception raised while importing user code."""
+    if isinstance(error, SystemExit):
+        return f"the module called sys.exit({error.code!r}) while being imported"
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError: {error.msg} ({error.filename}, line {error.lineno})"
+    return f"{type(error).__name__}: {safe_str(error)}"

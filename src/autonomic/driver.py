@@ -1,48 +1,138 @@
-"""The loop that drives one run: strategy → guards → effect → events, until it ends.
+"""The loop that drives one run: strategy → guards → effect → events, until it ends or waits.
 
 Every event is folded into the in-memory state as it is recorded and reaches the store
-in the next commit. Commits happen before any tool runs (the intent is journaled) and
-after (the outcome is journaled), so a crash at any point leaves a log that says exactly
-which effects may have happened.
+in the next commit. A commit happens before every effect (a model call, a tool, a wait),
+so a crash at any point leaves a log that says exactly which effects may have happened;
+each commit carries the run's lease epoch, so a process that lost the run writes nothing.
+
+Nothing a model, tool, strategy or guard does can kill the driver: whatever it raises
+ends the run with a recorded reason. Only the store failing, the lease being lost, or
+the process leaving stops a driver without an ending, and then the run stays resumable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, TypeVar, assert_never
 
+from autonomic._text import safe_str
 from autonomic.agent import Agent
+from autonomic.approvals import ApprovalSigner, approval_digest
+from autonomic.checks import checked_response
 from autonomic.digest import RequestDigester
-from autonomic.errors import AutonomicError
+from autonomic.errors import AgentNotFound, LeaseLost, ModelUnavailable, StoreCorrupt, StoreError
 from autonomic.events import (
+    TERMINAL_EVENTS,
+    ActionCompleted,
+    ActionDeferred,
     ActionFailed,
     ActionRequested,
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
+    CancelRequested,
+    ChildCompleted,
+    ChildSpawned,
     CircuitChanged,
     Event,
     GuardTripped,
+    InboxRefused,
     ModelCalled,
     ModelResponded,
     NewEvent,
     Resumed,
-    RunCancelled,
     RunCompleted,
+    RunDead,
     RunFailed,
+    SignalReceived,
+    Suspended,
+    TimerFired,
+    blob_refs,
+    decode_event,
     encode_event,
+    event_types,
 )
-from autonomic.guards.base import Deny, Rewrite
+from autonomic.guards.base import Deny, RequireApproval, Rewrite
+from autonomic.lifecycle import (
+    approval_key,
+    cancellation_events,
+    child_key,
+    ending_deliveries,
+    run_started,
+    signal_key,
+    wait_for,
+)
+from autonomic.messages import ToolCall
 from autonomic.models.base import Model
 from autonomic.snapshot import SnapshotWriter
 from autonomic.state import RunState
-from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
-from autonomic.store.base import Store
+from autonomic.steps import (
+    Await,
+    ChildSpec,
+    Fail,
+    Finish,
+    ModelCall,
+    Record,
+    Spawn,
+    Step,
+    ToolCalls,
+)
+from autonomic.store.base import Commit, Committed, Delivery, Lease, NewRun, Store, Wait
+from autonomic.tools.awaiting import AwaitingTool
 from autonomic.tools.executor import Outcome, execute_action, refusal
 from autonomic.tools.secrets import SecretsProvider
 
-__all__ = ["Driver"]
+__all__ = ["Driver", "DriverHost"]
 
 log = logging.getLogger("autonomic.runtime")
+
+T = TypeVar("T")
+
+_CONTROL_EVENTS: tuple[type[Event], ...] = (
+    *TERMINAL_EVENTS,
+    RunDead,
+    Suspended,
+    Resumed,
+    ModelCalled,
+    ModelResponded,
+    ActionRequested,
+    ActionCompleted,
+    ActionFailed,
+    ActionDeferred,
+    ApprovalRequested,
+    ApprovalGranted,
+    ApprovalDenied,
+    ChildSpawned,
+    ChildCompleted,
+    SignalReceived,
+    TimerFired,
+)
+"""Events only the driver records; a strategy's ``Record`` step may not forge them."""
+
+
+class DriverHost(Protocol):
+    """What a driver needs from the process that runs it."""
+
+    def resolve_child(self, parent: Agent, name: str) -> Agent:
+        """The agent a child run of ``parent`` named ``name`` runs; raises AgentNotFound."""
+        ...
+
+    def children_created(self, runs: Sequence[tuple[str, Lease]]) -> None:
+        """Child runs now exist, leased to this process: drive them."""
+        ...
+
+    def committed(self, run_id: str, committed: Committed, status: str) -> None:
+        """A commit landed (publish it; a wait already over means the run is ready)."""
+        ...
+
+    def timer(self, wake_at: float) -> None:
+        """Something this process drove will be ready at ``wake_at``."""
+        ...
 
 
 def unknown_outcome(tool: str, available: bool) -> str:
@@ -53,6 +143,27 @@ def unknown_outcome(tool: str, available: bool) -> str:
     )
 
 
+async def _to_the_end(task: asyncio.Future[T]) -> tuple[T, bool]:
+    """Await ``task`` to its end even if the caller is cancelled meanwhile; returns its
+    result and whether a cancellation arrived (the caller re-raises it afterwards)."""
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+
+
+async def _verdict(result: T | Awaitable[T]) -> T:
+    return await result if inspect.isawaitable(result) else result
+
+
+class SpawnRefused(Exception):
+    """A child run that must not be started (unknown agent, cycle, too deep)."""
+
+
 class Driver:
     """Drives one run in this process while it holds the run's lease."""
 
@@ -60,114 +171,240 @@ class Driver:
         self,
         *,
         store: Store,
+        host: DriverHost,
         agent: Agent,
         model: Model,
         state: RunState,
-        owner: str,
-        snapshot_every: int,
-        on_commit: Callable[[str], None],
+        lease: Lease,
+        lease_s: float,
         secrets: SecretsProvider,
+        signer: ApprovalSigner,
+        snapshot_every: int,
     ) -> None:
-        self.store, self.agent, self.model, self.state = store, agent, model, state
-        self.owner = owner
+        self.store, self.host, self.agent, self.model, self.state = store, host, agent, model, state
+        self.lease, self.lease_s = lease, lease_s
+        self.secrets, self.signer = secrets, signer
         self.snapshot_every = snapshot_every
-        self.on_commit = on_commit
-        self.secrets = secrets
         self.view = agent.view()
         self.tools = agent.tool_map
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
-        self.cancel_requested: str | None = None
+        self.lease_deadline = time.monotonic() + lease_s
+        self.cancel_by: str | None = None
+        """Set when a cancellation arrived: the run records it and ends."""
+        self.failure: BaseException | None = None
+        """Why the driver stopped without ending the run (store failure, lease lost)."""
+        self.drained = 0
+        """The newest inbox item read into the log."""
+        self._consumed = 0
+        self._mail = True  # read the inbox once at start
         self._batch: list[NewEvent] = []
+        self._new_children: list[tuple[NewRun, Sequence[NewEvent]]] = []
         self._snapshots = SnapshotWriter()
         self._digester = RequestDigester()
 
-    # -- recording ----------------------------------------------------------------------
+    # -- recording and committing ---------------------------------------------------------
 
     def record(self, event: Event, *, observe: bool = True) -> None:
         """Fold ``event`` into the state and queue it for the next commit."""
         ts = time.time()
+        encoded = encode_event(event, ts)  # first: an unencodable event changes nothing
         state = self.state
         state.apply(event, state.seq + 1, ts)
-        self._batch.append(encode_event(event, ts))
+        self._batch.append(encoded)
         if observe:
             for guard in self.agent.guards:
                 for extra in guard.observe(state, event):
                     self.record(extra, observe=False)
 
-    async def commit(self) -> None:
-        if not self._batch:
-            return
-        batch, self._batch = self._batch, []
-        self.committed_seq = await self.store.append(
-            self.state.run_id, self.committed_seq, batch, status=self.state.status, owner=self.owner
+    async def commit(
+        self,
+        *,
+        wait: Wait | None = None,
+        release: bool = False,
+        deliveries: Sequence[Delivery] = (),
+    ) -> Committed | None:
+        """Write what was recorded since the last commit, in one transaction."""
+        if not (self._batch or release or deliveries or self.drained > self._consumed):
+            return None
+        children, self._new_children = self._new_children, []
+        commit = Commit(
+            run_id=self.state.run_id,
+            expected_seq=self.committed_seq,
+            events=self._batch,
+            lease=self.lease,
+            status=self.state.status,
+            wait=wait,
+            consumed=self.drained,
+            deliveries=deliveries,
+            children=children,
+            children_lease_s=self.lease_s if children else None,
+            release=release,
         )
-        self.on_commit(self.state.run_id)
-        if self.state.seq - self.snapshot_seq >= self.snapshot_every:
+        self._batch = []
+        committed, cancelled = await _to_the_end(asyncio.ensure_future(self.store.commit(commit)))
+        self.committed_seq = committed.last_seq
+        self._consumed = self.drained
+        if committed.inbox_last > self.drained:
+            self._mail = True
+        self.host.committed(self.state.run_id, committed, self.state.status)
+        if children:
+            self.host.children_created(
+                [(run.run_id, Lease(self.lease.owner, 1)) for run, _ in children]
+            )
+        if cancelled:
+            raise asyncio.CancelledError
+        # a waiting run is snapshotted too, so that waking it reads little
+        due = self.snapshot_every if wait is None else min(self.snapshot_every, 16)
+        if self.state.seq - self.snapshot_seq >= due and (wait is not None or not release):
             body, blobs = self._snapshots.encode(self.state)
             await self.store.put_snapshot(self.state.run_id, self.state.seq, body, blobs)
             self.snapshot_seq = self.state.seq
+        return committed
 
-    # -- the loop -----------------------------------------------------------------------
+    def notice_mail(self, inbox_last: int) -> None:
+        """Something arrived in the run's inbox: read it at the next step boundary."""
+        if inbox_last > self.drained:
+            self._mail = True
 
-    async def run(self, resumed_by: str | None = None) -> None:
+    def renewed(self, at: float) -> None:
+        """The lease was renewed at monotonic time ``at``."""
+        self.lease_deadline = at + self.lease_s
+
+    def _check_lease(self) -> None:
+        """Before any effect: a process that stalled past its lease must not act."""
+        if time.monotonic() > self.lease_deadline:
+            raise LeaseLost(
+                f"run {self.state.run_id}: this process's lease ran out before it could renew "
+                "it (it stalled); another process may be driving the run"
+            )
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self, resumed: str | None = None) -> None:
+        """Drive the run until it ends, waits, or this process must stop driving it."""
         try:
-            if resumed_by is not None:
-                self.record(Resumed(by=self.owner, reason=resumed_by))
-            await self._drive()
+            await self._run(resumed)
         except asyncio.CancelledError:
-            if self.cancel_requested is None:
-                raise
-            await asyncio.shield(self._record_cancel(self.cancel_requested))
+            if self.cancel_by is not None:
+                # interrupted to cancel the run: record that, whatever it was doing
+                await _to_the_end(asyncio.ensure_future(self._cancel(self.cancel_by)))
+                return
+            # the process is leaving: keep what is known, and let another process go on
+            with contextlib.suppress(StoreError):
+                await _to_the_end(asyncio.ensure_future(self.commit(release=True)))
+            raise
 
-    async def _record_cancel(self, by: str) -> None:
-        for action_id in list(self.state.pending):
-            self.record(ActionFailed(action_id, "cancelled before it finished"))
-        self.record(RunCancelled(by=by))
-        await self.commit()
-
-    async def _drive(self) -> None:
+    async def _run(self, resumed: str | None) -> None:
         state = self.state
+        waited = state.waiting
         limit = f"wall-time limit of {self.agent.max_wall_s:g}s reached"
-        remaining = self.agent.max_wall_s - state.active_seconds(time.time())
-        timeout = asyncio.timeout(max(remaining, 0))
+        timeout = asyncio.timeout(self.agent.max_wall_s - state.active_seconds(time.time()))
         try:
+            if resumed is not None:
+                self.record(Resumed(by=self.lease.owner, reason=resumed))
             async with timeout:
+                if waited is not None and waited.wake_at and waited.wake_at <= time.time():
+                    self.record(TimerFired(waited.wake_at))
+                await self._drain()
+                if self.cancel_by is not None:
+                    await self._cancel(self.cancel_by)
+                    return
                 if state.pending:
                     await self._recover_pending()
-                while state.status == "running":
-                    step = self._checked(self.agent.strategy.next_step(state, self.view))
-                    if step is not None:
-                        await self._perform(step)
+                await self._loop()
         except TimeoutError:
             if not timeout.expired():
                 raise
-            self._fail_for_limit(limit)
-        await self.commit()
+            self._end(RunFailed(limit), f"interrupted: {limit}")
+        except (asyncio.CancelledError, StoreError):
+            raise
+        except BaseException as e:  # a strategy's or guard's bug, SystemExit included
+            self._end(
+                RunFailed(f"internal error: {_describe(e)}"), "interrupted by an internal error"
+            )
+        if state.status != "waiting":
+            await self._finish()
 
-    def _fail_for_limit(self, reason: str) -> None:
+    def _end(self, ending: Event, why: str) -> None:
+        if self.state.terminal:
+            return
         for action_id in list(self.state.pending):
-            self.record(ActionFailed(action_id, f"interrupted: {reason}"))
-        self.record(RunFailed(reason))
+            self.record(ActionFailed(action_id, why))
+        self.record(ending)
 
-    def _checked(self, step: Step) -> Step | None:
-        """Pass the step through the limits and the guards; None when it was refused."""
-        if isinstance(step, ModelCall) and self.state.model_calls >= self.agent.max_steps:
+    async def _finish(self) -> None:
+        """The final commit of this driver: the run ended (or stays running for another
+        process); tell the parent and children, and give the lease up."""
+        ended = self.state.terminal or self.state.status == "dead"
+        await self.commit(release=True, deliveries=ending_deliveries(self.state) if ended else ())
+
+    async def _cancel(self, by: str) -> None:
+        if not self.state.terminal:
+            for event in cancellation_events(self.state, by):
+                self.record(event)
+        await self._finish()
+
+    async def _loop(self) -> None:
+        state = self.state
+        while state.status == "running":
+            if self._mail:
+                await self._drain()
+                if self.cancel_by is not None:
+                    await self._cancel(self.cancel_by)
+                    return
+                continue
+            if state.granted or state.approvals or state.deferred:
+                if not await self._settle_waits():
+                    return
+                continue
+            before = state.seq
+            step = await self._decide()
+            if step is not None:
+                await self._perform(step)
+                if state.seq == before and state.status == "running":
+                    self.record(
+                        RunFailed(
+                            f"strategy {self.agent.strategy.name!r} asked for "
+                            f"{type(step).__name__}, which changed nothing (an Await for "
+                            "something that already happened?): the run would loop forever"
+                        )
+                    )
+
+    # -- deciding -------------------------------------------------------------------------
+
+    async def _decide(self) -> Step | None:
+        """The strategy's next step after the limits and the guards; None when refused."""
+        state, agent = self.state, self.agent
+        try:
+            step: object = agent.strategy.next_step(state, self.view)
+        except Exception as e:
+            self.record(RunFailed(f"strategy {agent.strategy.name!r} raised {_describe(e)}"))
+            return None
+        if not isinstance(step, ModelCall | ToolCalls | Spawn | Await | Record | Finish | Fail):
             self.record(
                 RunFailed(
-                    f"step limit reached: {self.agent.max_steps} model calls without a final answer"
+                    f"strategy {agent.strategy.name!r} returned a {type(step).__name__}, "
+                    "which is not a step"
                 )
             )
             return None
-        for guard in self.agent.guards:
-            verdict = guard.check(self.state, step)
+        if isinstance(step, ModelCall) and state.model_calls >= agent.max_steps:
+            self.record(
+                RunFailed(
+                    f"step limit reached: {agent.max_steps} model calls without a final answer"
+                )
+            )
+            return None
+        for guard in agent.guards:
+            verdict = await _verdict(guard.check(state, step))
             if isinstance(verdict, Rewrite):
                 step = verdict.step
             elif isinstance(verdict, Deny):
                 self.record(GuardTripped(guard.name, verdict.reason))
                 if isinstance(step, ToolCalls):
                     for call in step.calls:
-                        request = self._request(call.id, call.name, call.arguments, step.rationale)
+                        request = self._request(call, step.rationale)
                         self.record(ActionFailed(request.action_id, f"denied: {verdict.reason}"))
                 else:
                     self.record(RunFailed(f"{guard.name}: {verdict.reason}"))
@@ -175,108 +412,220 @@ class Driver:
         return step
 
     async def _perform(self, step: Step) -> None:
-        if isinstance(step, ModelCall):
-            await self._model_call(step)
-        elif isinstance(step, ToolCalls):
-            await self._tool_calls(step)
-        elif isinstance(step, Finish):
-            self.record(RunCompleted(step.answer))
-        elif isinstance(step, Fail):
-            self.record(RunFailed(step.reason))
+        match step:
+            case ModelCall():
+                await self._model_call(step)
+            case ToolCalls():
+                await self._tool_calls(step)
+            case Spawn():
+                await self._spawn(step)
+            case Await():
+                await self._await(step)
+            case Record():
+                self._record_own(step)
+            case Finish(answer):
+                if isinstance(answer, str):
+                    self.record(RunCompleted(answer))
+                else:
+                    self.record(
+                        RunFailed(f"the final answer is a {type(answer).__name__}, not text")
+                    )
+            case Fail(reason):
+                self.record(RunFailed(safe_str(reason)))
+            case _:
+                assert_never(step)
+
+    def _record_own(self, step: Record) -> None:
+        names = event_types()
+        for event in step.events:
+            kind = type(event)
+            if names.get(kind.__name__) is not kind or isinstance(event, _CONTROL_EVENTS):
+                self.record(
+                    RunFailed(
+                        f"strategy {self.agent.strategy.name!r} tried to record a "
+                        f"{kind.__name__}: only registered event types of its own may be recorded"
+                    )
+                )
+                return
+        for event in step.events:
+            self.record(event)
+
+    # -- the brain ------------------------------------------------------------------------
 
     async def _model_call(self, step: ModelCall) -> None:
+        request, model = step.request, self.model
+        self._check_lease()
+        self.record(ModelCalled(request.purpose, self._digester.digest(request), model.name))
         await self.commit()
-        request = step.request
         started = time.perf_counter()
         try:
-            response = await self.model.complete(request)
-        except AutonomicError as e:
-            self.record(RunFailed(f"model {self.model.name!r} failed: {e}"))
+            raw = await model.complete(request)
+        except ModelUnavailable as e:
+            if e.retry_after is not None and e.retry_after >= self.agent.suspend_after_s:
+                wake_at = time.time() + e.retry_after
+                why = f"model {model.name!r} is unavailable ({safe_str(e)}); trying again later"
+                await self._suspend(Wait(wake_at=wake_at, reason=why))
+                return
+            self.record(RunFailed(f"model {model.name!r} failed: {safe_str(e)}"))
             return
-        except Exception as e:
-            self.record(RunFailed(f"model {self.model.name!r} failed: {type(e).__name__}: {e}"))
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+            self.record(RunFailed(f"model {model.name!r} failed: it raised CancelledError"))
+            return
+        except BaseException as e:
+            self.record(RunFailed(f"model {model.name!r} failed: {_describe(e)}"))
             return
         latency = round((time.perf_counter() - started) * 1000, 3)
+        response = checked_response(raw)
         meta = dict(response.meta)
         for change in meta.pop("breaker", ()):
-            self.record(
-                CircuitChanged(
-                    target=f"model {change.get('endpoint', self.model.name)}",
-                    from_state=str(change.get("from", "")),
-                    to_state=str(change.get("to", "")),
-                    reason=str(change.get("reason", "")),
+            if isinstance(change, dict):
+                self.record(
+                    CircuitChanged(
+                        target=f"model {change.get('endpoint', model.name)}",
+                        from_state=str(change.get("from", "")),
+                        to_state=str(change.get("to", "")),
+                        reason=str(change.get("reason", "")),
+                    )
                 )
-            )
-        self.record(ModelCalled(request.purpose, self._digester.digest(request), self.model.name))
         self.record(
             ModelResponded(
                 text=response.text,
                 tool_calls=response.tool_calls,
                 usage=response.usage,
-                model=response.model or self.model.name,
+                model=response.model or model.name,
                 cost=response.cost,
                 latency_ms=latency,
                 meta=meta,
+                purpose=request.purpose,
             )
         )
 
+    # -- the body -------------------------------------------------------------------------
+
+    def _next_action_id(self) -> str:
+        return f"{self.state.run_id}-{self.state.actions_requested + 1}"
+
     def _request(
-        self, call_id: str, name: str, args: dict[str, object], rationale: str
+        self, call: ToolCall, rationale: str, approval: str | None = None
     ) -> ActionRequested:
-        tool = self.tools.get(name)
+        tool = self.tools.get(call.name)
         request = ActionRequested(
-            action_id=f"{self.state.run_id}-{self.state.actions_requested + 1}",
-            call_id=call_id,
-            tool=name,
-            args=dict(args),
+            action_id=self._next_action_id(),
+            call_id=call.id,
+            tool=call.name,
+            args=dict(call.arguments),
             rationale=rationale,
             idempotent=bool(tool and tool.idempotent),
+            approval=approval,
         )
         self.record(request)
         return request
 
+    async def _approval_reason(self, call: ToolCall) -> tuple[str | None, str | None]:
+        """(why the call needs approval, why it is denied); both None to run it now."""
+        for guard in self.agent.guards:
+            verdict = await _verdict(guard.check_call(self.state, call))
+            if isinstance(verdict, Deny):
+                self.record(GuardTripped(guard.name, verdict.reason))
+                return None, f"denied by {guard.name}: {verdict.reason}"
+            if isinstance(verdict, RequireApproval):
+                return verdict.reason or f"{guard.name} requires approval", None
+        tool = self.tools.get(call.name)
+        policy = getattr(getattr(tool, "options", None), "requires_approval", False)
+        if callable(policy):
+            try:
+                needed = bool(policy(dict(call.arguments)))
+            except Exception as e:
+                return f"its approval policy raised {_describe(e)}", None
+            return ("the tool requires approval for these arguments" if needed else None), None
+        return ("the tool requires approval" if policy else None), None
+
     async def _tool_calls(self, step: ToolCalls) -> None:
-        requests = [
-            self._request(call.id, call.name, call.arguments, step.rationale) for call in step.calls
-        ]
-        refusals = {
-            r.action_id: refusal(r, self.tools, call.error)
-            for r, call in zip(requests, step.calls, strict=True)
-        }
-        runnable = [r for r in requests if refusals[r.action_id] is None]
-        if runnable:
-            await self.commit()
-        outcomes = await self._execute(runnable, attempt=1)
+        if not step.calls:
+            self.record(RunFailed(f"strategy {self.agent.strategy.name!r} asked to call no tools"))
+            return
+        started: list[ActionRequested] = []
+        for call in step.calls:
+            if call.error or call.name not in self.tools:
+                request = self._request(call, step.rationale)
+                self.record(
+                    ActionFailed(request.action_id, refusal(request, self.tools, call.error) or "")
+                )
+                continue
+            needs, denied = await self._approval_reason(call)
+            if denied is not None:
+                request = self._request(call, step.rationale)
+                self.record(ActionFailed(request.action_id, denied))
+            elif needs is not None:
+                digest = approval_digest(
+                    self.state.run_id, call.id, call.name, dict(call.arguments)
+                )
+                self.record(
+                    ApprovalRequested(
+                        action_id=self._next_action_id(),
+                        call_id=call.id,
+                        tool=call.name,
+                        digest=digest,
+                        args=dict(call.arguments),
+                        rationale=step.rationale,
+                        reason=needs,
+                    )
+                )
+            else:
+                started.append(self._request(call, step.rationale))
+        await self._start(started)
+
+    async def _start(self, requests: list[ActionRequested]) -> None:
+        """Run requested actions: durable waits are deferred, the rest executed now."""
+        runnable: list[ActionRequested] = []
         for request in requests:
-            reason = refusals[request.action_id]
-            self.record(
-                outcomes[request.action_id]
-                if reason is None
-                else ActionFailed(request.action_id, reason)
-            )
+            tool = self.tools[request.tool]
+            if isinstance(tool, AwaitingTool):
+                self._defer(tool, request)
+            else:
+                runnable.append(request)
+        if not runnable:
+            return
         await self.commit()
+        self._check_lease()
+        for outcome in await self._execute(runnable, attempt=1):
+            self.record(outcome)
 
-    async def _execute(self, requests: list[ActionRequested], attempt: int) -> dict[str, Outcome]:
+    def _defer(self, tool: AwaitingTool, request: ActionRequested) -> None:
+        try:
+            deferral = tool.defer(dict(request.args))
+            children = self._spawn_children(deferral.children)
+        except (Exception, SpawnRefused) as e:
+            self.record(ActionFailed(request.action_id, safe_str(e)))
+            return
+        wake_at = None if deferral.after_s is None else time.time() + deferral.after_s
+        self.record(ActionDeferred(request.action_id, tuple(children), wake_at))
+        if wake_at is not None:
+            self.host.timer(wake_at)
+
+    async def _execute(self, requests: list[ActionRequested], attempt: int) -> list[Outcome]:
+        def run(request: ActionRequested) -> Awaitable[Outcome]:
+            return execute_action(
+                self.tools[request.tool],
+                request,
+                self.state.run_id,
+                first_attempt=attempt,
+                secrets=self.secrets,
+                record=self.record,
+            )
+
         if len(requests) == 1:
-            only = requests[0]
-            return {only.action_id: await self._run_tool(only, attempt)}
-        outcomes = await asyncio.gather(*(self._run_tool(r, attempt) for r in requests))
-        return {r.action_id: o for r, o in zip(requests, outcomes, strict=True)}
-
-    def _run_tool(self, request: ActionRequested, attempt: int) -> Awaitable[Outcome]:
-        return execute_action(
-            self.tools[request.tool],
-            request,
-            self.state.run_id,
-            first_attempt=attempt,
-            secrets=self.secrets,
-            record=self.record,
-        )
+            return [await run(requests[0])]
+        return list(await asyncio.gather(*map(run, requests)))
 
     async def _recover_pending(self) -> None:
         """Settle actions whose outcome the log does not know (their process died)."""
         rerun: list[ActionRequested] = []
         for request in list(self.state.pending.values()):
+            if request.action_id in self.state.deferred:
+                continue  # a durable wait: its outcome arrives by the inbox
             tool = self.tools.get(request.tool)
             if tool is not None and (tool.idempotent or self.agent.on_unknown_outcome == "rerun"):
                 rerun.append(request)
@@ -284,8 +633,240 @@ class Driver:
                 reason = unknown_outcome(request.tool, tool is not None)
                 log.warning("run %s: %s", self.state.run_id, reason)
                 self.record(ActionFailed(request.action_id, reason))
-        await self.commit()
         if rerun:
-            for outcome in (await self._execute(rerun, attempt=2)).values():
-                self.record(outcome)
             await self.commit()
+            self._check_lease()
+            for outcome in await self._execute(rerun, attempt=2):
+                self.record(outcome)
+
+    # -- waiting --------------------------------------------------------------------------
+
+    async def _settle_waits(self) -> bool:
+        """Run approved calls, record the outcome of finished durable waits; suspend on
+        what is still open. False when the run suspended."""
+        state = self.state
+        progressed = False
+        if state.granted:
+            approved = []
+            for digest, (request, grant) in list(state.granted.items()):
+                args = grant.args if grant.args is not None else request.args
+                action = self._approved_request(request, args, digest)
+                if action is not None:
+                    approved.append(action)
+            await self._start(approved)
+            progressed = True
+        now = time.time()
+        for action_id, deferred in list(state.deferred.items()):
+            children = [state.children[c] for c in deferred.children if c in state.children]
+            if any(c.status == "running" for c in children) or (deferred.wake_at or 0) > now:
+                continue
+            action = state.pending[action_id]
+            tool = self.tools.get(action.tool)
+            try:
+                if not isinstance(tool, AwaitingTool):
+                    raise ValueError(f"this agent no longer has the tool {action.tool!r}")
+                self.record(ActionCompleted(action_id, tool.outcome(dict(action.args), children)))
+            except Exception as e:
+                self.record(ActionFailed(action_id, safe_str(e)))
+            progressed = True
+        if progressed or not (state.approvals or state.deferred):
+            return True
+        await self._suspend(self._open_wait())
+        return False
+
+    def _approved_request(
+        self, request: ApprovalRequested, args: dict[str, Any], digest: str
+    ) -> ActionRequested | None:
+        """Request the approved call (with the approver's arguments); None if it cannot run."""
+        tool = self.tools.get(request.tool)
+        action = ActionRequested(
+            action_id=request.action_id,
+            call_id=request.call_id,
+            tool=request.tool,
+            args=dict(args),
+            rationale=request.rationale,
+            idempotent=bool(tool and tool.idempotent),
+            approval=digest,
+        )
+        self.record(action)
+        if tool is None:
+            self.record(
+                ActionFailed(
+                    action.action_id, f"this agent no longer has the tool {request.tool!r}"
+                )
+            )
+            return None
+        return action
+
+    def _open_wait(self) -> Wait:
+        state = self.state
+        groups = [(approval_key(d),) for d in state.approvals]
+        timers = []
+        for deferred in state.deferred.values():
+            groups.extend(
+                (child_key(c),) for c in deferred.children if state.children[c].status == "running"
+            )
+            if deferred.wake_at is not None:
+                timers.append(deferred.wake_at)
+        reasons = [f"approval of {a.tool}({_args_text(a.args)})" for a in state.approvals.values()]
+        running = [
+            c
+            for d in state.deferred.values()
+            for c in d.children
+            if state.children[c].status == "running"
+        ]
+        if running:
+            reasons.append(
+                f"child runs {', '.join(running[:5])}{' ...' if len(running) > 5 else ''}"
+            )
+        if timers:
+            reasons.append(f"a timer at {time.strftime('%H:%M:%S', time.localtime(min(timers)))}")
+        return Wait(tuple(groups), min(timers) if timers else None, "; ".join(reasons))
+
+    async def _await(self, step: Await) -> None:
+        try:
+            wait = wait_for(step.conditions, self.state, time.time(), step.reason)
+        except ValueError as e:
+            self.record(RunFailed(f"strategy {self.agent.strategy.name!r} cannot wait: {e}"))
+            return
+        if wait is not None:
+            reason = step.reason or _describe_wait(wait)
+            await self._suspend(Wait(wait.groups, wait.wake_at, reason))
+
+    async def _suspend(self, wait: Wait) -> None:
+        keys = tuple(key for group in wait.groups for key in group)
+        self.record(Suspended(wait.reason, keys, wait.wake_at))
+        committed = await self.commit(wait=wait, release=True)
+        if wait.wake_at is not None:
+            self.host.timer(wait.wake_at)
+        log.debug(
+            "run %s waits for %s (ready at once: %s)", self.state.run_id, wait.reason, committed
+        )
+
+    async def _drain(self) -> None:
+        """Read the inbox into the log: decisions, signals, children's ends, cancellation."""
+        self._mail = False
+        items = await self.store.read_inbox(self.state.run_id, self.drained)
+        refs = [d for item in items for d in blob_refs(item.record)]
+        blobs = await self.store.get_blobs(refs) if refs else None
+        for item in items:
+            self.drained = max(self.drained, item.id)
+            try:
+                event = decode_event(item.record, blobs)
+            except StoreCorrupt as e:
+                self.record(InboxRefused(item.key, f"unreadable: {e}"))
+                continue
+            why = self._accept(item.key, event)
+            if why is not None:
+                log.warning(
+                    "run %s: refused %s from its inbox: %s", self.state.run_id, item.key, why
+                )
+                self.record(InboxRefused(item.key, why))
+
+    def _accept(self, key: str, event: Event) -> str | None:
+        """Record one inbox item; returns why it was refused instead."""
+        state = self.state
+        match event:
+            case CancelRequested(by):
+                self.cancel_by = self.cancel_by or by
+            case ApprovalGranted() | ApprovalDenied():
+                request = state.approvals.get(event.digest)
+                if request is None:
+                    decided = state.decisions.get(event.digest)
+                    return (
+                        f"this call was already {decided}"
+                        if decided
+                        else "no call waits for this approval"
+                    )
+                if key != approval_key(event.digest):
+                    return "it was delivered under another key"
+                why = self.signer.refusal(state.run_id, request, event)
+                if why is not None:
+                    return why
+                self.record(event)
+            case SignalReceived(name):
+                if key != signal_key(name):
+                    return "it was delivered under another key"
+                self.record(event)
+            case ChildCompleted(child_id):
+                child = state.children.get(child_id)
+                if child is None or child.status != "running" or key != child_key(child_id):
+                    return f"{child_id} is not a running child of this run"
+                self.record(event)
+            case _:
+                return f"a {type(event).__name__} cannot be delivered to a run"
+        return None
+
+    # -- children -------------------------------------------------------------------------
+
+    async def _spawn(self, step: Spawn) -> None:
+        try:
+            self._spawn_children(step.children)
+        except SpawnRefused as e:
+            self.record(RunFailed(str(e)))
+
+    def _spawn_children(self, specs: Sequence[ChildSpec]) -> list[str]:
+        """Record child runs to create with the next commit; raises SpawnRefused."""
+        state = self.state
+        lineage = (*state.lineage, state.agent)
+        depth = len(lineage)
+        agents = []
+        for spec in specs:
+            try:
+                agent = self.host.resolve_child(self.agent, spec.agent)
+            except AgentNotFound as e:
+                raise SpawnRefused(
+                    f"cannot start a child run of agent {spec.agent!r}: {e}"
+                ) from None
+            if agent.name in lineage and not agent.allow_recursion:
+                chain = " → ".join((*lineage, agent.name))
+                raise SpawnRefused(
+                    f"refused to start agent {agent.name!r}: it is already in this run's lineage "
+                    f"({chain}); set allow_recursion=True on it to allow this"
+                )
+            if depth > self.agent.max_depth:
+                raise SpawnRefused(
+                    f"refused to start agent {agent.name!r}: runs may nest {self.agent.max_depth} "
+                    "deep (max_depth)"
+                )
+            if not isinstance(spec.goal, str) or not spec.goal.strip():
+                raise SpawnRefused(f"a child run of agent {agent.name!r} needs a non-empty goal")
+            agents.append(agent)
+        ids = []
+        for spec, agent in zip(specs, agents, strict=True):
+            child_id = f"{state.run_id}.{len(state.children) + 1}"
+            started = run_started(agent, spec.goal, agent.model_name, parent=state)
+            self.record(ChildSpawned(child_id, agent.name, spec.goal))
+            child = NewRun(
+                child_id,
+                agent.name,
+                spec.goal[:500],
+                parent_run_id=state.run_id,
+                root_run_id=state.root_run_id or state.run_id,
+                depth=depth,
+                tenant=state.tenant,
+            )
+            self._new_children.append((child, [encode_event(started, time.time())]))
+            ids.append(child_id)
+        return ids
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {safe_str(error)}"
+
+
+def _args_text(args: dict[str, Any], limit: int = 80) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_wait(wait: Wait) -> str:
+    parts = [" and ".join(group) for group in wait.groups]
+    if wait.wake_at is not None:
+        parts.append(f"time {time.strftime('%H:%M:%S', time.localtime(wait.wake_at))}")
+    return " or ".join(parts) or "nothing"

@@ -21,6 +21,7 @@ from autonomic.messages import ToolCall, Usage
 __all__ = [
     "TERMINAL_EVENTS",
     "ActionCompleted",
+    "ActionDeferred",
     "ActionFailed",
     "ActionRequested",
     "ActionRetried",
@@ -251,6 +252,15 @@ class ActionFailed(Event, frozen=True, tag=True):
 
 
 @register_event
+class ActionDeferred(Event, frozen=True, tag=True):
+    """The action is a durable wait: it ends when ``children`` end or at ``wake_at``."""
+
+    action_id: str
+    children: tuple[str, ...] = ()
+    wake_at: float | None = None
+
+
+@register_event
 class EgressRequested(Event, frozen=True, tag=True):
     """Sandboxed code asked the egress proxy for a host; ``allowed`` says if it got through."""
 
@@ -349,13 +359,11 @@ class InboxRefused(Event, frozen=True, tag=True):
 
 @register_event
 class ChildSpawned(Event, frozen=True, tag=True):
-    """A child run was created in the same commit. ``action_id`` links it to the tool
-    call it serves, when it was spawned by an agent tool."""
+    """A child run was created in the same commit as this event."""
 
     child_run_id: str
     agent: str
     goal: str
-    action_id: str = ""
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("goal",)
 
 

@@ -1,4 +1,9 @@
-"""Reading runs back: decode a run's events (blobs included) and fold them into its state."""
+"""Reading runs back: decode a run's events (blobs included) and fold them into its state.
+
+A snapshot is a cache: when it is missing, stale or damaged the run is folded from its
+events. The events are the truth: a gap in them, or a log that ends before the run's row
+says it does, is reported as ``StoreCorrupt`` naming the run, never folded silently.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from autonomic.errors import StoreCorrupt
 from autonomic.events import Event, EventRecord, blob_refs, decode_event
 from autonomic.snapshot import decode_snapshot
 from autonomic.state import RunState
@@ -24,23 +30,40 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):
 
 async def decode_records(store: Store, records: Sequence[EventRecord]) -> list[StoredEvent]:
     refs = [digest for record in records for digest in blob_refs(record)]
-    blobs = await store.get_blobs(refs) if refs else {}
-    return [StoredEvent(r.seq, r.ts, decode_event(r, blobs or None)) for r in records]
+    blobs = await store.get_blobs(refs) if refs else None
+    return [StoredEvent(r.seq, r.ts, decode_event(r, blobs)) for r in records]
 
 
-async def read_events(store: Store, run_id: str, after_seq: int = 0) -> list[StoredEvent]:
-    return await decode_records(store, await store.read(run_id, after_seq))
+async def read_events(
+    store: Store, run_id: str, after_seq: int = 0, limit: int | None = None
+) -> list[StoredEvent]:
+    return await decode_records(store, await store.read(run_id, after_seq, limit))
 
 
 async def load_state(store: Store, run_id: str, *, use_snapshot: bool = True) -> RunState:
-    """The run's current state: its latest snapshot plus the events after it."""
-    snapshot = await store.latest_snapshot(run_id) if use_snapshot else None
-    if snapshot is not None:
-        state = await decode_snapshot(snapshot[1], store.get_blobs)
-        after = snapshot[0]
-    else:
-        await store.get_run(run_id)
-        state, after = RunState(run_id=run_id), 0
-    for stored in await read_events(store, run_id, after):
-        state.apply(stored.event, stored.seq, stored.ts)
+    """The run's current state: its latest usable snapshot plus the events after it."""
+    info = await store.get_run(run_id)
+    state: RunState | None = None
+    after = 0
+    if use_snapshot:
+        snapshot = await store.latest_snapshot(run_id)
+        if snapshot is not None and snapshot[0] <= info.last_seq:
+            state = await decode_snapshot(run_id, snapshot[1], store.get_blobs)
+            after = snapshot[0] if state is not None else 0
+    if state is None:
+        state = RunState(run_id=run_id)
+    try:
+        stored = await read_events(store, run_id, after)
+    except StoreCorrupt as e:
+        raise StoreCorrupt(f"run {run_id}: {e}") from e
+    expected = after + 1
+    for event in stored:
+        if event.seq != expected:
+            raise StoreCorrupt(f"run {run_id}: event {expected} is missing from its log")
+        state.apply(event.event, event.seq, event.ts)
+        expected += 1
+    if state.seq != info.last_seq:
+        raise StoreCorrupt(
+            f"run {run_id}: its row says it has {info.last_seq} events but its log has {state.seq}"
+        )
     return state

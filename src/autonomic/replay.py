@@ -1,85 +1,136 @@
 """Deterministic replay: re-run a run's strategy against its own log, calling nothing.
 
-Model responses and tool outcomes come from the log; at every decision the strategy
-must ask for exactly what was recorded (the same model request, byte for byte by
-digest, the same tool calls, the same answer), or replay stops with ReplayDivergence.
+Model responses, tool outcomes, approvals and children's results come from the log; at
+every point where the runtime asked the strategy for a step, the strategy must ask for
+exactly what was recorded (the same model request, byte for byte by digest, the same
+tool calls, children, events and answer), or replay stops with ReplayDivergence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from autonomic.agent import Agent
 from autonomic.digest import RequestDigester, request_digest
 from autonomic.errors import ReplayDivergence
-from autonomic.events import ActionFailed, ActionRequested, ModelCalled, RunCompleted
+from autonomic.events import (
+    ActionDeferred,
+    ActionFailed,
+    ActionRequested,
+    ApprovalRequested,
+    ChildSpawned,
+    Event,
+    GuardTripped,
+    ModelCalled,
+    RunCompleted,
+)
 from autonomic.loader import StoredEvent
 from autonomic.state import RunState
-from autonomic.steps import Finish, ModelCall, Step, ToolCalls
+from autonomic.steps import Finish, ModelCall, Record, Spawn, Step, ToolCalls
 
 __all__ = ["replay_events"]
 
+_CALL_GROUP = (
+    ActionRequested,
+    ApprovalRequested,
+    ActionFailed,
+    GuardTripped,
+    ActionDeferred,
+    ChildSpawned,
+)
 
-def _describe(step: Step) -> str:
+
+def _describe(step: object) -> str:
     if isinstance(step, ModelCall):
         return f"a model call ({request_digest(step.request)})"
     if isinstance(step, ToolCalls):
         return "tool calls " + ", ".join(c.name for c in step.calls)
-    return type(step).__name__.lower() + (f" {step.answer!r}" if isinstance(step, Finish) else "")
+    if isinstance(step, Finish):
+        return f"finish {step.answer!r}"
+    return type(step).__name__.lower()
 
 
-def _recorded_calls(
-    events: list[StoredEvent], start: int
-) -> list[tuple[str, str, dict[str, object]]]:
-    calls = []
-    for stored in events[start:]:
-        if isinstance(stored.event, ActionRequested):
-            calls.append((stored.event.call_id, stored.event.tool, dict(stored.event.args)))
-        elif not isinstance(stored.event, ActionFailed):
-            break
-    return calls
+def _group(events: Sequence[StoredEvent], start: int, kinds: tuple[type[Event], ...]) -> int:
+    """The index just after the events of one step that begin at ``start``."""
+    end = start + 1
+    while end < len(events) and isinstance(events[end].event, kinds):
+        end += 1
+    return end
 
 
-def _check(
-    events: list[StoredEvent], i: int, state: RunState, agent: Agent, digester: RequestDigester
-) -> None:
-    event = events[i].event
-    previous = events[i - 1].event if i else None
-    decision = isinstance(event, ModelCalled | RunCompleted) or (
-        isinstance(event, ActionRequested)
-        and not isinstance(previous, ActionRequested | ActionFailed)
-    )
-    if not decision:
-        return
-    step = agent.strategy.next_step(state, agent.view())
-    where = f"event {events[i].seq} ({type(event).__name__})"
-    if isinstance(event, ModelCalled):
-        if not isinstance(step, ModelCall) or digester.digest(step.request) != event.request_digest:
-            raise ReplayDivergence(
-                f"{where}: the log has a model call ({event.request_digest}) "
-                f"but the strategy asked for {_describe(step)}"
-            )
-    elif isinstance(event, ActionRequested):
+def _recorded_calls(events: Sequence[StoredEvent]) -> list[tuple[str, str, dict[str, object]]]:
+    return [
+        (e.event.call_id, e.event.tool, dict(e.event.args))
+        for e in events
+        if isinstance(e.event, ActionRequested | ApprovalRequested)
+    ]
+
+
+def _check(step: Step, events: Sequence[StoredEvent], digester: RequestDigester) -> str | None:
+    """Why ``step`` is not what ``events`` (one step's record) say; None when it is."""
+    first = events[0].event
+    if isinstance(first, ModelCalled):
+        if isinstance(step, ModelCall) and digester.digest(step.request) == first.request_digest:
+            return None
+        return f"the log has a model call ({first.request_digest})"
+    if isinstance(first, ActionRequested | ApprovalRequested):
         expected = (
             [(c.id, c.name, dict(c.arguments)) for c in step.calls]
             if isinstance(step, ToolCalls)
             else None
         )
-        if expected != _recorded_calls(events, i):
-            raise ReplayDivergence(
-                f"{where}: the log has tool calls but the strategy asked for {_describe(step)}"
-            )
-    elif isinstance(event, RunCompleted) and step != Finish(event.answer):
-        raise ReplayDivergence(
-            f"{where}: the log has the answer {event.answer!r} "
-            f"but the strategy asked for {_describe(step)}"
-        )
+        return None if expected == _recorded_calls(events) else "the log has tool calls"
+    if isinstance(first, ChildSpawned):
+        spawned = [
+            (e.event.agent, e.event.goal) for e in events if isinstance(e.event, ChildSpawned)
+        ]
+        asked = [(c.agent, c.goal) for c in step.children] if isinstance(step, Spawn) else None
+        return None if asked == spawned else "the log has child runs"
+    if isinstance(first, RunCompleted):
+        return None if step == Finish(first.answer) else f"the log has the answer {first.answer!r}"
+    recorded = [e.event for e in events]
+    return (
+        None
+        if isinstance(step, Record) and list(step.events) == recorded
+        else "the log has the strategy's own events"
+    )
+
+
+def _decision_extent(events: Sequence[StoredEvent], i: int, agent: Agent) -> int | None:
+    """If event ``i`` records a step the strategy chose, the index after that step's events."""
+    event = events[i].event
+    if isinstance(event, ModelCalled | RunCompleted):
+        return i + 1
+    if isinstance(event, ActionRequested | ApprovalRequested):
+        return _group(events, i, _CALL_GROUP)
+    if isinstance(event, ChildSpawned):
+        return _group(events, i, (ChildSpawned,))
+    own: tuple[type[Event], ...] = tuple(getattr(agent.strategy, "events", ()))
+    if own and isinstance(event, own):
+        return _group(events, i, own)
+    return None
 
 
 def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunState:
     """Rebuild the run's state by re-deciding every step; raises ReplayDivergence."""
     state = RunState(run_id=run_id)
     digester = RequestDigester()
-    for i, stored in enumerate(events):
-        if state.status == "running" and not state.pending:
-            _check(events, i, state, agent, digester)
-        state.apply(stored.event, stored.seq, stored.ts)
+    i = 0
+    while i < len(events):
+        deciding = state.status == "running" and not (
+            state.pending or state.approvals or state.granted or state.deferred
+        )
+        end = _decision_extent(events, i, agent) if deciding else None
+        if end is not None:
+            step = agent.strategy.next_step(state, agent.view())
+            why = _check(step, events[i:end], digester)
+            if why is not None:
+                stored = events[i]
+                raise ReplayDivergence(
+                    f"event {stored.seq} ({type(stored.event).__name__}): {why} "
+                    f"but the strategy asked for {_describe(step)}"
+                )
+        for stored in events[i : end or i + 1]:
+            state.apply(stored.event, stored.seq, stored.ts)
+        i = end or i + 1
     return state

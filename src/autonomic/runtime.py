@@ -1,56 +1,70 @@
-"""The Runtime: starts, resumes, forks, cancels and follows runs over one store.
+"""The Runtime: start, submit, resume, fork, cancel, approve, signal and follow runs.
 
-Many runs are driven concurrently on one asyncio loop, each by a ``Driver`` task that
-holds the run's lease. Leaving the runtime stops driving without ending the runs: they
-stay resumable, by this process later or by any other.
+A thin facade over the parts that do the work: the store (what is true), the agent
+registry (what this process can run), the supervisor (which runs this process drives,
+their leases, and the claim loop that picks up runs that became ready) and the bus
+(hints that something changed). Leaving the runtime stops driving without ending any
+run: they stay resumable, by this process later or by any other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
+import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
 
-from autonomic.agent import Agent, load_agent
+from autonomic._text import clean_text
+from autonomic.agent import Agent
+from autonomic.approvals import ApprovalSigner, PendingApproval, load_approval_key
+from autonomic.bus import Bus, LocalBus
+from autonomic.bus.base import READY_TOPIC, run_topic
+from autonomic.checks import json_safe
 from autonomic.driver import Driver
 from autonomic.errors import (
-    AgentNotFound,
-    ConcurrencyConflict,
+    ApprovalRefused,
     ConfigError,
     LeaseLost,
+    RunEnded,
     RunFailedError,
     StoreError,
 )
 from autonomic.events import (
     TERMINAL_EVENTS,
-    RunCancelled,
+    ApprovalRequested,
+    CancelRequested,
+    Event,
     RunForked,
-    RunStarted,
+    SignalReceived,
     encode_event,
 )
+from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
 from autonomic.models.base import Model
 from autonomic.owner import new_owner_id, owner_is_dead_here
+from autonomic.registry import AgentRegistry
 from autonomic.replay import replay_events
 from autonomic.state import TERMINAL, RunState
 from autonomic.store import DEFAULT_STORE_URL, open_store
-from autonomic.store.base import NewRun, RunInfo, Store
+from autonomic.store.base import CANCEL_KEY, Claim, Delivery, Lease, NewRun, RunInfo, Store
+from autonomic.supervisor import AgentChangePolicy, Supervisor
 from autonomic.tools.secrets import EnvSecrets, SecretsProvider
 
 __all__ = ["RunHandle", "RunResult", "Runtime", "run_sync"]
 
 log = logging.getLogger("autonomic.runtime")
 
-AgentChangePolicy = Literal["warn", "refuse"]
+T = TypeVar("T")
+ENDED = TERMINAL | {"dead"}
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -62,6 +76,7 @@ class RunResult(msgspec.Struct, frozen=True):
     cost: float
     model_calls: int
     events: int
+    waiting_for: str | None = None
 
     @classmethod
     def of(cls, state: RunState) -> RunResult:
@@ -74,6 +89,7 @@ class RunResult(msgspec.Struct, frozen=True):
             state.cost,
             state.model_calls,
             state.seq,
+            state.waiting.reason if state.waiting else None,
         )
 
 
@@ -88,32 +104,27 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
 
-    async def wait(self, *, check: bool = True, poll_s: float = 0.2) -> RunResult:
-        """Wait until the run ends. Raises RunFailedError if it did not complete (unless
-        ``check=False``)."""
-        task = self.runtime._tasks.get(self.run_id)
-        if task is not None:
-            await asyncio.shield(task)
-        if self._driver is not None and self._driver.state.terminal:
-            return self._result(RunResult.of(self._driver.state), check)
-        while True:
-            info = await self.runtime.store.get_run(self.run_id)
-            if info.status in TERMINAL or info.status in ("dead", "suspended"):
-                break
-            if self.run_id not in self.runtime._tasks:
-                await self.runtime._wait_for_change(self.run_id, poll_s)
-        return self._result(RunResult.of(await self.runtime.state(self.run_id)), check)
-
-    def _result(self, result: RunResult, check: bool) -> RunResult:
+    async def wait(self, *, check: bool = True) -> RunResult:
+        """Wait until the run ends (wrap in ``asyncio.timeout`` to bound it). Raises
+        RunFailedError if it did not complete, unless ``check=False``."""
+        result = await self.runtime._follow_until(self.run_id, ENDED)
         if check and result.status != "completed":
             raise RunFailedError(self.run_id, result.status, result.error or result.status)
         return result
 
-    async def cancel(self, by: str = "user") -> None:
-        await self.runtime.cancel(self.run_id, by=by)
+    async def wait_until_waiting(self) -> RunResult:
+        """Wait until the run suspends (for an approval, a signal, children, a timer) or
+        ends; ``result.waiting_for`` says what it waits for."""
+        return await self.runtime._follow_until(self.run_id, ENDED | {"waiting"})
+
+    async def cancel(self, by: str = "user") -> RunResult | None:
+        return await self.runtime.cancel(self.run_id, by=by)
 
     async def state(self) -> RunState:
         return await self.runtime.state(self.run_id)
+
+    async def pending_approvals(self) -> list[PendingApproval]:
+        return await self.runtime.pending_approvals(self.run_id)
 
     def events(self, after_seq: int = 0, *, follow: bool = True) -> AsyncIterator[StoredEvent]:
         """The run's events from ``after_seq`` on; with ``follow``, new ones as they come."""
@@ -125,43 +136,75 @@ def new_run_id() -> str:
 
 
 class Runtime:
-    """Drives agent runs durably over a store chosen by URL (``sqlite:///runs.db``)."""
+    """Drives agent runs durably over a store chosen by URL (``sqlite:///runs.db``).
+
+    ``wake`` (default on): claim and drive this runtime's agents' runs that become ready
+    (a wait that ended, a submitted run). ``resume_incomplete``: also adopt runs, of any
+    agent importable here, whose process died. ``max_recoveries``: a run that crashed
+    its process more often than that is dead-lettered.
+    """
 
     def __init__(
         self,
         store: str | Store = DEFAULT_STORE_URL,
         *,
         agents: Sequence[Agent] = (),
+        wake: bool = True,
         resume_incomplete: bool = False,
         lease_s: float = 30.0,
         snapshot_every: int = 100,
         max_recoveries: int = 5,
         on_agent_change: AgentChangePolicy = "warn",
         secrets: SecretsProvider | None = None,
+        bus: Bus | None = None,
+        poll_s: float = 1.0,
+        max_concurrent_runs: int = 10_000,
     ) -> None:
         if lease_s <= 0 or snapshot_every < 1 or max_recoveries < 1:
             raise ConfigError("lease_s, snapshot_every and max_recoveries must be positive")
+        if poll_s <= 0 or max_concurrent_runs < 1:
+            raise ConfigError("poll_s and max_concurrent_runs must be positive")
+        if on_agent_change not in ("warn", "refuse"):
+            raise ConfigError("on_agent_change must be 'warn' or 'refuse'")
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.bus: Bus = bus or LocalBus()
+        self.registry = AgentRegistry(agents)
         self.owner = new_owner_id()
         self.lease_s = lease_s
-        self.snapshot_every = snapshot_every
-        self.max_recoveries = max_recoveries
-        self.on_agent_change = on_agent_change
         self.secrets: SecretsProvider = secrets or EnvSecrets()
-        self._resume_incomplete = resume_incomplete
-        self._agents = {a.name: a for a in agents}
-        self._drivers: dict[str, Driver] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._options = {
+            "snapshot_every": snapshot_every,
+            "max_recoveries": max_recoveries,
+            "on_agent_change": on_agent_change,
+            "claim": wake or resume_incomplete,
+            "orphans": resume_incomplete,
+            "poll_s": poll_s,
+            "capacity": max_concurrent_runs,
+        }
+        self._supervisor: Supervisor | None = None
+        self._signer: ApprovalSigner | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         await self.store.open()
-        self._heartbeat = asyncio.create_task(self._renew_leases())
-        if self._resume_incomplete:
-            await self.resume_incomplete()
+        try:
+            key = await asyncio.to_thread(load_approval_key, self.secrets)
+            self._signer = ApprovalSigner(key)
+            self._supervisor = Supervisor(
+                self.store,
+                self.bus,
+                self.registry,
+                owner=self.owner,
+                lease_s=self.lease_s,
+                secrets=self.secrets,
+                signer=self._signer,
+                **self._options,  # type: ignore[arg-type]
+            )
+            self._supervisor.start()
+        except BaseException:
+            await self.store.close()
+            raise
         return self
 
     async def __aexit__(
@@ -170,87 +213,121 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.store.close()
+        try:
+            if self._supervisor is not None:
+                await self._supervisor.stop()
+        finally:
+            self._supervisor = None
+            await self.store.close()
+
+    @property
+    def supervisor(self) -> Supervisor:
+        if self._supervisor is None:
+            raise ConfigError("the runtime is not open: use 'async with Runtime(...) as runtime:'")
+        return self._supervisor
+
+    @property
+    def signer(self) -> ApprovalSigner:
+        if self._signer is None:
+            raise ConfigError("the runtime is not open: use 'async with Runtime(...) as runtime:'")
+        return self._signer
 
     def register(self, agent: Agent) -> None:
-        """Serve runs of ``agent`` (matched by name) when resuming them in this process."""
-        self._agents[agent.name] = agent
+        """Serve runs of ``agent`` (matched by name) in this process."""
+        self.registry.register(agent)
 
     # -- starting and resuming ------------------------------------------------------------
 
-    async def start(self, agent: Agent, goal: str, *, run_id: str | None = None) -> RunHandle:
-        """Start a run of ``agent`` towards ``goal`` and drive it in the background."""
-        if not isinstance(agent, Agent):
-            raise ConfigError(f"start() needs an autonomic.Agent, got {type(agent).__name__}")
-        if not isinstance(goal, str) or not goal.strip():
-            raise ConfigError("the goal is empty: say what the agent should do")
+    async def start(
+        self, agent: Agent, goal: str, *, run_id: str | None = None, tenant: str | None = None
+    ) -> RunHandle:
+        """Start a run of ``agent`` towards ``goal`` and drive it in this process."""
+        supervisor = self.supervisor
+        goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         model = agent.resolved_model()
-        self._agents.setdefault(agent.name, agent)
-        run_id = run_id or new_run_id()
-        started = RunStarted(
-            goal=goal,
-            agent=agent.name,
-            agent_path=agent.import_path(),
-            agent_digest=agent.digest(),
-            model=model.name,
-            limits=agent.limits(),
-        )
-        ts = time.time()
-        state = RunState(run_id=run_id)
-        state.apply(started, 1, ts)
-        await self.store.create_run(
-            NewRun(run_id, agent.name, goal[:500]),
-            [encode_event(started, ts)],
-            owner=self.owner,
-            lease_s=self.lease_s,
-        )
-        return RunHandle(self, run_id, self._drive(agent, model, state))
+        self.registry.register(agent)
+        state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant)
+        supervisor.reserve(run_id)
+        try:
+            info = await self.store.create_run(
+                new_run, events, owner=self.owner, lease_s=self.lease_s
+            )
+        except BaseException:
+            supervisor.unreserve(run_id)
+            raise
+        driver = supervisor.drive(agent, model, state, Lease(self.owner, info.lease_epoch), None)
+        return RunHandle(self, run_id, driver)
+
+    async def submit(
+        self,
+        agent: Agent | str,
+        goal: str,
+        *,
+        run_id: str | None = None,
+        tenant: str | None = None,
+    ) -> RunHandle:
+        """Create a run without driving it here: any runtime serving its agent (this one
+        included, unless ``wake=False``) claims and drives it."""
+        if isinstance(agent, str):
+            known = self.registry.get(agent)
+            if known is None:
+                raise ConfigError(f"no agent named {agent!r} is registered with this runtime")
+            agent = known
+        goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
+        self.registry.register(agent)
+        _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant)
+        await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
+        self.bus.publish(READY_TOPIC, run_id)
+        return RunHandle(self, run_id)
 
     async def resume(
         self, run_id: str, *, agent: Agent | None = None, model: Model | str | None = None
     ) -> RunHandle:
-        """Continue a run that is not finished, e.g. after its process crashed.
+        """Continue a run that is not finished: after its process crashed, or a dead run.
 
         ``agent`` replaces the one the run recorded; ``model`` swaps only its model.
         """
-        info = await self.store.get_run(run_id)
-        if info.status in TERMINAL:
-            raise ConfigError(f"run {run_id} is {info.status}; fork it to continue from an event")
-        if run_id in self._tasks:
-            return RunHandle(self, run_id, self._drivers.get(run_id))
-        holder = info.lease_owner
-        dead = holder if holder and owner_is_dead_here(holder) else None
-        taken = await self.store.acquire_lease(run_id, self.owner, self.lease_s, steal_from=dead)
-        if taken is None:
-            raise LeaseLost(
-                f"run {run_id} is being driven by {info.lease_owner}; wait for its lease to "
-                f"expire (up to {self.lease_s:g}s after that process stops)"
+        supervisor = self.supervisor
+        if supervisor.busy(run_id):
+            return RunHandle(self, run_id, supervisor.drivers.get(run_id))
+        supervisor.reserve(run_id)
+        try:
+            info = await self.store.get_run(run_id)
+            holder = info.lease_owner
+            dead = holder if holder and owner_is_dead_here(holder) else None
+            claim = await self.store.claim_run(
+                run_id, self.owner, self.lease_s, steal_from=dead, revive=True
             )
-        if info.status == "dead":
-            await self.store.set_status(run_id, "running")
-        driver = await self._drive_loaded(run_id, agent, reason="resumed", model=model)
+            if claim is None:
+                raise LeaseLost(
+                    f"run {run_id} is being driven by {holder}; wait for its lease to expire "
+                    f"(up to {self.lease_s:g}s after that process stops)"
+                )
+        except BaseException:
+            supervisor.unreserve(run_id)
+            raise
+        if agent is not None:
+            self.registry.register(agent)
+        driver = await supervisor.adopt(claim, "resumed", agent=agent, model=model)
         return RunHandle(self, run_id, driver)
 
     async def resume_incomplete(self, limit: int = 1000) -> list[RunHandle]:
-        """Claim and drive every running run that no live process holds."""
-        claimed = await self.store.claim_runs(
-            self.owner, self.lease_s, limit, max_recoveries=self.max_recoveries
-        )
+        """Claim and drive, now, every run ready to be driven whose agent can be loaded
+        here (its process died, or it waits no more)."""
+        supervisor = self.supervisor
+        claims = await self.store.claim_runs(self.owner, self.lease_s, limit, orphans=True)
         handles = []
-        for info in claimed:
-            try:
-                driver = await self._drive_loaded(info.run_id, None, reason="recovered")
-            except AgentNotFound as e:
-                log.error("cannot resume run %s: %s", info.run_id, e)
-                await self.store.release_lease(info.run_id, self.owner)
+        for claim in claims:
+            run_id = claim.info.run_id
+            if supervisor.busy(run_id):
                 continue
-            handles.append(RunHandle(self, info.run_id, driver))
+            supervisor.reserve(run_id)
+            try:
+                driver = await supervisor.adopt(claim, "recovered")
+            except Exception as e:
+                log.error("cannot resume run %s: %s", run_id, e)
+                continue
+            handles.append(RunHandle(self, run_id, driver))
         return handles
 
     async def fork(
@@ -263,136 +340,206 @@ class Runtime:
         fork_id: str | None = None,
     ) -> RunHandle:
         """A new run sharing ``run_id``'s events 1..``at_seq``, then going its own way."""
+        supervisor = self.supervisor
         source = await self.store.get_run(run_id)
-        if not 1 <= at_seq <= source.last_seq:
+        if not isinstance(at_seq, int) or not 1 <= at_seq <= source.last_seq:
             raise ConfigError(
                 f"run {run_id} has events 1..{source.last_seq}; cannot fork at {at_seq}"
             )
-        fork_id = fork_id or new_run_id()
+        last = await read_events(self.store, run_id, at_seq - 1, limit=1)
+        if last and isinstance(last[0].event, TERMINAL_EVENTS):
+            raise ConfigError(
+                f"event {at_seq} of run {run_id} ends it ({type(last[0].event).__name__}); "
+                f"fork at {at_seq - 1} or earlier to take another path"
+            )
+        fork_id = _checked_run_id(fork_id)
         forked = RunForked(from_run_id=run_id, at_seq=at_seq)
-        await self.store.fork_run(
-            run_id,
-            NewRun(fork_id, source.agent, source.goal, parent_run_id=source.parent_run_id),
-            at_seq,
-            [encode_event(forked, time.time())],
-            owner=self.owner,
-            lease_s=self.lease_s,
+        new_run = NewRun(
+            fork_id,
+            source.agent,
+            source.goal,
+            parent_run_id=source.parent_run_id,
+            tenant=source.tenant,
         )
-        driver = await self._drive_loaded(fork_id, agent, reason=None, model=model)
+        supervisor.reserve(fork_id)
+        try:
+            info = await self.store.fork_run(
+                run_id,
+                new_run,
+                at_seq,
+                [encode_event(forked, time.time())],
+                owner=self.owner,
+                lease_s=self.lease_s,
+            )
+        except BaseException:
+            supervisor.unreserve(fork_id)
+            raise
+        if agent is not None:
+            self.registry.register(agent)
+        driver = await supervisor.adopt(
+            Claim(Lease(self.owner, info.lease_epoch), info, False), "", agent=agent, model=model
+        )
         return RunHandle(self, fork_id, driver)
 
-    async def _drive_loaded(
+    # -- talking to runs ------------------------------------------------------------------
+
+    async def cancel(
+        self, run_id: str, *, by: str = "user", wait_s: float = 10.0
+    ) -> RunResult | None:
+        """Cancel a run, wherever it is driven (or waiting). Returns its final result, or
+        None when the process driving it has not recorded the cancellation within
+        ``wait_s`` (it will, at its next step)."""
+        supervisor = self.supervisor
+        info = await self.store.get_run(run_id)
+        if info.status in TERMINAL:
+            raise ConfigError(f"run {run_id} is already {info.status}")
+        try:
+            await self.store.deliver(
+                Delivery(run_id, CANCEL_KEY, encode_event(CancelRequested(by=by), time.time()))
+            )
+        except RunEnded as e:
+            raise ConfigError(str(e)) from None
+        driver, task = supervisor.drivers.get(run_id), supervisor.tasks.get(run_id)
+        if driver is not None and task is not None:
+            driver.cancel_by = by
+            task.cancel()
+            await asyncio.wait([task])
+        if not supervisor.busy(run_id):
+            await self._cancel_unattended(run_id, by)
+        try:
+            async with asyncio.timeout(wait_s):
+                return await self._follow_until(run_id, ENDED)
+        except TimeoutError:
+            return None
+
+    async def _cancel_unattended(self, run_id: str, by: str) -> None:
+        supervisor = self.supervisor
+        supervisor.reserve(run_id)
+        try:
+            info = await self.store.get_run(run_id)
+            holder = info.lease_owner
+            dead = holder if holder and owner_is_dead_here(holder) else None
+            claim = await self.store.claim_run(
+                run_id, self.owner, self.lease_s, steal_from=dead, revive=True
+            )
+        except RunEnded:
+            supervisor.unreserve(run_id)
+            return
+        except BaseException:
+            supervisor.unreserve(run_id)
+            raise
+        if claim is None:  # another process drives it: it reads the cancellation soon
+            supervisor.unreserve(run_id)
+            return
+        try:
+            await supervisor.cancel_unattended(claim, by)
+        except BaseException:
+            supervisor.unreserve(run_id)
+            raise
+
+    async def pending_approvals(self, run_id: str) -> list[PendingApproval]:
+        """The tool calls of ``run_id`` waiting for a person, with their digests."""
+        state = await self.state(run_id)
+        if state.terminal:
+            return []
+        return [PendingApproval.of(run_id, request) for request in state.approvals.values()]
+
+    async def approve(
         self,
         run_id: str,
-        agent: Agent | None,
-        reason: str | None,
-        model: Model | str | None = None,
-    ) -> Driver:
-        state = await load_state(self.store, run_id)
-        agent = agent or self._agent_for(state)
-        if model is not None:
-            agent = dataclasses.replace(agent, model=model)
-        if agent.digest() != state.agent_digest and state.agent_digest:
-            message = (
-                f"run {run_id}: agent {agent.name!r} changed since the run started "
-                f"(spec {state.agent_digest} -> {agent.digest()})"
+        digest: str,
+        *,
+        approver: str,
+        args: dict[str, Any] | None = None,
+    ) -> PendingApproval:
+        """Approve the pending call with this digest (or action id, call id, or a unique
+        digest prefix), optionally with edited arguments; the run then goes on."""
+        request = await self._pending(run_id, digest, approver)
+        if args is not None:
+            try:
+                args = json_safe(args)
+            except ValueError as e:
+                raise ConfigError(f"the edited arguments are not JSON data: {e}") from None
+            if not isinstance(args, dict):
+                raise ConfigError("the edited arguments must be a JSON object")
+        await self._decide(run_id, request, self.signer.grant(run_id, request, approver, args))
+        return PendingApproval.of(run_id, request)
+
+    async def deny(
+        self, run_id: str, digest: str, *, approver: str, reason: str = ""
+    ) -> PendingApproval:
+        """Deny the pending call; the model sees the denial (and ``reason``) as its result."""
+        request = await self._pending(run_id, digest, approver)
+        denial = self.signer.deny(run_id, request, approver, clean_text(reason))
+        await self._decide(run_id, request, denial)
+        return PendingApproval.of(run_id, request)
+
+    async def _pending(self, run_id: str, ref: str, approver: str) -> ApprovalRequested:
+        if not isinstance(approver, str) or not approver.strip():
+            raise ConfigError("say who decides: approver='name'")
+        state = await self.state(run_id)
+        if state.terminal:
+            raise ApprovalRefused(f"run {run_id} is {state.status}; nothing waits for approval")
+        matches = [
+            r
+            for r in state.approvals.values()
+            if ref in (r.digest, r.action_id, r.call_id)
+            or (len(ref) >= 8 and r.digest.startswith(ref))
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ApprovalRefused(
+                f"{ref!r} matches {len(matches)} pending approvals: give the digest"
             )
-            if self.on_agent_change == "refuse":
-                await self.store.release_lease(run_id, self.owner)
-                raise ConfigError(message + "; refusing to resume (on_agent_change='refuse')")
-            log.warning("%s; continuing", message)
-        return self._drive(agent, agent.resolved_model(), state, resumed_by=reason)
-
-    def _agent_for(self, state: RunState) -> Agent:
-        if state.agent in self._agents:
-            return self._agents[state.agent]
-        if state.agent_path and not state.agent_path.startswith("__main__:"):
-            agent = load_agent(state.agent_path)
-            self._agents[agent.name] = agent
-            return agent
-        raise AgentNotFound(
-            f"agent {state.agent!r} of run {state.run_id} is not registered and has no "
-            "importable path: pass agent=..., or Runtime(agents=[...]), or define it in an "
-            "importable module"
+        decided = state.decisions.get(ref)
+        if decided:
+            raise ApprovalRefused(f"that call of run {run_id} was already {decided}")
+        pending = ", ".join(f"{r.tool} ({r.digest[:12]})" for r in state.approvals.values())
+        raise ApprovalRefused(
+            f"no pending approval of run {run_id} matches {ref!r}"
+            + (f"; pending: {pending}" if pending else "; none is pending")
         )
 
-    def _drive(
-        self, agent: Agent, model: Model, state: RunState, resumed_by: str | None = None
-    ) -> Driver:
-        driver = Driver(
-            store=self.store,
-            agent=agent,
-            model=model,
-            state=state,
-            owner=self.owner,
-            snapshot_every=self.snapshot_every,
-            on_commit=self._notify,
-            secrets=self.secrets,
+    async def _decide(self, run_id: str, request: ApprovalRequested, decision: Event) -> None:
+        delivery = Delivery(
+            run_id, approval_key(request.digest), encode_event(decision, time.time())
         )
-        run_id = state.run_id
-        self._drivers[run_id] = driver
-        task = asyncio.create_task(self._run_driver(driver, resumed_by), name=f"run-{run_id}")
-        self._tasks[run_id] = task
-        return driver
+        item = await self.store.deliver(delivery, unique=True)
+        if item is None:
+            raise ApprovalRefused(
+                f"a decision on {request.tool} of run {run_id} is already on its way"
+            )
+        self._delivered(run_id, item)
 
-    async def _run_driver(self, driver: Driver, resumed_by: str | None) -> None:
-        run_id = driver.state.run_id
+    async def signal(self, run_id: str, name: str, data: Any = None) -> None:
+        """Send a named signal, with JSON data, to a run (it reads it at its next step)."""
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("a signal needs a non-empty name")
         try:
-            await driver.run(resumed_by)
-        except (ConcurrencyConflict, LeaseLost) as e:
-            log.warning("run %s: stopped driving: %s", run_id, e)
-        except StoreError as e:
-            log.error("run %s: store failure, run left resumable: %s", run_id, e)
-        finally:
-            self._drivers.pop(run_id, None)
-            self._tasks.pop(run_id, None)
-            self._notify(run_id)
-            with contextlib.suppress(StoreError, asyncio.CancelledError):
-                await asyncio.shield(self.store.release_lease(run_id, self.owner))
+            data = json_safe(data)
+        except ValueError as e:
+            raise ConfigError(f"the signal's data is not JSON data: {e}") from None
+        event = SignalReceived(clean_text(name), data)
+        delivery = Delivery(run_id, signal_key(event.name), encode_event(event, time.time()))
+        try:
+            item = await self.store.deliver(delivery)
+        except RunEnded as e:
+            raise ConfigError(str(e)) from None
+        assert item is not None
+        self._delivered(run_id, item)
 
-    async def _renew_leases(self) -> None:
-        interval = self.lease_s / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                lost = await self.store.renew_leases(self.owner, list(self._tasks), self.lease_s)
-            except StoreError as e:
-                log.warning("could not renew leases: %s", e)
-                continue
-            for run_id in lost:
-                task = self._tasks.get(run_id)
-                if task is not None:
-                    log.warning("run %s: lease lost, another process drives it now", run_id)
-                    task.cancel()
+    def _delivered(self, run_id: str, item: int) -> None:
+        driver = self.supervisor.drivers.get(run_id)
+        if driver is not None:
+            driver.notice_mail(item)
+        self.bus.publish(READY_TOPIC, run_id)
 
-    # -- control and inspection -----------------------------------------------------------
-
-    async def cancel(self, run_id: str, *, by: str = "user") -> None:
-        """Cancel a run, whether this process drives it or another one does."""
-        driver = self._drivers.get(run_id)
-        task = self._tasks.get(run_id)
-        if driver is not None and task is not None:
-            driver.cancel_requested = by
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            return
-        for _ in range(20):
-            info = await self.store.get_run(run_id)
-            if info.status in TERMINAL:
-                raise ConfigError(f"run {run_id} is already {info.status}")
-            event = encode_event(RunCancelled(by=by), time.time())
-            try:
-                await self.store.append(run_id, info.last_seq, [event], status="cancelled")
-            except ConcurrencyConflict:
-                await asyncio.sleep(0.05)
-                continue
-            self._notify(run_id)
-            return
-        raise StoreError(f"run {run_id} kept changing; could not record the cancellation")
+    # -- inspection -----------------------------------------------------------------------
 
     async def state(self, run_id: str) -> RunState:
         """The run's folded state (live from memory when this process drives it)."""
-        driver = self._drivers.get(run_id)
+        driver = self._supervisor.drivers.get(run_id) if self._supervisor else None
         if driver is not None:
             return msgspec.structs.replace(driver.state)
         return await load_state(self.store, run_id)
@@ -400,63 +547,129 @@ class Runtime:
     async def get_run(self, run_id: str) -> RunInfo:
         return await self.store.get_run(run_id)
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
-        return await self.store.list_runs(status=status, limit=limit)
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        waiting: bool = False,
+        parent_run_id: str | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        if waiting:
+            status = "waiting"
+        return await self.store.list_runs(status=status, parent_run_id=parent_run_id, limit=limit)
 
     async def replay(self, run_id: str, *, agent: Agent | None = None) -> RunState:
         """Re-decide every step of a run from its log without calling any model or tool."""
         events = await read_events(self.store, run_id)
         if not events:
             raise StoreError(f"run {run_id} has no events")
-        state = RunState(run_id=run_id)
-        state.apply(events[0].event, events[0].seq, events[0].ts)
-        return replay_events(run_id, events, agent or self._agent_for(state))
+        if agent is None:
+            state = RunState(run_id=run_id)
+            state.apply(events[0].event, events[0].seq, events[0].ts)
+            agent = await self.registry.load(state.agent, state.agent_path, run_id=run_id)
+        return replay_events(run_id, events, agent)
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)
 
     async def events(
-        self, run_id: str, after_seq: int = 0, *, follow: bool = True, poll_s: float = 0.25
+        self, run_id: str, after_seq: int = 0, *, follow: bool = True
     ) -> AsyncIterator[StoredEvent]:
+        """The run's events after ``after_seq``; with ``follow``, until the run ends."""
         seq = after_seq
-        while True:
-            for stored in await read_events(self.store, run_id, seq):
-                seq = stored.seq
-                yield stored
-                if isinstance(stored.event, TERMINAL_EVENTS):
+        async with self.bus.subscribe(run_topic(run_id)) as changes:
+            while True:
+                batch = await read_events(self.store, run_id, seq, limit=1000)
+                for stored in batch:
+                    seq = stored.seq
+                    yield stored
+                if len(batch) == 1000:
+                    continue
+                if not follow:
                     return
-            if not follow:
-                return
-            info = await self.store.get_run(run_id)
-            if info.status in TERMINAL and info.last_seq <= seq:
-                return
-            await self._wait_for_change(run_id, poll_s)
+                info = await self.store.get_run(run_id)
+                if info.status in TERMINAL and info.last_seq <= seq:
+                    return
+                await changes.next(0.5)
 
-    def _notify(self, run_id: str) -> None:
-        for event in self._watchers.get(run_id, ()):
-            event.set()
+    async def _follow_until(self, run_id: str, statuses: frozenset[str]) -> RunResult:
+        async with self.bus.subscribe(run_topic(run_id)) as changes:
+            while True:
+                supervisor = self._supervisor
+                task = supervisor.tasks.get(run_id) if supervisor else None
+                driver = supervisor.drivers.get(run_id) if supervisor else None
+                if task is not None and driver is not None:
+                    await asyncio.wait([task])
+                    if isinstance(driver.failure, StoreError) and not isinstance(
+                        driver.failure, LeaseLost
+                    ):
+                        raise driver.failure
+                    if driver.state.status in statuses:
+                        return RunResult.of(driver.state)
+                    continue
+                info = await self.store.get_run(run_id)
+                if info.status in statuses:
+                    return RunResult.of(await load_state(self.store, run_id))
+                await changes.next(0.5)
 
-    async def _wait_for_change(self, run_id: str, seconds: float) -> None:
-        changed = asyncio.Event()
-        self._watchers.setdefault(run_id, set()).add(changed)
-        try:
-            await asyncio.wait_for(changed.wait(), seconds)
-        except TimeoutError:
-            pass
-        finally:
-            watchers = self._watchers.get(run_id)
-            if watchers is not None:
-                watchers.discard(changed)
-                if not watchers:
-                    del self._watchers[run_id]
+
+def _checked_goal(agent: Agent, goal: str) -> str:
+    if not isinstance(agent, Agent):
+        raise ConfigError(f"start() needs an autonomic.Agent, got {type(agent).__name__}")
+    if not isinstance(goal, str) or not goal.strip():
+        raise ConfigError("the goal is empty: say what the agent should do")
+    if clean_text(goal) != goal:
+        raise ConfigError("the goal is not valid UTF-8 text (it has a lone surrogate)")
+    return goal
+
+
+def _checked_run_id(run_id: str | None) -> str:
+    if run_id is None:
+        return new_run_id()
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ConfigError(f"run id {run_id!r} must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    return run_id
+
+
+def _new_run(
+    agent: Agent, goal: str, model: str, run_id: str, tenant: str | None
+) -> tuple[RunState, NewRun, list[Any]]:
+    started = run_started(agent, goal, model, tenant=tenant)
+    ts = time.time()
+    state = RunState(run_id=run_id)
+    state.apply(started, 1, ts)
+    return state, NewRun(run_id, agent.name, goal[:500], tenant=tenant), [encode_event(started, ts)]
 
 
 def run_sync(agent: Agent, goal: str, *, store: str | Store = DEFAULT_STORE_URL) -> RunResult:
-    """Run ``agent`` to the end from synchronous code; returns the result."""
+    """Run ``agent`` to the end from synchronous code; returns the result.
+
+    Inside a running event loop (a notebook), the run gets a loop of its own in a
+    worker thread, and this call blocks until it ends; use ``await runtime.start(...)``
+    there to stay asynchronous.
+    """
 
     async def main() -> RunResult:
         async with Runtime(store) as runtime:
             run = await runtime.start(agent, goal)
             return await run.wait()
 
-    return asyncio.run(main())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    outcome: list[RunResult | BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            outcome.append(asyncio.run(main()))
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=in_thread, name="autonomic-run-sync")
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]

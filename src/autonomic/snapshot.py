@@ -95,6 +95,8 @@ async def decode_snapshot(
     messages.extend(snapshot.tail)
     snapshot.state.messages = messages
     if snapshot.state.run_id != run_id:
-        log.warning("run %s: snapshot belongs to run %s; ignoring it", run_id, snapshot.state.run_id)
+        log.warning(
+            "run %s: snapshot belongs to run %s; ignoring it", run_id, snapshot.state.run_id
+        )
         return None
     return snapshot.state

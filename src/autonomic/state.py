@@ -18,6 +18,7 @@ import msgspec
 from autonomic.errors import ConfigError
 from autonomic.events import (
     ActionCompleted,
+    ActionDeferred,
     ActionFailed,
     ActionRequested,
     ApprovalDenied,
@@ -100,12 +101,17 @@ def fold_version() -> str:
 def decode_slots(raw: dict[str, Any]) -> dict[str, Any]:
     """Turn a snapshot's plain slot values back into their registered types."""
     return {
-        name: msgspec.convert(value, _SLOTS[name][0]) for name, value in raw.items() if name in _SLOTS
+        name: msgspec.convert(value, _SLOTS[name][0])
+        for name, value in raw.items()
+        if name in _SLOTS
     }
 
 
 def malformed_reason(event: ModelResponded) -> str | None:
     """Why a model response cannot be used, or None when it can."""
+    malformed = event.meta.get("malformed")
+    if malformed:
+        return f"the model's response was malformed: {malformed}"
     broken = [c for c in event.tool_calls if c.error]
     if broken:
         return f"tool call {broken[0].name!r} has malformed arguments: {broken[0].error}"
@@ -117,7 +123,6 @@ def malformed_reason(event: ModelResponded) -> str | None:
 class ChildState(msgspec.Struct, gc=False, omit_defaults=True):
     agent: str
     status: str = "running"
-    action_id: str = ""
     answer: str = ""
     error: str = ""
 
@@ -154,8 +159,14 @@ class RunState(msgspec.Struct, kw_only=True, gc=False):
     at all when the model reported none."""
     actions_requested: int = 0
     pending: dict[str, ActionRequested] = msgspec.field(default_factory=dict)
+    deferred: dict[str, ActionDeferred] = msgspec.field(default_factory=dict)
+    """Pending actions that are durable waits (agent tools, sleep), by action id."""
     approvals: dict[str, ApprovalRequested] = msgspec.field(default_factory=dict)
     """Approval requests no one has decided yet, by digest."""
+    granted: dict[str, tuple[ApprovalRequested, ApprovalGranted]] = msgspec.field(
+        default_factory=dict
+    )
+    """Approvals granted whose action has not been requested yet, by approved digest."""
     decisions: dict[str, str] = msgspec.field(default_factory=dict)
     """digest -> "granted" or "denied", for every approval decided."""
     children: dict[str, ChildState] = msgspec.field(default_factory=dict)
@@ -192,7 +203,7 @@ class RunState(msgspec.Struct, kw_only=True, gc=False):
         value = self.ext.get(name)
         if value is None:
             value = self.ext[name] = cls()
-        return value  # type: ignore[no-any-return]
+        return value
 
     def apply(self, event: Event, seq: int, ts: float) -> None:
         """Fold one event into the state."""
@@ -212,7 +223,12 @@ def _stop_clock(s: RunState, ts: float) -> None:
 def _run_started(s: RunState, e: RunStarted, ts: float) -> None:
     s.status = "running"
     s.goal, s.agent, s.agent_path, s.agent_digest = e.goal, e.agent, e.agent_path, e.agent_digest
-    s.limits, s.parent_run_id, s.lineage, s.tenant = dict(e.limits), e.parent_run_id, e.lineage, e.tenant
+    s.limits, s.parent_run_id, s.lineage, s.tenant = (
+        dict(e.limits),
+        e.parent_run_id,
+        e.lineage,
+        e.tenant,
+    )
     s.root_run_id = e.root_run_id or s.run_id
     s.started_at = s.active_since = ts
     s.messages.append(Message(role="user", content=e.goal))
@@ -220,7 +236,13 @@ def _run_started(s: RunState, e: RunStarted, ts: float) -> None:
 
 @folds(RunForked)
 def _run_forked(s: RunState, e: RunForked, ts: float) -> None:
-    s.status, s.answer, s.error, s.forked_from, s.waiting = "running", None, None, e.from_run_id, None
+    s.status, s.answer, s.error, s.forked_from, s.waiting = (
+        "running",
+        None,
+        None,
+        e.from_run_id,
+        None,
+    )
     s.active_before, s.active_since = 0.0, ts
 
 
@@ -253,12 +275,20 @@ def _model_responded(s: RunState, e: ModelResponded, ts: float) -> None:
 
 @folds(ActionRequested)
 def _action_requested(s: RunState, e: ActionRequested, ts: float) -> None:
-    if e.approval is None:  # an approved action took its number when approval was asked
+    if e.approval is None:
         s.actions_requested += 1
+    else:  # its number was taken when approval was asked
+        s.granted.pop(e.approval, None)
     s.pending[e.action_id] = e
 
 
+@folds(ActionDeferred)
+def _action_deferred(s: RunState, e: ActionDeferred, ts: float) -> None:
+    s.deferred[e.action_id] = e
+
+
 def _tool_message(s: RunState, action_id: str, content: str) -> None:
+    s.deferred.pop(action_id, None)
     request = s.pending.pop(action_id, None)
     if request is not None:
         s.messages.append(
@@ -286,7 +316,11 @@ def _approval_requested(s: RunState, e: ApprovalRequested, ts: float) -> None:
 def _approval_decided(s: RunState, e: ApprovalGranted | ApprovalDenied, ts: float) -> None:
     request = s.approvals.pop(e.digest, None)
     s.decisions[e.digest] = "granted" if isinstance(e, ApprovalGranted) else "denied"
-    if isinstance(e, ApprovalDenied) and request is not None:
+    if request is None:
+        return
+    if isinstance(e, ApprovalGranted):
+        s.granted[e.approved_digest or e.digest] = (request, e)
+    else:
         why = f": {e.reason}" if e.reason else ""
         s.messages.append(
             Message(
@@ -300,7 +334,7 @@ def _approval_decided(s: RunState, e: ApprovalGranted | ApprovalDenied, ts: floa
 
 @folds(ChildSpawned)
 def _child_spawned(s: RunState, e: ChildSpawned, ts: float) -> None:
-    s.children[e.child_run_id] = ChildState(e.agent, action_id=e.action_id)
+    s.children[e.child_run_id] = ChildState(e.agent)
 
 
 @folds(ChildCompleted)

@@ -94,7 +94,8 @@ WaitFor = Approval | Children | Timer | Signal
 
 @dataclass(frozen=True, slots=True, init=False)
 class Await:
-    """Suspend until any one of ``conditions`` is met (``Await(Signal("go"), Timer(after_s=60))``)."""
+    """Suspend until any one of ``conditions`` is met:
+    ``Await(Signal("go"), Timer(after_s=60), reason="the go-ahead, or a minute")``."""
 
     conditions: tuple[WaitFor, ...]
     reason: str

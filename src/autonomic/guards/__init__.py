@@ -1,5 +1,23 @@
-"""Guards: checks on every step and every event of a run."""
+"""Guards: checks on every step, every tool call and every event of a run."""
 
-from autonomic.guards.base import Allow, Deny, Guard, Rewrite, Verdict
+from autonomic.guards.base import (
+    ALLOW,
+    Allow,
+    CallVerdict,
+    Deny,
+    Guard,
+    RequireApproval,
+    Rewrite,
+    Verdict,
+)
 
-__all__ = ["Allow", "Deny", "Guard", "Rewrite", "Verdict"]
+__all__ = [
+    "ALLOW",
+    "Allow",
+    "CallVerdict",
+    "Deny",
+    "Guard",
+    "RequireApproval",
+    "Rewrite",
+    "Verdict",
+]

@@ -25,6 +25,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    Wait,
     lease_is_free,
     lineage_segments,
     new_run_info,
@@ -136,7 +137,8 @@ class InMemoryStore(AsyncResource):
         if commit.consumed:
             self._inbox[run_id] = [i for i in self._inbox.get(run_id, ()) if i.id > commit.consumed]
         status = commit.status or info.status
-        wait, wake_at = (commit.wait, commit.wait.wake_at) if status == "waiting" else (None, None)
+        wait = (commit.wait or Wait()) if status == "waiting" else None
+        wake_at = wait.wake_at if wait is not None else None
         ready = status == "waiting" and wait_is_over(wait, self._arrived(run_id), now)
         if ready:
             wake_at = now
@@ -168,7 +170,9 @@ class InMemoryStore(AsyncResource):
         result: list[EventRecord] = []
         for rid, upto in lineage_segments(self._chain(run_id)):
             result.extend(
-                r for r in self._events[rid] if r.seq > after_seq and (upto is None or r.seq <= upto)
+                r
+                for r in self._events[rid]
+                if r.seq > after_seq and (upto is None or r.seq <= upto)
             )
         return result if limit is None else result[:limit]
 
@@ -293,9 +297,7 @@ class InMemoryStore(AsyncResource):
         item_id = next(self._inbox_ids)
         e = delivery.event
         record = EventRecord(0, e.type, e.version, e.ts, e.body)
-        self._inbox.setdefault(delivery.run_id, []).append(
-            InboxItem(item_id, delivery.key, record)
-        )
+        self._inbox.setdefault(delivery.run_id, []).append(InboxItem(item_id, delivery.key, record))
         self._blobs.update(e.blobs)
         info = self._runs[delivery.run_id]
         woke = info.status == "waiting" and wait_is_over(

@@ -14,19 +14,29 @@ __all__ = ["AgentView", "Strategy"]
 
 @dataclass(frozen=True, slots=True)
 class AgentView:
-    """What a strategy may know of the agent: plain data, no model and no tool objects."""
+    """What a strategy may know of the agent: plain data, no model and no tool objects.
+
+    ``subagents`` names the agents it may start as child runs (``Spawn``).
+    """
 
     instructions: str
     tools: tuple[ToolSpec, ...]
     max_malformed: int = 3
+    subagents: tuple[str, ...] = ()
 
 
 class Strategy(Protocol):
-    """Decides the next step. Must not do I/O, read clocks or draw random numbers."""
+    """Decides the next step. Must not do I/O, read clocks or draw random numbers.
+
+    A strategy that records events of its own (``Record``) may list their types in an
+    ``events`` attribute, so that replay checks them too.
+    """
 
     @property
     def name(self) -> str: ...
 
     def next_step(self, state: RunState, agent: AgentView) -> Step:
-        """Called only while the run is live and no action is outstanding."""
+        """Called only while the run is live and no action, approval or durable wait is
+        outstanding. Tool results, children's ends, signals and fired timers are in
+        ``state`` by then."""
         ...

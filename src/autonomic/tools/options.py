@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from autonomic.errors import ConfigError
 from autonomic.resilience.breaker import CircuitBreaker
@@ -38,6 +39,7 @@ class ToolOptions:
     burst: int = 1
     max_observation_chars: int = 16_000
     secrets: tuple[str, ...] = ()
+    requires_approval: bool | Callable[[dict[str, Any]], bool] = False
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff_s < 0 or self.breaker_threshold < 0:
