@@ -15,10 +15,12 @@ from autonomic import (
     Deny,
     FunctionModel,
     Guard,
+    LeaseLost,
     ModelError,
     ModelRequest,
     ReplayDivergence,
     RunFailedError,
+    RunNotFound,
     Runtime,
     ScriptedModel,
     ToolCall,
@@ -34,14 +36,16 @@ from autonomic.events import (
     Event,
     ModelCalled,
     ModelResponded,
+    NewEvent,
     RunCancelled,
     encode_event,
 )
+from autonomic.lifecycle import run_started
 from autonomic.loader import load_state, read_events
 from autonomic.owner import new_owner_id
 from autonomic.state import RunState
 from autonomic.steps import Step, ToolCalls
-from autonomic.store.base import Store
+from autonomic.store.base import NewRun, Store
 
 
 @tool
@@ -183,7 +187,7 @@ async def test_bad_input_to_the_api_is_a_clear_error(store: Store) -> None:
             await rt.start(calc(["x"]), "   ")
         with pytest.raises(ConfigError, match=r"needs an autonomic\.Agent"):
             await rt.start("calc", "go")  # type: ignore[arg-type]
-        with pytest.raises(Exception, match="no run with id 'missing'"):
+        with pytest.raises(RunNotFound, match="no run with id 'missing'"):
             await rt.resume("missing")
     with pytest.raises(ConfigError, match="non-empty name"):
         Agent(name="")
@@ -272,6 +276,10 @@ async def test_a_guard_can_refuse_a_tool_call(store: Store) -> None:
     assert not any(isinstance(e, ActionCompleted) for e in events)
 
 
+def _encoded(*events: Event) -> list[NewEvent]:
+    return [encode_event(e, time.time()) for e in events]
+
+
 async def test_resume_incomplete_picks_up_runs_whose_owner_died(db_url: str) -> None:
     effects: list[str] = []
 
@@ -287,56 +295,33 @@ async def test_resume_incomplete_picks_up_runs_whose_owner_died(db_url: str) -> 
         effects.append(f"charge {amount}")
         return "charged"
 
-    agent = Agent(
-        name="ops",
-        model=ScriptedModel(
-            [[tool_call("remember", note="n"), tool_call("charge", amount=5)], "done"]
-        ),
-        tools=[remember, charge],
-    )
-    # a dead process left this: intents journaled, outcomes never recorded, lease expired
-    async with Runtime(db_url, lease_s=0.05) as crashed:
-        run = await crashed.start(agent, "go")
-        driver_task = crashed._tasks[run.run_id]
-        driver_task.cancel()
-        await asyncio.gather(driver_task, return_exceptions=True)
-    state = await _state(db_url, run.run_id)
-    assert state.status == "running"
-    # replace the log's tail with what a SIGKILL between intent and outcome leaves behind
-    async with Runtime(db_url, lease_s=0.05) as rt:
-        info = await rt.store.get_run(run.run_id)
-        await rt.store.append(
-            run.run_id,
-            info.last_seq,
-            [
-                encode_event(ModelCalled("act", "d"), time.time()),
-                encode_event(
-                    ModelResponded(
-                        tool_calls=(
-                            ToolCall("c1", "remember", {"note": "n"}),
-                            ToolCall("c2", "charge", {"amount": 5}),
-                        )
-                    ),
-                    time.time(),
+    agent = Agent(name="ops", model=ScriptedModel(["done"]), tools=[remember, charge])
+    # what a SIGKILL between intent and outcome leaves behind: intents, no outcomes,
+    # and a lease nobody renews
+    async with Runtime(db_url) as rt:
+        await rt.store.create_run(
+            NewRun("r1", "ops", "go"),
+            _encoded(
+                run_started(agent, "go", "scripted"),
+                ModelCalled("act", "d"),
+                ModelResponded(
+                    tool_calls=(
+                        ToolCall("c1", "remember", {"note": "n"}),
+                        ToolCall("c2", "charge", {"amount": 5}),
+                    )
                 ),
-                encode_event(
-                    ActionRequested(
-                        f"{run.run_id}-1", "c1", "remember", {"note": "n"}, idempotent=True
-                    ),
-                    time.time(),
-                ),
-                encode_event(
-                    ActionRequested(f"{run.run_id}-2", "c2", "charge", {"amount": 5}), time.time()
-                ),
-            ],
+                ActionRequested("r1-1", "c1", "remember", {"note": "n"}, idempotent=True),
+                ActionRequested("r1-2", "c2", "charge", {"amount": 5}),
+            ),
+            owner="elsewhere:1:2:gone",
+            lease_s=0.05,
         )
     await asyncio.sleep(0.1)
-    effects.clear()
     async with Runtime(db_url, agents=[agent], resume_incomplete=True) as rt:
-        result = await rt.handle(run.run_id).wait()
-        events = await events_of(rt, run.run_id)
+        result = await rt.handle("r1").wait()
+        events = await events_of(rt, "r1")
     assert result.answer == "done"
-    assert effects == [f"{run.run_id}-1"]  # the idempotent tool re-ran with the same key
+    assert effects == ["r1-1"]  # the idempotent tool re-ran with the same key
     unknown = [e for e in events if isinstance(e, ActionFailed)]
     assert len(unknown) == 1 and unknown[0].error.startswith("outcome unknown")
     assert type(events[events.index(unknown[0]) - 1]).__name__ == "Resumed"
@@ -351,7 +336,7 @@ async def test_a_run_leased_by_a_live_process_cannot_be_resumed(db_url: str) -> 
     async with Runtime(db_url) as first, Runtime(db_url) as second:
         run = await first.start(calc([tool_call("slow", seconds=1), "done"]), "go")
         await asyncio.sleep(0.05)
-        with pytest.raises(Exception, match="being driven by"):
+        with pytest.raises(LeaseLost, match="being driven by"):
             await second.resume(run.run_id)
         # the other process still sees it and can wait for it
         result = await second.handle(run.run_id).wait()
@@ -370,16 +355,16 @@ async def test_resume_takes_over_at_once_from_a_local_process_that_died(db_url: 
     await exited.wait()
     host, namespace, _, _ = new_owner_id().split(":")
     ghost = f"{host}:{namespace}:{exited.pid}:abcdef"  # this host, a process that is gone
-    script = [tool_call("slow", seconds=30), "resumed"]
+    agent = calc(["resumed"])
     async with Runtime(db_url) as rt:
-        run = await rt.start(calc(script), "go")
-        await asyncio.sleep(0.05)
-        task = rt._tasks[run.run_id]
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        assert await rt.store.acquire_lease(run.run_id, ghost, 600) is not None
+        await rt.store.create_run(
+            NewRun("r2", "calc", "go"),
+            _encoded(run_started(agent, "go", "scripted")),
+            owner=ghost,
+            lease_s=600,
+        )
     async with Runtime(db_url) as other:
-        handle = await other.resume(run.run_id, agent=calc(script))
+        handle = await other.resume("r2", agent=agent)
         result = await handle.wait()
-        info = await other.get_run(run.run_id)
+        info = await other.get_run("r2")
     assert result.answer == "resumed" and info.recoveries == 1

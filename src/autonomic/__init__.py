@@ -4,8 +4,11 @@ A run is an append-only log of typed events; strategies are pure; the runtime do
 """
 
 from autonomic.agent import Agent, load_agent
+from autonomic.approvals import PendingApproval
+from autonomic.bus import Bus, LocalBus
 from autonomic.errors import (
     AgentNotFound,
+    ApprovalRefused,
     AutonomicError,
     ConcurrencyConflict,
     ConfigError,
@@ -15,6 +18,7 @@ from autonomic.errors import (
     ModelError,
     ModelUnavailable,
     ReplayDivergence,
+    RunEnded,
     RunFailedError,
     RunNotFound,
     SandboxError,
@@ -23,7 +27,8 @@ from autonomic.errors import (
     StoreError,
     ToolError,
 )
-from autonomic.guards import Allow, Deny, Guard, Rewrite
+from autonomic.events import Event, register_event
+from autonomic.guards import Allow, Deny, Guard, RequireApproval, Rewrite
 from autonomic.loader import StoredEvent
 from autonomic.models import (
     CachedModel,
@@ -62,11 +67,26 @@ from autonomic.sandbox import (
     UnsafeSandboxWarning,
     open_sandbox,
 )
-from autonomic.state import RunState
-from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
+from autonomic.state import RunState, folds, register_slot
+from autonomic.steps import (
+    Approval,
+    Await,
+    Children,
+    ChildSpec,
+    Fail,
+    Finish,
+    ModelCall,
+    Record,
+    Signal,
+    Spawn,
+    Step,
+    Timer,
+    ToolCalls,
+)
 from autonomic.store import InMemoryStore, RunInfo, Store, open_store
 from autonomic.strategies import AgentView, ReAct, Strategy
 from autonomic.tools import FunctionTool, Tool, ToolContext, tool
+from autonomic.tools.awaiting import AgentTool, sleep
 from autonomic.tools.options import ToolOptions
 from autonomic.tools.sandboxed import run_python, run_shell
 from autonomic.tools.secrets import EnvSecrets, FileSecrets, SecretsProvider
@@ -74,11 +94,18 @@ from autonomic.tools.secrets import EnvSecrets, FileSecrets, SecretsProvider
 __all__ = [
     "Agent",
     "AgentNotFound",
+    "AgentTool",
     "AgentView",
     "Allow",
+    "Approval",
+    "ApprovalRefused",
     "AutonomicError",
+    "Await",
+    "Bus",
     "CachedModel",
     "Cascade",
+    "ChildSpec",
+    "Children",
     "CircuitBreaker",
     "CircuitBreakerModel",
     "CircuitOpen",
@@ -86,6 +113,7 @@ __all__ = [
     "ConfigError",
     "Deny",
     "EnvSecrets",
+    "Event",
     "Fail",
     "Fallback",
     "FileSecrets",
@@ -95,6 +123,7 @@ __all__ = [
     "Guard",
     "InMemoryStore",
     "LeaseLost",
+    "LocalBus",
     "MalformedOutput",
     "Message",
     "MissingExtra",
@@ -105,12 +134,16 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ModelUnavailable",
+    "PendingApproval",
     "Price",
     "ReAct",
+    "Record",
     "ReplayDivergence",
+    "RequireApproval",
     "ResponseCache",
     "Retrying",
     "Rewrite",
+    "RunEnded",
     "RunFailedError",
     "RunHandle",
     "RunInfo",
@@ -125,6 +158,8 @@ __all__ = [
     "SandboxViolation",
     "ScriptedModel",
     "SecretsProvider",
+    "Signal",
+    "Spawn",
     "Step",
     "Store",
     "StoreCorrupt",
@@ -132,6 +167,7 @@ __all__ = [
     "StoredEvent",
     "Strategy",
     "StreamingModel",
+    "Timer",
     "Tool",
     "ToolCall",
     "ToolCalls",
@@ -142,16 +178,20 @@ __all__ = [
     "UnsafeSandboxWarning",
     "Usage",
     "default_model",
+    "folds",
     "load_agent",
     "open_sandbox",
     "open_store",
+    "register_event",
     "register_price",
     "register_provider",
+    "register_slot",
     "resilient",
     "resolve_model",
     "run_python",
     "run_shell",
     "run_sync",
+    "sleep",
     "subscribe_transitions",
     "tool",
     "tool_call",

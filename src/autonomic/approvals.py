@@ -134,6 +134,13 @@ class ApprovalSigner:
     ) -> str | None:
         """Why ``decision`` must not be acted on, or None when it is genuine."""
         if isinstance(decision, ApprovalGranted):
+            parts: tuple[object, ...] = ("grant", run_id, request.digest, decision.approver)
+            parts += (decision.approved_digest,)
+        else:
+            parts = ("deny", run_id, request.digest, decision.approver, decision.reason)
+        if not hmac.compare_digest(decision.signature, self._mac(*parts)):
+            return "its signature is not valid (forged, or signed with another key)"
+        if isinstance(decision, ApprovalGranted):
             expected = (
                 approval_digest(run_id, request.call_id, request.tool, decision.args)
                 if decision.args is not None
@@ -141,15 +148,4 @@ class ApprovalSigner:
             )
             if decision.approved_digest != expected:
                 return "the approved digest does not match the approved arguments"
-            parts: tuple[object, ...] = (
-                "grant",
-                run_id,
-                request.digest,
-                decision.approver,
-                expected,
-            )
-        else:
-            parts = ("deny", run_id, request.digest, decision.approver, decision.reason)
-        if not hmac.compare_digest(decision.signature, self._mac(*parts)):
-            return "its signature is not valid (forged, or signed with another key)"
         return None

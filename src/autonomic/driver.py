@@ -546,22 +546,16 @@ class Driver:
         if not step.calls:
             self.record(RunFailed(f"strategy {self.agent.strategy.name!r} asked to call no tools"))
             return
-        started: list[ActionRequested] = []
+        planned: list[tuple[ActionRequested, str | None]] = []
         for call in step.calls:
             if call.error or call.name not in self.tools:
                 request = self._request(call, step.rationale)
-                self.record(
-                    ActionFailed(request.action_id, refusal(request, self.tools, call.error) or "")
-                )
+                planned.append((request, refusal(request, self.tools, call.error) or "refused"))
                 continue
             needs, denied = await self._approval_reason(call)
-            if denied is not None:
-                request = self._request(call, step.rationale)
-                self.record(ActionFailed(request.action_id, denied))
-            elif needs is not None:
-                digest = approval_digest(
-                    self.state.run_id, call.id, call.name, dict(call.arguments)
-                )
+            if needs is not None and denied is None:
+                args = dict(call.arguments)
+                digest = approval_digest(self.state.run_id, call.id, call.name, args)
                 self.record(
                     ApprovalRequested(
                         action_id=self._next_action_id(),
@@ -574,24 +568,32 @@ class Driver:
                     )
                 )
             else:
-                started.append(self._request(call, step.rationale))
-        await self._start(started)
+                planned.append((self._request(call, step.rationale), denied))
+        await self._start(planned)
 
-    async def _start(self, requests: list[ActionRequested]) -> None:
-        """Run requested actions: durable waits are deferred, the rest executed now."""
+    async def _start(self, planned: list[tuple[ActionRequested, str | None]]) -> None:
+        """Run requested actions (those without a refusal): durable waits are deferred, the
+        rest executed now; outcomes are recorded in the order the calls were made."""
         runnable: list[ActionRequested] = []
-        for request in requests:
+        for request, refused in planned:
+            if refused is not None:
+                continue
             tool = self.tools[request.tool]
             if isinstance(tool, AwaitingTool):
                 self._defer(tool, request)
             else:
                 runnable.append(request)
-        if not runnable:
-            return
-        await self.commit()
-        self._check_lease()
-        for outcome in await self._execute(runnable, attempt=1):
-            self.record(outcome)
+        outcomes: dict[str, Outcome] = {}
+        if runnable:
+            await self.commit()
+            self._check_lease()
+            executed = await self._execute(runnable, attempt=1)
+            outcomes = {o.action_id: o for o in executed}
+        for request, refused in planned:
+            if refused is not None:
+                self.record(ActionFailed(request.action_id, refused))
+            elif request.action_id in outcomes:
+                self.record(outcomes[request.action_id])
 
     def _defer(self, tool: AwaitingTool, request: ActionRequested) -> None:
         try:
@@ -647,12 +649,12 @@ class Driver:
         state = self.state
         progressed = False
         if state.granted:
-            approved = []
+            approved: list[tuple[ActionRequested, str | None]] = []
             for digest, (request, grant) in list(state.granted.items()):
                 args = grant.args if grant.args is not None else request.args
                 action = self._approved_request(request, args, digest)
                 if action is not None:
-                    approved.append(action)
+                    approved.append((action, None))
             await self._start(approved)
             progressed = True
         now = time.time()

@@ -39,6 +39,7 @@ from autonomic.events import (
     RunStarted,
     SignalReceived,
     Suspended,
+    TimerFired,
 )
 from autonomic.messages import Message, Usage
 
@@ -173,6 +174,7 @@ class RunState(msgspec.Struct, kw_only=True, gc=False):
     children_usage: Usage = Usage()
     children_cost: float = 0.0
     signals: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+    timers_fired: int = 0
     waiting: Suspended | None = None
     malformed_streak: int = 0
     last_malformed: str = ""
@@ -349,6 +351,11 @@ def _child_completed(s: RunState, e: ChildCompleted, ts: float) -> None:
 @folds(SignalReceived)
 def _signal(s: RunState, e: SignalReceived, ts: float) -> None:
     s.signals.setdefault(e.name, []).append(e.data)
+
+
+@folds(TimerFired)
+def _timer(s: RunState, e: TimerFired, ts: float) -> None:
+    s.timers_fired += 1
 
 
 @folds(GuardTripped)

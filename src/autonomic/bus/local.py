@@ -26,7 +26,8 @@ class _Subscription:
         if not self._messages:
             self._signal.clear()
             try:
-                await asyncio.wait_for(self._signal.wait(), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: in 3.11 it can eat a cancel
+                    await self._signal.wait()
             except TimeoutError:
                 return None
         return self._messages.popleft()

@@ -7,8 +7,8 @@ and rate limits are per tool and shared by every run in the process.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autonomic.errors import ConfigError
