@@ -172,7 +172,7 @@ class Supervisor:
         run_id = claim.info.run_id
         try:
             state = await load_state(self.store, run_id)
-            if claim.took_over and claim.info.recoveries >= self.max_recoveries:
+            if claim.info.status != "dead" and claim.info.recoveries > self.max_recoveries:
                 await self.bury(claim, state)
                 return None
             agent = agent or await self.registry.load(state.agent, state.agent_path, run_id=run_id)
@@ -188,7 +188,7 @@ class Supervisor:
                     run_id,
                     claim.lease,
                     failed_start=retry,
-                    retry_at=time.time() + min(60.0, 2.0**claim.info.recoveries),
+                    retry_at=time.time() + min(60.0, self.poll_s * 2.0**claim.info.recoveries),
                 )
             raise
         return self.drive(agent, resolved, state, claim.lease, reason)
@@ -332,7 +332,8 @@ class Supervisor:
                         self.owner,
                         self.lease_s,
                         room,
-                        agents=self.registry.names(),
+                        # adopting orphans means any agent importable here
+                        agents=None if self.orphans else self.registry.names(),
                         orphans=self.orphans,
                     )
                 except StoreError as e:
