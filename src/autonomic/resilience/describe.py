@@ -9,19 +9,27 @@ from __future__ import annotations
 __all__ = ["describe_error", "error_message"]
 
 
-def error_message(error: BaseException, limit: int = 2000) -> str:
-    """``str(error)`` cut to ``limit`` characters; never raises."""
+def _read(error: BaseException, limit: int) -> str | BaseException:
+    """``str(error)`` cut to ``limit`` characters, or what ``__str__`` raised."""
     try:
         message = str(error)
-    except BaseException as e:  # a broken __str__ still leaves the type to report
-        return f"(its message could not be read: {type(e).__name__})"
+    except BaseException as e:
+        return e
     if len(message) > limit:
         message = message[:limit] + f"… [{len(message) - limit:,} more characters]"
     return message
 
 
+def error_message(error: BaseException, limit: int = 2000) -> str | None:
+    """``str(error)`` cut to ``limit`` characters, or None when ``__str__`` fails; never raises."""
+    message = _read(error, limit)
+    return message if isinstance(message, str) else None
+
+
 def describe_error(error: BaseException, limit: int = 2000) -> str:
     """``"TypeName: message"`` (or the type alone when the message is empty); never raises."""
-    message = error_message(error, limit)
+    message = _read(error, limit)
+    if not isinstance(message, str):  # a broken __str__ still leaves the type to report
+        message = f"(its message could not be read: {type(message).__name__})"
     name = type(error).__name__
     return f"{name}: {message}" if message else name

@@ -196,16 +196,21 @@ def observation_text(
     if isinstance(value, str):
         return value
     out = _Writer(max_chars, time.monotonic() + timeout)
-    note = ""
     try:
         _write(out, value, 0, set())
     except _Full:
-        note = f"\n[output cut at {max_chars:,} characters: the tool returned more]"
+        return _ending("".join(out.parts), max_chars, "the tool returned more")
     except _Late:
-        note = f"\n[output cut: reading the tool's result took more than {timeout:g}s]"
+        return _ending("".join(out.parts), max_chars, f"reading it took more than {timeout:g}s")
     except Exception as e:
         raise ToolError(f"the tool's result could not be read: {describe_error(e)}") from e
-    return clean_text("".join(out.parts) + note)
+    return clean_text("".join(out.parts))
+
+
+def _ending(text: str, max_chars: int, why: str) -> str:
+    """``text`` cut so that it and a note saying why fit in ``max_chars``."""
+    note = f"\n[output cut at {max_chars:,} characters: {why}]"
+    return clean_text(text[: max(0, max_chars - len(note))] + note)
 
 
 async def observation_of(

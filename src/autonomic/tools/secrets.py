@@ -93,13 +93,11 @@ class FileSecrets:
                     values.setdefault(key.strip(), value.strip().strip("'\""))
             return values
         try:
-            data = json.loads(text)
+            data: dict[str, object] = json.loads(text)  # it starts with "{": an object
         except json.JSONDecodeError as e:  # the message gives a position, never file content
             raise ConfigError(
                 f"secrets file {self.path} is not valid JSON (line {e.lineno}, column {e.colno})"
             ) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"secrets file {self.path} must hold one JSON object")
         return {str(k): str(v) for k, v in data.items() if v is not None}
 
 
