@@ -121,8 +121,8 @@ def test_secrets_leak_by_no_path(
             handle = await rt.start(agent, "use the api")
             assert (await handle.wait()).answer == "done"
             events = [s.event async for s in rt.events(handle.run_id, follow=False)]
-            with open(wal, "rb") as f:  # the WAL as it is before closing checkpoints it away
-                return handle.run_id, events, f.read()
+            # the WAL as it is before closing checkpoints it away
+            return handle.run_id, events, await asyncio.to_thread(wal.read_bytes)
 
     run_id, events, wal_bytes = asyncio.run(run())
     assert b"[secret OUTER]" in wal_bytes and not leaks(wal_bytes)

@@ -221,6 +221,24 @@ async def test_a_thread_that_outlives_its_action_can_record_nothing() -> None:
     assert events == []
 
 
+async def test_recorded_events_are_made_storable_or_refused() -> None:
+    events: list[Event] = []
+
+    @tool
+    def odd(context: ToolContext) -> str:
+        "Records a host with half an emoji, then one that is not text at all."
+        context.record(egress(context.action_id, host="api\ud83d.test"))
+        context.record(EgressRequested(context.action_id, "GET", object(), 443, True))  # type: ignore[arg-type]
+        return "unreachable"
+
+    outcome = await execute_action(odd, request("odd"), "run", record=events.append)
+    assert events == [egress("act-1", host="api\ufffd.test")]
+    assert isinstance(outcome, ActionFailed)
+    assert outcome.error == (
+        "the event cannot be stored: TypeError: Encoding objects of type object is unsupported"
+    )
+
+
 # -- C13: the secrets file is not read on every action ----------------------------------
 
 

@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from autonomic.errors import ToolError
 from autonomic.events import (
     ActionCompleted,
@@ -123,6 +125,10 @@ class _ToolEvents:
 
     def __call__(self, event: Event) -> None:
         masked = self._redactor.value(event)
+        try:
+            msgspec.json.encode(masked)
+        except (msgspec.EncodeError, TypeError, OverflowError) as e:
+            raise ToolError(f"the event cannot be stored: {describe_error(e, 300)}") from None
         with self._lock:
             if self._closed:
                 raise ToolError(f"action {self._action_id} has ended: it can record nothing more")

@@ -24,6 +24,7 @@ import msgspec
 import pydantic_core
 
 from autonomic.errors import ConfigError, ToolError
+from autonomic.tools.observations import clean_text
 
 __all__ = [
     "EnvSecrets",
@@ -209,14 +210,13 @@ class Redactor:
         return f"{masked[:-cut]}[secret {cut_name}]" if cut else masked
 
     def value(self, value: E) -> E:
-        """``value`` with the secrets masked in every string inside it (lists, dicts, structs)."""
-        if self._pattern is None:
-            return value
+        """``value`` with every string inside it (lists, dicts, structs) masked, and its lone
+        surrogates replaced, so that it can be stored."""
         return self._walk(value)  # type: ignore[no-any-return]
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self(value)
+            return clean_text(self(value))
         if isinstance(value, msgspec.Struct):
             changes = {f: self._walk(getattr(value, f)) for f in value.__struct_fields__}
             return msgspec.structs.replace(value, **changes)
