@@ -222,3 +222,19 @@ def test_a_summary_over_two_lines_and_a_docstring_without_arguments() -> None:
     assert wrapped.spec.description == "Summarise the report in a few words for the model."
     assert undocumented.spec.description == "undocumented"
     assert "description" not in undocumented.spec.parameters["properties"]["x"]
+
+
+async def test_a_callable_object_can_be_a_tool() -> None:
+    class Multiplier:
+        """Multiply by a fixed factor."""
+
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        async def __call__(self, x: int) -> int:
+            return x * self.factor
+
+    triple = tool(name="triple")(Multiplier(3))
+    assert triple.spec.parameters["properties"]["x"]["type"] == "integer"
+    outcome = await execute_action(triple, request("triple", x=4), "run")
+    assert isinstance(outcome, ActionCompleted) and outcome.observation == "12"

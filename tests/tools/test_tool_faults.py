@@ -462,26 +462,53 @@ def request(name: str) -> ActionRequested:
     return ActionRequested("act-1", "call-1", name, {})
 
 
-@pytest.mark.parametrize("swallow", [False, True], ids=["plain", "tool swallows it"])
-async def test_cancelling_the_caller_cancels_execute_action(swallow: bool) -> None:
-    started = asyncio.Event()
+class Stubborn:
+    """An async tool body that ignores cancellation until the test lets it go."""
 
-    @tool
-    async def wait_forever() -> str:
-        "Waits."
-        started.set()
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.started, self.release, self.stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def run(self) -> str:
+        self.started.set()
         try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            if not swallow:
-                raise
-        return "swallowed the cancellation"
+            while not self.release.is_set():
+                try:
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    if self.mode == "plain":
+                        raise
+                    if self.mode == "swallows":
+                        return "swallowed the cancellation"
+            return "let go"
+        finally:
+            self.stopped.set()
 
-    task = asyncio.create_task(execute_action(wait_forever, request("wait_forever"), "run"))
-    await started.wait()
+
+async def test_a_tool_that_ignores_cancellation_still_times_out(tmp_path: Path) -> None:
+    body = Stubborn("ignores")
+    stubborn = tool(name="stubborn", timeout=0.1)(body.run)
+    try:
+        outcome = await only_outcome(tmp_path, stubborn)
+    finally:
+        body.release.set()
+    await body.stopped.wait()
+    assert isinstance(outcome, ActionFailed) and outcome.error == "timed out after 0.1s"
+
+
+@pytest.mark.parametrize("mode", ["plain", "swallows", "ignores"])
+async def test_cancelling_the_caller_cancels_execute_action(mode: str) -> None:
+    body = Stubborn(mode)
+    stubborn = tool(name="stubborn")(body.run)
+    task = asyncio.create_task(execute_action(stubborn, request("stubborn"), "run"))
+    await body.started.wait()
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        body.release.set()
+    await body.stopped.wait()
 
 
 async def test_cancelling_the_caller_while_a_sync_tool_runs() -> None:

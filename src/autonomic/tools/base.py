@@ -125,11 +125,21 @@ def _docstring_parts(doc: str) -> tuple[str, dict[str, str]]:
     return _paragraphs(text), {name: text for name, text in params.items() if text}
 
 
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The type hints of a function, or of the ``__call__`` of a callable object."""
+    for target in (fn, type(fn).__call__):
+        try:
+            return get_type_hints(target, include_extras=True)
+        except TypeError:
+            continue
+    return {}
+
+
 def _argument_model(
-    fn: Callable[..., Any], docs: dict[str, str]
+    fn: Callable[..., Any], name: str, docs: dict[str, str]
 ) -> tuple[type[pydantic.BaseModel], tuple[str, ...]]:
     """A pydantic model of the function's parameters, and which ones take the ToolContext."""
-    hints = get_type_hints(fn, include_extras=True)
+    hints = _hints(fn)
     fields: dict[str, Any] = {}
     context_params: list[str] = []
     for param in inspect.signature(fn).parameters.values():
@@ -138,14 +148,14 @@ def _argument_model(
             context_params.append(param.name)
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ConfigError(f"tool {fn.__name__}: *args and **kwargs cannot be described")
+            raise ConfigError(f"tool {name}: *args and **kwargs cannot be described")
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (
             annotation,
             pydantic.Field(default, description=docs.get(param.name)),
         )
     model = pydantic.create_model(
-        f"{fn.__name__}_arguments",
+        f"{name}_arguments",
         __config__=pydantic.ConfigDict(extra="forbid"),
         **fields,
     )
@@ -217,7 +227,7 @@ class FunctionTool:
             raise ConfigError(f"tool {tool_name}: options must be a ToolOptions")
         summary, docs = _docstring_parts(fn.__doc__ or "")
         self.fn = fn
-        self._arguments, self._context_params = _argument_model(fn, docs)
+        self._arguments, self._context_params = _argument_model(fn, tool_name, docs)
         self._fields = tuple(self._arguments.model_fields)
         self._spec = ToolSpec(
             name=tool_name,

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -52,6 +53,8 @@ Record = Callable[[Event], None]
 MAX_TOOL_EVENTS = 10_000
 """Events one action's tool may record."""
 MAX_ERROR_CHARS = 4_000
+CANCEL_GRACE_S = 1.0
+"""Seconds a tool that timed out gets to clean up before it is left to itself."""
 
 _log = logging.getLogger(__name__)
 _NO_SECRETS = Redactor({})
@@ -154,48 +157,88 @@ def _error_text(error: BaseException, redactor: Redactor, *, bare: bool = False)
     return clean_text(redactor(text))
 
 
+async def _invoke(tool: Tool, request: ActionRequested, context: ToolContext, limit: int) -> Any:
+    """The tool's call, run as a task of its own; whatever it raises is returned, since a
+    ``SystemExit`` or ``KeyboardInterrupt`` escaping a task would stop the event loop."""
+    try:
+        value = await tool.invoke(dict(request.args), context)
+        return value if isinstance(value, str) else await observation_of(value, max_chars=limit)
+    except BaseException as e:
+        return _Raised(e)
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_abandoned: set[asyncio.Task[Any]] = set()  # held so that they are not collected mid-run
+
+
+def _abandon(task: asyncio.Task[Any]) -> None:
+    """Stop waiting for a tool's task: it was told to stop, and may ignore it."""
+    task.cancel()
+    if not task.done():
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel a tool that ran out of time; give it ``CANCEL_GRACE_S`` to clean up, no more."""
+    task.cancel()
+    try:
+        await asyncio.wait((task,), timeout=CANCEL_GRACE_S)
+    finally:
+        _abandon(task)
+
+
+def _failure(error: BaseException, redactor: Redactor) -> _Attempt:
+    if isinstance(error, ToolError):
+        retryable = getattr(error, "retryable", False) is True
+        return _Attempt(
+            error=_error_text(error, redactor, bare=True),
+            retryable=retryable,
+            counts_against_tool=retryable,
+        )
+    if isinstance(error, asyncio.CancelledError):
+        return _Attempt(
+            error="the tool raised CancelledError, but nothing cancelled it",
+            counts_against_tool=True,
+        )
+    # anything else, SystemExit, KeyboardInterrupt and GeneratorExit included
+    return _Attempt(error=_error_text(error, redactor), counts_against_tool=True)
+
+
 async def _try_once(
     tool: Tool,
     request: ActionRequested,
     context: ToolContext,
     options: ToolOptions,
     redactor: Redactor,
-    caller: _Caller,
 ) -> _Attempt:
-    timeout = asyncio.timeout(tool.timeout)
+    """One call in a task of its own, so that a tool that ignores cancellation can hold
+    neither the caller's cancellation nor its own timeout."""
+    timeout = tool.timeout
+    task = asyncio.create_task(_invoke(tool, request, context, options.max_output_chars))
     try:
-        async with timeout:
-            value = await tool.invoke(dict(request.args), context)
-            if not isinstance(value, str):
-                value = await observation_of(value, max_chars=options.max_output_chars)
-    except ToolError as e:
-        retryable = getattr(e, "retryable", False) is True
-        return _Attempt(
-            error=_error_text(e, redactor, bare=True),
-            retryable=retryable,
-            counts_against_tool=retryable,
-        )
-    except TimeoutError as e:
-        if not timeout.expired():
-            return _Attempt(error=_error_text(e, redactor), counts_against_tool=True)
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:  # the caller is being cancelled: so is the tool
+        _abandon(task)
+        raise
+    if not done:
+        await _stop(task)
         # the effect may have happened: only an idempotent tool is safe to try again
         return _Attempt(
-            error=f"timed out after {tool.timeout:g}s",
+            error=f"timed out after {timeout:g}s",
             retryable=tool.idempotent,
             counts_against_tool=True,
         )
-    except asyncio.CancelledError:
-        if caller.cancelled():
-            raise
-        return _Attempt(
-            error="the tool raised CancelledError, but nothing cancelled it",
-            counts_against_tool=True,
-        )
-    except BaseException as e:  # SystemExit, KeyboardInterrupt, GeneratorExit... from a tool
-        return _Attempt(error=_error_text(e, redactor), counts_against_tool=True)
-    if caller.cancelled():  # the tool swallowed the caller's cancellation
-        raise asyncio.CancelledError
-    return _Attempt(observation=value)
+    result = task.result()
+    if isinstance(result, _Raised):
+        return _failure(result.error, redactor)
+    return _Attempt(observation=result)
 
 
 async def _probe_guarded(
@@ -205,12 +248,11 @@ async def _probe_guarded(
     context: ToolContext,
     options: ToolOptions,
     redactor: Redactor,
-    caller: _Caller,
 ) -> _Attempt:
     """One try, reported to the breaker: a cancelled call says nothing about the tool, but
     must still end a half-open probe, or the breaker would wait for it forever."""
     try:
-        attempt = await _try_once(tool, request, context, options, redactor, caller)
+        attempt = await _try_once(tool, request, context, options, redactor)
     except BaseException:
         if breaker is not None:
             breaker.on_neutral()
@@ -245,7 +287,6 @@ async def _attempt_guarded(
     context: ToolContext,
     options: ToolOptions,
     redactor: Redactor,
-    caller: _Caller,
     record: Record,
 ) -> _Attempt:
     """One try behind the tool's rate limit and circuit breaker."""
@@ -259,9 +300,7 @@ async def _attempt_guarded(
         except CircuitOpen as e:
             attempt = _Attempt(error=f"{e}; it may work again in {e.retry_after:.0f}s")
         else:
-            attempt = await _probe_guarded(
-                state.breaker, tool, request, context, options, redactor, caller
-            )
+            attempt = await _probe_guarded(state.breaker, tool, request, context, options, redactor)
     _record_transitions(record, transitions, redactor)
     return attempt
 
@@ -302,7 +341,6 @@ async def _attempts(
     options: ToolOptions,
     values: dict[str, str],
     redactor: Redactor,
-    caller: _Caller,
     record: Record,
     started: float,
 ) -> Outcome:
@@ -312,9 +350,7 @@ async def _attempts(
     try:
         while True:
             context = ToolContext(run_id, request.action_id, number, values, sink)
-            attempt = await _attempt_guarded(
-                tool, request, context, options, redactor, caller, record
-            )
+            attempt = await _attempt_guarded(tool, request, context, options, redactor, record)
             sink.hand_over(record)
             tries = number - first_attempt + 1
             if attempt.observation is not None or not attempt.retryable or tries > options.retries:
@@ -365,7 +401,7 @@ async def execute_action(
             values = resolve_secrets(options.secrets, secrets or EnvSecrets())
             redactor = redactor_for(values)
         return await _attempts(
-            tool, request, run_id, first_attempt, options, values, redactor, caller, events, started
+            tool, request, run_id, first_attempt, options, values, redactor, events, started
         )
     except ToolError as e:
         return failed(_error_text(e, redactor, bare=True))
