@@ -309,7 +309,8 @@ def tool(
 
     ``idempotent=True`` lets the runtime re-run the tool after a crash with the same
     idempotency key (declare a ``ToolContext`` parameter to receive it). Further keywords
-    are ``ToolOptions``: ``retries``, ``rate_per_s``, ``secrets``, ``max_observation_chars``...
+    are ``ToolOptions``: ``retries``, ``rate_per_s``, ``secrets``, ``max_observation_chars``,
+    ``requires_approval``...; a bad value is a ``ConfigError`` here, not at the first call.
     """
     try:
         tool_options = ToolOptions(**options) if options else DEFAULT_OPTIONS
