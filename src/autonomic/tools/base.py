@@ -1,8 +1,8 @@
 """The Tool protocol, and ``@tool``, which turns a typed Python function into one.
 
 A tool has a ``ToolSpec`` (name, description, JSON schema), a few execution settings
-(timeout, idempotency) and ``invoke``. Function tools, MCP tools and sandboxed tools all
-look the same to the runtime.
+(timeout, idempotency, ``options``) and ``invoke``. Function tools, MCP tools and sandboxed
+tools all look the same to the runtime.
 """
 
 from __future__ import annotations

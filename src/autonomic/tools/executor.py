@@ -97,9 +97,8 @@ class _Attempt:
 
 
 class _Caller:
-    """The task running the action, to tell its real cancellation from a tool's own
-    ``CancelledError`` (``asyncio.timeout`` balances its own cancels, so a count above the
-    one at the start is someone cancelling the caller)."""
+    """The task running the action, to tell its real cancellation (its cancel count went up
+    since the start) from a stray ``CancelledError`` that some code raised by itself."""
 
     __slots__ = ("baseline", "task")
 
@@ -408,7 +407,9 @@ async def execute_action(
     except asyncio.CancelledError:
         if caller.cancelled():
             raise
-        return failed("the tool raised CancelledError, but nothing cancelled it")
+        return failed(
+            f"tool {request.tool!r} could not be run: CancelledError, but nothing cancelled it"
+        )
     except BaseException as e:  # a fault of the tool object itself (a broken property...)
         reason = f"tool {request.tool!r} could not be run: {_error_text(e, redactor)}"
         _log.error("action %s: %s", request.action_id, reason)
