@@ -24,6 +24,7 @@ from autonomic.models import Model, resolve_model
 from autonomic.strategies.base import AgentView, Strategy
 from autonomic.strategies.react import ReAct
 from autonomic.tools.base import Tool
+from autonomic.tools.options import options_of
 
 __all__ = ["Agent", "load_agent"]
 
@@ -169,8 +170,12 @@ class Agent:
 
 
 def _approval_policy(tool: Tool) -> str:
-    policy = getattr(getattr(tool, "options", None), "requires_approval", False)
-    return "predicate" if callable(policy) else str(bool(policy))
+    rule = options_of(tool).requires_approval
+    return (
+        f"rule {getattr(rule, '__qualname__', type(rule).__name__)}"
+        if callable(rule)
+        else str(rule)
+    )
 
 
 def load_agent(path: str) -> Agent:

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar, assert_never
 
 from autonomic._text import safe_str
@@ -83,6 +83,7 @@ from autonomic.steps import (
     ToolCalls,
 )
 from autonomic.store.base import Commit, Committed, Delivery, Lease, NewRun, Store, Wait
+from autonomic.tools.approval import approval_check
 from autonomic.tools.awaiting import AwaitingTool
 from autonomic.tools.executor import Outcome, execute_action, refusal
 from autonomic.tools.secrets import SecretsProvider
@@ -532,15 +533,8 @@ class Driver:
                 return None, f"denied by {guard.name}: {verdict.reason}"
             if isinstance(verdict, RequireApproval):
                 return verdict.reason or f"{guard.name} requires approval", None
-        tool = self.tools.get(call.name)
-        policy = getattr(getattr(tool, "options", None), "requires_approval", False)
-        if callable(policy):
-            try:
-                needed = bool(policy(dict(call.arguments)))
-            except Exception as e:
-                return f"its approval policy raised {_describe(e)}", None
-            return ("the tool requires approval for these arguments" if needed else None), None
-        return ("the tool requires approval" if policy else None), None
+        check = approval_check(self.tools[call.name], dict(call.arguments))
+        return (check.reason if check.required else None), None
 
     async def _tool_calls(self, step: ToolCalls) -> None:
         if not step.calls:
@@ -608,7 +602,7 @@ class Driver:
             self.host.timer(wake_at)
 
     async def _execute(self, requests: list[ActionRequested], attempt: int) -> list[Outcome]:
-        def run(request: ActionRequested) -> Awaitable[Outcome]:
+        def run(request: ActionRequested) -> Coroutine[Any, Any, Outcome]:
             return execute_action(
                 self.tools[request.tool],
                 request,
@@ -620,7 +614,9 @@ class Driver:
 
         if len(requests) == 1:
             return [await run(requests[0])]
-        return list(await asyncio.gather(*map(run, requests)))
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run(r)) for r in requests]
+        return [t.result() for t in tasks]
 
     async def _recover_pending(self) -> None:
         """Settle actions whose outcome the log does not know (their process died)."""

@@ -22,7 +22,7 @@ from autonomic.resilience.ratelimit import TokenBucket
 from autonomic.tools import ToolContext
 from autonomic.tools.executor import execute_action
 from autonomic.tools.secrets import EnvSecrets, FileSecrets
-from autonomic.trace import render_trace
+from autonomic.views import render_trace
 
 
 def files_containing(folder: Path, pattern: str, text: str) -> list[Path]:
@@ -133,7 +133,7 @@ async def test_the_breaker_opens_fails_fast_and_records_its_transitions(tmp_path
     assert "⚡ circuit tool fragile: closed → open" in render_trace(stored)
 
 
-async def test_the_rate_limit_spaces_calls_out(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_rate_limit_spaces_calls_out() -> None:
     now = [0.0]
     slept: list[float] = []
 
@@ -141,8 +141,7 @@ async def test_the_rate_limit_spaces_calls_out(monkeypatch: pytest.MonkeyPatch) 
         slept.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
-    bucket = TokenBucket(rate=2.0, burst=2, clock=lambda: now[0])
+    bucket = TokenBucket(rate=2.0, burst=2, clock=lambda: now[0], sleep=fake_sleep)
     waits = [await bucket.acquire() for _ in range(5)]
     assert waits[:2] == [0.0, 0.0]  # the burst
     assert all(w == pytest.approx(0.5) for w in waits[2:])  # then one every 1/rate seconds

@@ -13,7 +13,7 @@ from autonomic import Agent, Runtime, ScriptedModel, tool_call
 from autonomic.events import ActionCompleted, EgressRequested
 from autonomic.loader import read_events
 from autonomic.tools.sandboxed import run_python
-from autonomic.trace import render_trace
+from autonomic.views import render_trace
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 

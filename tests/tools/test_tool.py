@@ -10,7 +10,7 @@ import pytest
 
 from autonomic.errors import ConfigError, ToolError
 from autonomic.events import ActionCompleted, ActionFailed, ActionRequested
-from autonomic.tools import ToolContext, tool
+from autonomic.tools import FunctionTool, ToolContext, tool
 from autonomic.tools.executor import execute_action, refusal
 
 
@@ -135,3 +135,106 @@ def test_unknown_tools_and_unparsable_arguments_are_refused_with_the_reason() ->
     assert refusal(request("add"), tools, None) is None
     assert refusal(request("mul"), tools, None) == "unknown tool 'mul' (available: add)"
     assert "malformed arguments" in (refusal(request("add"), tools, "bad JSON") or "")
+
+
+@tool
+def google(path: str, depth: int = 1, follow: bool = False) -> str:
+    """List a directory.
+
+    Only files the agent may read are shown.
+
+    Args:
+        path (str): the directory,
+            relative to the workspace
+        depth (int, optional): how many levels
+            to descend. Defaults to 1.
+        follow: whether to follow symlinks
+
+    Returns:
+        str: one line per file
+    """
+    return path
+
+
+@tool
+def numpy_style(path: str, depth: int = 1) -> str:
+    """List a directory.
+
+    Only files the agent may read are shown.
+
+    Parameters
+    ----------
+    path : str
+        the directory,
+        relative to the workspace
+    depth : int, optional
+        how many levels
+        to descend. Defaults to 1.
+
+    Returns
+    -------
+    str
+        one line per file
+    """
+    return path
+
+
+@tool
+def sphinx_style(path: str, depth: int = 1) -> str:
+    """List a directory.
+
+    Only files the agent may read are shown.
+
+    :param str path: the directory,
+        relative to the workspace
+    :param depth: how many levels
+        to descend. Defaults to 1.
+    :type depth: int
+    :returns: one line per file
+    :raises OSError: when the directory is gone
+    """
+    return path
+
+
+@pytest.mark.parametrize("listing", [google, numpy_style, sphinx_style], ids=lambda t: t.name)
+def test_google_numpy_and_sphinx_docstrings_describe_the_tool(listing: FunctionTool) -> None:
+    assert listing.spec.description == (
+        "List a directory.\n\nOnly files the agent may read are shown."
+    )
+    props = listing.spec.parameters["properties"]
+    assert props["path"]["description"] == "the directory, relative to the workspace"
+    assert props["depth"]["description"] == "how many levels to descend. Defaults to 1."
+    assert props["depth"]["type"] == "integer"  # types come from the hints, not the docstring
+
+
+def test_a_summary_over_two_lines_and_a_docstring_without_arguments() -> None:
+    @tool
+    def wrapped() -> str:
+        """Summarise the report in a few
+        words for the model.
+        """
+        return ""
+
+    @tool
+    def undocumented(x: int) -> int:
+        return x
+
+    assert wrapped.spec.description == "Summarise the report in a few words for the model."
+    assert undocumented.spec.description == "undocumented"
+    assert "description" not in undocumented.spec.parameters["properties"]["x"]
+
+
+async def test_a_callable_object_can_be_a_tool() -> None:
+    class Multiplier:
+        """Multiply by a fixed factor."""
+
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        async def __call__(self, x: int) -> int:
+            return x * self.factor
+
+    triple = tool(name="triple")(Multiplier(3))
+    assert triple.spec.parameters["properties"]["x"]["type"] == "integer"
+    outcome = await execute_action(triple, request("triple", x=4), "run")
+    assert isinstance(outcome, ActionCompleted) and outcome.observation == "12"

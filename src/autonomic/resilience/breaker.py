@@ -12,6 +12,7 @@ caused it (``collecting``), so the runtime can record it as an event.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
 
-from autonomic.errors import AutonomicError
+from autonomic.errors import AutonomicError, ConfigError
+from autonomic.resilience.describe import describe_error
 
 __all__ = [
     "BreakerState",
@@ -100,8 +102,16 @@ class CircuitBreaker:
         reset_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if failure_threshold < 1 or reset_timeout < 0:
-            raise ValueError("failure_threshold must be >= 1 and reset_timeout >= 0")
+        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
+            raise ConfigError(
+                f"failure_threshold must be a whole number, got {failure_threshold!r}"
+            )
+        if failure_threshold < 1:
+            raise ConfigError(f"failure_threshold must be >= 1, got {failure_threshold}")
+        if not (isinstance(reset_timeout, int | float) and math.isfinite(reset_timeout)):
+            raise ConfigError(f"reset_timeout must be a number of seconds, got {reset_timeout!r}")
+        if reset_timeout < 0:
+            raise ConfigError(f"reset_timeout must be >= 0 seconds, got {reset_timeout:g}")
         self.endpoint = endpoint
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
@@ -160,12 +170,13 @@ class CircuitBreaker:
         if transition:
             _publish(transition)
 
-    def on_failure(self, error: BaseException) -> None:
+    def on_failure(self, error: BaseException | str) -> None:
+        """A call failed; ``error`` is the exception, or already a line describing it."""
+        reason = (error if isinstance(error, str) else describe_error(error))[:300]
         transition = None
         with self._lock:
             self._failures += 1
             self._probing = False
-            reason = f"{type(error).__name__}: {error}"[:300]
             if self._state == "half_open":
                 transition = self._move("open", f"the probe failed: {reason}")
             elif self._state == "closed" and self._failures >= self.failure_threshold:

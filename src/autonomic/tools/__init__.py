@@ -1,10 +1,13 @@
 """Tools: the protocol, the ``@tool`` decorator, execution options, secrets, the executor."""
 
-from autonomic.tools.base import FunctionTool, Tool, ToolContext, tool
+from autonomic.tools.approval import ApprovalCheck, approval_check, needs_approval
+from autonomic.tools.base import TOOL_EVENTS, FunctionTool, Tool, ToolContext, tool
 from autonomic.tools.options import ToolOptions
-from autonomic.tools.secrets import EnvSecrets, FileSecrets, SecretsProvider
+from autonomic.tools.secrets import EnvSecrets, FileSecrets, SecretsProvider, redact
 
 __all__ = [
+    "TOOL_EVENTS",
+    "ApprovalCheck",
     "EnvSecrets",
     "FileSecrets",
     "FunctionTool",
@@ -12,5 +15,8 @@ __all__ = [
     "Tool",
     "ToolContext",
     "ToolOptions",
+    "approval_check",
+    "needs_approval",
+    "redact",
     "tool",
 ]

@@ -16,6 +16,7 @@ from autonomic.errors import ConfigError, ToolError
 from autonomic.messages import ToolSpec
 from autonomic.steps import ChildSpec
 from autonomic.tools.base import ToolContext
+from autonomic.tools.options import DEFAULT_OPTIONS
 
 if TYPE_CHECKING:
     from autonomic.agent import Agent
@@ -61,6 +62,7 @@ class _Deferred:
 
     idempotent = True
     timeout: float | None = None
+    options = DEFAULT_OPTIONS
 
     async def invoke(self, arguments: dict[str, Any], context: ToolContext) -> str:
         raise ToolError(f"{type(self).__name__} runs as a durable wait, not in-process")

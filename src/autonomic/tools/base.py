@@ -1,30 +1,35 @@
 """The Tool protocol, and ``@tool``, which turns a typed Python function into one.
 
 A tool has a ``ToolSpec`` (name, description, JSON schema), a few execution settings
-(timeout, idempotency) and ``invoke``. Function tools, MCP tools and sandboxed tools all
-look the same to the runtime.
+(timeout, idempotency, ``options``) and ``invoke``. Function tools, MCP tools and sandboxed
+tools all look the same to the runtime.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
+import docstring_parser
 import pydantic
-import pydantic_core
 
 from autonomic.errors import ConfigError, ToolError
-from autonomic.events import Event
+from autonomic.events import EgressRequested, Event
 from autonomic.messages import ToolSpec
+from autonomic.tools.observations import observation_of, observation_text
 from autonomic.tools.options import DEFAULT_OPTIONS, ToolOptions
+from autonomic.tools.threads import run_in_thread
 
-__all__ = ["FunctionTool", "Tool", "ToolContext", "tool"]
+__all__ = ["TOOL_EVENTS", "FunctionTool", "Tool", "ToolContext", "tool"]
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+TOOL_EVENTS: tuple[type[Event], ...] = (EgressRequested,)
+"""The events a tool may add to its run's log; every other event is the runtime's to record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +38,15 @@ class ToolContext:
 
     ``idempotency_key`` is the action id: the same on every re-run of one action, so a
     tool can pass it to an external API to make a retried effect happen once.
-    ``secrets`` holds the secrets the tool declared, read when it runs.
+    ``secrets`` holds the secrets the tool declared, read when it runs. ``sink`` is where
+    ``record`` puts events; the executor gives one that is safe from any thread.
     """
 
     run_id: str
     action_id: str
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
-    record: Callable[[Event], None] | None = field(default=None, repr=False, compare=False)
-    """Adds an event to the run's log (e.g. each network request the tool's code made)."""
+    sink: Callable[[Event], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -52,6 +57,26 @@ class ToolContext:
             return self.secrets[name]
         except KeyError:
             raise ToolError(f"secret {name} was not declared by this tool") from None
+
+    def record(self, event: Event) -> None:
+        """Add ``event`` to the run's log (e.g. each network request the tool's code made).
+
+        Only ``TOOL_EVENTS`` about this action are accepted; callable from any thread.
+        """
+        if not isinstance(event, TOOL_EVENTS):
+            allowed = ", ".join(t.__name__ for t in TOOL_EVENTS)
+            raise ToolError(
+                f"a tool may record only {allowed}, not {type(event).__name__}: "
+                "the runtime records everything else"
+            )
+        action_id = getattr(event, "action_id", self.action_id)
+        if action_id != self.action_id:
+            raise ToolError(
+                f"a tool may record events of its own action {self.action_id!r} only, "
+                f"not of {action_id!r}"
+            )
+        if self.sink is not None:
+            self.sink(event)
 
 
 @runtime_checkable
@@ -65,6 +90,11 @@ class Tool(Protocol):
     @property
     def timeout(self) -> float | None: ...
 
+    @property
+    def options(self) -> ToolOptions:
+        """Retries, breaker, rate limit, output caps, secrets, approval: the defaults unless set."""
+        return DEFAULT_OPTIONS
+
     async def invoke(self, arguments: dict[str, Any], context: ToolContext) -> str:
         """Validate ``arguments``, run, and return the observation text.
 
@@ -73,39 +103,43 @@ class Tool(Protocol):
         ...
 
 
+def _paragraphs(text: str) -> str:
+    """``text`` with the lines of each paragraph joined, paragraphs a blank line apart."""
+    blocks = re.split(r"\n\s*\n", text.strip())
+    return "\n\n".join(
+        " ".join(line.strip() for line in b.splitlines() if line.strip()) for b in blocks
+    )
+
+
 def _docstring_parts(doc: str) -> tuple[str, dict[str, str]]:
-    """The summary and per-argument descriptions of a Google-style docstring."""
-    summary: list[str] = []
-    params: dict[str, str] = {}
-    section, current, base_indent = "summary", "", -1
-    for raw in inspect.cleandoc(doc).splitlines():
-        line = raw.strip()
-        header = line.lower().rstrip(":")
-        if line.endswith(":") and header in ("args", "arguments", "parameters"):
-            section = "args"
+    """The description and per-argument descriptions of a Google, NumPy or Sphinx docstring."""
+    try:
+        parsed = docstring_parser.parse(doc)
+    except docstring_parser.ParseError:
+        return _paragraphs(inspect.cleandoc(doc)), {}
+    text = parsed.short_description or ""
+    if parsed.long_description:
+        between = "\n\n" if parsed.blank_after_short_description else "\n"
+        text = f"{text}{between}{parsed.long_description}"
+    params = {p.arg_name: _paragraphs(p.description or "") for p in parsed.params}
+    return _paragraphs(text), {name: text for name, text in params.items() if text}
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The type hints of a function, or of the ``__call__`` of a callable object."""
+    for target in (fn, type(fn).__call__):
+        try:
+            return get_type_hints(target, include_extras=True)
+        except TypeError:
             continue
-        if line.endswith(":") and header in ("returns", "raises", "yields", "example", "examples"):
-            section = "other"
-            continue
-        if section == "summary":
-            summary.append(line)
-        elif section == "args" and line:
-            indent = len(raw) - len(raw.lstrip())
-            match = re.match(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$", line)
-            if match and (base_indent < 0 or indent <= base_indent):
-                base_indent = indent
-                current = match.group(1)
-                params[current] = match.group(2)
-            elif current:
-                params[current] = f"{params[current]} {line}".strip()
-    return " ".join(summary).strip(), params
+    return {}
 
 
 def _argument_model(
-    fn: Callable[..., Any], docs: dict[str, str]
+    fn: Callable[..., Any], name: str, docs: dict[str, str]
 ) -> tuple[type[pydantic.BaseModel], tuple[str, ...]]:
     """A pydantic model of the function's parameters, and which ones take the ToolContext."""
-    hints = get_type_hints(fn, include_extras=True)
+    hints = _hints(fn)
     fields: dict[str, Any] = {}
     context_params: list[str] = []
     for param in inspect.signature(fn).parameters.values():
@@ -114,14 +148,14 @@ def _argument_model(
             context_params.append(param.name)
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ConfigError(f"tool {fn.__name__}: *args and **kwargs cannot be described")
+            raise ConfigError(f"tool {name}: *args and **kwargs cannot be described")
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (
             annotation,
             pydantic.Field(default, description=docs.get(param.name)),
         )
     model = pydantic.create_model(
-        f"{fn.__name__}_arguments",
+        f"{name}_arguments",
         __config__=pydantic.ConfigDict(extra="forbid"),
         **fields,
     )
@@ -145,15 +179,32 @@ def _describe_validation_error(error: pydantic.ValidationError) -> str:
     return "invalid arguments: " + "; ".join(parts)
 
 
-def observation_text(value: Any) -> str:
-    """How a tool's return value is shown to the model."""
-    if isinstance(value, str):
-        return value
-    return pydantic_core.to_json(value).decode()
+def _is_async(fn: Callable[..., Any]) -> bool:
+    # an object whose __call__ is async counts too
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _check_timeout(name: str, timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigError(
+            f"tool {name}: timeout must be a number of seconds > 0 or None, got {timeout!r}"
+        )
+    return float(timeout)
 
 
 class FunctionTool:
-    """A tool backed by a Python function (sync functions run in a worker thread)."""
+    """A tool backed by a Python function.
+
+    Sync functions run on a daemon thread (``tools.threads``), where their result is also
+    turned into text; an async function's non-string result is turned into text on one.
+    """
 
     def __init__(
         self,
@@ -165,22 +216,28 @@ class FunctionTool:
         idempotent: bool = False,
         options: ToolOptions = DEFAULT_OPTIONS,
     ) -> None:
-        summary, docs = _docstring_parts(fn.__doc__ or "")
-        tool_name = name or fn.__name__
-        if not _NAME.match(tool_name):
+        tool_name = name or getattr(fn, "__name__", "")
+        if not isinstance(tool_name, str) or not _NAME.match(tool_name):
             raise ConfigError(f"tool name {tool_name!r} must match {_NAME.pattern}")
+        if inspect.isasyncgenfunction(fn):
+            raise ConfigError(
+                f"tool {tool_name} is an async generator: return a value (a list, a string)"
+            )
+        if not isinstance(options, ToolOptions):
+            raise ConfigError(f"tool {tool_name}: options must be a ToolOptions")
+        summary, docs = _docstring_parts(fn.__doc__ or "")
         self.fn = fn
-        self._arguments, self._context_params = _argument_model(fn, docs)
+        self._arguments, self._context_params = _argument_model(fn, tool_name, docs)
         self._fields = tuple(self._arguments.model_fields)
         self._spec = ToolSpec(
             name=tool_name,
             description=description or summary or tool_name,
             parameters=_schema(self._arguments),
         )
-        self._timeout = timeout
+        self._timeout = _check_timeout(tool_name, timeout)
         self._idempotent = idempotent
         self.options = options
-        self._is_async = inspect.iscoroutinefunction(fn)
+        self._is_async = _is_async(fn)
 
     @property
     def spec(self) -> ToolSpec:
@@ -206,11 +263,14 @@ class FunctionTool:
         kwargs = {name: getattr(parsed, name) for name in self._fields}
         for name in self._context_params:
             kwargs[name] = context
+        limit = self.options.max_output_chars
         if self._is_async:
-            result = await self.fn(**kwargs)
-        else:
-            result = await asyncio.to_thread(self.fn, **kwargs)
-        return observation_text(result)
+            return await observation_of(await self.fn(**kwargs), max_chars=limit)
+        return await run_in_thread(self._call, kwargs, limit)
+
+    def _call(self, kwargs: dict[str, Any], limit: int) -> str:
+        """Run the function and read its result, both on the tool's thread."""
+        return observation_text(self.fn(**kwargs), max_chars=limit)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the underlying function directly, as if it were not decorated."""
@@ -249,7 +309,8 @@ def tool(
 
     ``idempotent=True`` lets the runtime re-run the tool after a crash with the same
     idempotency key (declare a ``ToolContext`` parameter to receive it). Further keywords
-    are ``ToolOptions``: ``retries``, ``rate_per_s``, ``secrets``, ``max_observation_chars``...
+    are ``ToolOptions``: ``retries``, ``rate_per_s``, ``secrets``, ``max_observation_chars``,
+    ``requires_approval``...; a bad value is a ``ConfigError`` here, not at the first call.
     """
     try:
         tool_options = ToolOptions(**options) if options else DEFAULT_OPTIONS

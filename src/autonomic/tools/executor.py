@@ -1,18 +1,25 @@
 """Runs one requested action and turns whatever happens into an observation or an error.
 
-Nothing a tool does (bad arguments, an unknown name, an exception, a hang) crashes the
-run: it becomes an ``ActionFailed`` the model sees, with the reason and the attempt
-count. Around each attempt sit the tool's rate limit and circuit breaker; failures the
-tool marks retryable are retried with backoff, and every retry and breaker transition is
+Nothing a tool does crashes the run: an exception of any kind (``SystemExit``, a
+``CancelledError`` the tool raised itself, one whose ``__str__`` raises), a hang, an
+endless or unencodable result all become an ``ActionFailed`` the model sees, with the
+reason and the attempt count. Only a real cancellation of the calling task goes through.
+Around each attempt sit the tool's rate limit and circuit breaker; failures the tool
+marks retryable are retried with backoff, and every retry and breaker transition is
 recorded as an event. Declared secrets are read here, given to the tool, and masked out
-of what it returns.
+of everything that leaves it: output, errors, breaker reasons, the events it records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
 
 from autonomic.errors import ToolError
 from autonomic.events import (
@@ -24,15 +31,33 @@ from autonomic.events import (
     Event,
 )
 from autonomic.resilience.backoff import backoff_delay
-from autonomic.resilience.breaker import CircuitOpen, collecting
+from autonomic.resilience.breaker import CircuitBreaker, CircuitOpen, collecting
+from autonomic.resilience.describe import describe_error, error_message
 from autonomic.tools.base import Tool, ToolContext
-from autonomic.tools.options import ToolOptions, options_of, state_of
-from autonomic.tools.secrets import EnvSecrets, SecretsProvider, redact, resolve_secrets
+from autonomic.tools.observations import clean_text, observation_of
+from autonomic.tools.options import ToolOptions, options_of
+from autonomic.tools.runtime_state import state_of
+from autonomic.tools.secrets import (
+    EnvSecrets,
+    Redactor,
+    SecretsProvider,
+    redactor_for,
+    resolve_secrets,
+)
 
-__all__ = ["Outcome", "execute_action", "refusal", "truncated"]
+__all__ = ["MAX_TOOL_EVENTS", "Outcome", "execute_action", "refusal", "truncated"]
 
 Outcome = ActionCompleted | ActionFailed
 Record = Callable[[Event], None]
+
+MAX_TOOL_EVENTS = 10_000
+"""Events one action's tool may record."""
+MAX_ERROR_CHARS = 4_000
+CANCEL_GRACE_S = 1.0
+"""Seconds a tool that timed out gets to clean up before it is left to itself."""
+
+_log = logging.getLogger(__name__)
+_NO_SECRETS = Redactor({})
 
 
 def refusal(
@@ -71,43 +96,200 @@ class _Attempt:
         self.retryable, self.counts_against_tool = retryable, counts_against_tool
 
 
-async def _try_once(tool: Tool, request: ActionRequested, context: ToolContext) -> _Attempt:
-    timeout = asyncio.timeout(tool.timeout)
+class _Caller:
+    """The task running the action, to tell its real cancellation (its cancel count went up
+    since the start) from a stray ``CancelledError`` that some code raised by itself."""
+
+    __slots__ = ("baseline", "task")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.baseline = self.task.cancelling() if self.task is not None else 0
+
+    def cancelled(self) -> bool:
+        return self.task is not None and self.task.cancelling() > self.baseline
+
+
+class _ToolEvents:
+    """Events a tool records, held until the executor hands them to the run on the loop.
+
+    A sync tool records from its own thread, and the run's state may only change on the
+    loop's. Events are masked as they arrive; once the action has ended, a late one (from
+    a thread that outlived its timeout) is refused.
+    """
+
+    def __init__(self, redactor: Redactor, action_id: str) -> None:
+        self._redactor, self._action_id = redactor, action_id
+        self._lock = threading.Lock()
+        self._held: list[Event] = []
+        self._count = 0
+        self._closed = False
+
+    def __call__(self, event: Event) -> None:
+        masked = self._redactor.value(event)
+        try:
+            msgspec.json.encode(masked)
+        except (msgspec.EncodeError, TypeError, OverflowError) as e:
+            raise ToolError(f"the event cannot be stored: {describe_error(e, 300)}") from None
+        with self._lock:
+            if self._closed:
+                raise ToolError(f"action {self._action_id} has ended: it can record nothing more")
+            if self._count >= MAX_TOOL_EVENTS:
+                raise ToolError(f"a tool may record at most {MAX_TOOL_EVENTS:,} events per action")
+            self._held.append(masked)
+            self._count += 1
+
+    def hand_over(self, record: Record, *, close: bool = False) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+            self._closed = self._closed or close
+        for event in held:
+            record(event)
+
+
+def _error_text(error: BaseException, redactor: Redactor, *, bare: bool = False) -> str:
+    """``error`` as one masked line; ``bare`` leaves out the type (a ToolError's message is
+    written for the model)."""
+    text = (bare and error_message(error, MAX_ERROR_CHARS)) or describe_error(
+        error, MAX_ERROR_CHARS
+    )
+    return clean_text(redactor(text))
+
+
+async def _invoke(tool: Tool, request: ActionRequested, context: ToolContext, limit: int) -> Any:
+    """The tool's call, run as a task of its own; whatever it raises is returned, since a
+    ``SystemExit`` or ``KeyboardInterrupt`` escaping a task would stop the event loop."""
     try:
-        async with timeout:
-            return _Attempt(observation=await tool.invoke(dict(request.args), context))
-    except ToolError as e:
-        return _Attempt(error=str(e), retryable=e.retryable, counts_against_tool=e.retryable)
-    except TimeoutError as e:
-        if not timeout.expired():
-            return _Attempt(error=f"TimeoutError: {e}", counts_against_tool=True)
+        value = await tool.invoke(dict(request.args), context)
+        return value if isinstance(value, str) else await observation_of(value, max_chars=limit)
+    except BaseException as e:
+        return _Raised(e)
+
+
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_abandoned: set[asyncio.Task[Any]] = set()  # held so that they are not collected mid-run
+
+
+def _abandon(task: asyncio.Task[Any]) -> None:
+    """Stop waiting for a tool's task: it was told to stop, and may ignore it."""
+    task.cancel()
+    if not task.done():
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel a tool that ran out of time; give it ``CANCEL_GRACE_S`` to clean up, no more."""
+    task.cancel()
+    try:
+        await asyncio.wait((task,), timeout=CANCEL_GRACE_S)
+    finally:
+        _abandon(task)
+
+
+def _failure(error: BaseException, redactor: Redactor) -> _Attempt:
+    if isinstance(error, ToolError):
+        retryable = getattr(error, "retryable", False) is True
+        return _Attempt(
+            error=_error_text(error, redactor, bare=True),
+            retryable=retryable,
+            counts_against_tool=retryable,
+        )
+    if isinstance(error, asyncio.CancelledError):
+        return _Attempt(
+            error="the tool raised CancelledError, but nothing cancelled it",
+            counts_against_tool=True,
+        )
+    # anything else, SystemExit, KeyboardInterrupt and GeneratorExit included
+    return _Attempt(error=_error_text(error, redactor), counts_against_tool=True)
+
+
+async def _try_once(
+    tool: Tool,
+    request: ActionRequested,
+    context: ToolContext,
+    options: ToolOptions,
+    redactor: Redactor,
+) -> _Attempt:
+    """One call in a task of its own, so that a tool that ignores cancellation can hold
+    neither the caller's cancellation nor its own timeout."""
+    timeout = tool.timeout
+    task = asyncio.create_task(_invoke(tool, request, context, options.max_output_chars))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:  # the caller is being cancelled: so is the tool
+        _abandon(task)
+        raise
+    if not done:
+        await _stop(task)
         # the effect may have happened: only an idempotent tool is safe to try again
         return _Attempt(
-            error=f"timed out after {tool.timeout:g}s",
+            error=f"timed out after {timeout:g}s",
             retryable=tool.idempotent,
             counts_against_tool=True,
         )
-    except Exception as e:
-        return _Attempt(error=f"{type(e).__name__}: {e}", counts_against_tool=True)
+    result = task.result()
+    if isinstance(result, _Raised):
+        return _failure(result.error, redactor)
+    return _Attempt(observation=result)
 
 
-def _record_transitions(record: Record, transitions: list[dict[str, object]]) -> None:
+async def _probe_guarded(
+    breaker: CircuitBreaker | None,
+    tool: Tool,
+    request: ActionRequested,
+    context: ToolContext,
+    options: ToolOptions,
+    redactor: Redactor,
+) -> _Attempt:
+    """One try, reported to the breaker: a cancelled call says nothing about the tool, but
+    must still end a half-open probe, or the breaker would wait for it forever."""
+    try:
+        attempt = await _try_once(tool, request, context, options, redactor)
+    except BaseException:
+        if breaker is not None:
+            breaker.on_neutral()
+        raise
+    if breaker is not None:
+        if attempt.observation is not None:
+            breaker.on_success()
+        elif attempt.counts_against_tool:
+            breaker.on_failure(attempt.error)
+        else:
+            breaker.on_neutral()
+    return attempt
+
+
+def _record_transitions(
+    record: Record, transitions: list[dict[str, object]], redactor: Redactor
+) -> None:
     for change in transitions:
         record(
             CircuitChanged(
                 target=str(change.get("endpoint", "")),
                 from_state=str(change.get("from", "")),
                 to_state=str(change.get("to", "")),
-                reason=str(change.get("reason", "")),
+                reason=redactor(str(change.get("reason", ""))),
             )
         )
 
 
 async def _attempt_guarded(
-    tool: Tool, request: ActionRequested, context: ToolContext, record: Record
+    tool: Tool,
+    request: ActionRequested,
+    context: ToolContext,
+    options: ToolOptions,
+    redactor: Redactor,
+    record: Record,
 ) -> _Attempt:
     """One try behind the tool's rate limit and circuit breaker."""
-    state = state_of(tool)
+    state = state_of(tool, request.tool)
     if state.bucket is not None:
         await state.bucket.acquire()
     with collecting() as transitions:
@@ -117,15 +299,8 @@ async def _attempt_guarded(
         except CircuitOpen as e:
             attempt = _Attempt(error=f"{e}; it may work again in {e.retry_after:.0f}s")
         else:
-            attempt = await _try_once(tool, request, context)
-            if state.breaker is not None:
-                if attempt.observation is not None:
-                    state.breaker.on_success()
-                elif attempt.counts_against_tool:
-                    state.breaker.on_failure(ToolError(attempt.error))
-                else:
-                    state.breaker.on_neutral()
-    _record_transitions(record, transitions)
+            attempt = await _probe_guarded(state.breaker, tool, request, context, options, redactor)
+    _record_transitions(record, transitions, redactor)
     return attempt
 
 
@@ -134,15 +309,18 @@ def _finish(
     attempt: _Attempt,
     attempts: int,
     options: ToolOptions,
-    secrets: Mapping[str, str],
+    redactor: Redactor,
     elapsed_ms: float,
 ) -> Outcome:
     if attempt.observation is None:
-        error = redact(attempt.error, secrets)
+        error = attempt.error
         if attempts > 1:
             error = f"{error} (failed {attempts} attempts; not retrying)"
         return ActionFailed(request.action_id, error, attempt.retryable, elapsed_ms, attempts)
-    output = redact(attempt.observation, secrets)
+    raw, cap = attempt.observation, options.max_output_chars
+    output = clean_text(redactor.head(raw, cap))
+    if len(raw) > cap:
+        output += f"\n[output cut at {cap:,} of {len(raw):,} characters]"
     if len(output) <= options.max_observation_chars:
         return ActionCompleted(request.action_id, output, elapsed_ms, attempts)
     return ActionCompleted(
@@ -154,6 +332,43 @@ def _finish(
     )
 
 
+async def _attempts(
+    tool: Tool,
+    request: ActionRequested,
+    run_id: str,
+    first_attempt: int,
+    options: ToolOptions,
+    values: dict[str, str],
+    redactor: Redactor,
+    record: Record,
+    started: float,
+) -> Outcome:
+    """Try, and try again while the failure is retryable and the budget allows."""
+    sink = _ToolEvents(redactor, request.action_id)
+    number = first_attempt
+    try:
+        while True:
+            context = ToolContext(run_id, request.action_id, number, values, sink)
+            attempt = await _attempt_guarded(tool, request, context, options, redactor, record)
+            sink.hand_over(record)
+            tries = number - first_attempt + 1
+            if attempt.observation is not None or not attempt.retryable or tries > options.retries:
+                elapsed = round((time.perf_counter() - started) * 1000, 3)
+                return _finish(request, attempt, number, options, redactor, elapsed)
+            delay = backoff_delay(
+                tries,
+                base_delay=options.backoff_s,
+                max_delay=options.max_backoff_s,
+                retry_after=None,
+                jitter=0.5,
+            )
+            record(ActionRetried(request.action_id, number, attempt.error, delay))
+            await asyncio.sleep(delay)
+            number += 1
+    finally:
+        sink.hand_over(record, close=True)
+
+
 async def execute_action(
     tool: Tool,
     request: ActionRequested,
@@ -163,32 +378,39 @@ async def execute_action(
     secrets: SecretsProvider | None = None,
     record: Record | None = None,
 ) -> Outcome:
-    """Run ``request`` with ``tool``, retrying as its options allow; never raises."""
-    started = time.perf_counter()
-    options = options_of(tool)
-    events = record or (lambda event: None)
+    """Run ``request`` with ``tool``, retrying as its options allow.
 
-    def elapsed() -> float:
-        return round((time.perf_counter() - started) * 1000, 3)
+    Never raises, except ``CancelledError`` when the calling task itself is cancelled.
+    ``record`` receives, on the event loop's thread, the events of the attempts: retries,
+    breaker transitions and the events the tool recorded, all with secrets masked.
+    """
+    started = time.perf_counter()
+    caller = _Caller()
+    events: Record = record or (lambda event: None)
+    redactor = _NO_SECRETS
+
+    def failed(error: str) -> ActionFailed:
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        return ActionFailed(request.action_id, error, False, elapsed, first_attempt)
 
     try:
-        values = resolve_secrets(options.secrets, secrets or EnvSecrets())
-    except ToolError as e:
-        return ActionFailed(request.action_id, str(e), False, elapsed(), first_attempt)
-    number = first_attempt
-    while True:
-        context = ToolContext(run_id, request.action_id, number, values, events)
-        attempt = await _attempt_guarded(tool, request, context, events)
-        tries = number - first_attempt + 1
-        if attempt.observation is not None or not attempt.retryable or tries > options.retries:
-            return _finish(request, attempt, number, options, values, elapsed())
-        delay = backoff_delay(
-            tries,
-            base_delay=options.backoff_s,
-            max_delay=options.max_backoff_s,
-            retry_after=None,
-            jitter=0.5,
+        options = options_of(tool)
+        values: dict[str, str] = {}
+        if options.secrets:
+            values = resolve_secrets(options.secrets, secrets or EnvSecrets())
+            redactor = redactor_for(values)
+        return await _attempts(
+            tool, request, run_id, first_attempt, options, values, redactor, events, started
         )
-        events(ActionRetried(request.action_id, number, redact(attempt.error, values), delay))
-        await asyncio.sleep(delay)
-        number += 1
+    except ToolError as e:
+        return failed(_error_text(e, redactor, bare=True))
+    except asyncio.CancelledError:
+        if caller.cancelled():
+            raise
+        return failed(
+            f"tool {request.tool!r} could not be run: CancelledError, but nothing cancelled it"
+        )
+    except BaseException as e:  # a fault of the tool object itself (a broken property...)
+        reason = f"tool {request.tool!r} could not be run: {_error_text(e, redactor)}"
+        _log.error("action %s: %s", request.action_id, reason)
+        return failed(reason)

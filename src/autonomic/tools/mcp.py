@@ -38,7 +38,8 @@ from autonomic.tools._mcp_session import (
     http,
     stdio,
 )
-from autonomic.tools.base import ToolContext, observation_text
+from autonomic.tools.base import ToolContext
+from autonomic.tools.observations import observation_text
 from autonomic.tools.options import DEFAULT_OPTIONS, ToolOptions
 
 try:

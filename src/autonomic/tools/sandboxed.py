@@ -21,6 +21,7 @@ from autonomic.sandbox.backends import open_sandbox
 from autonomic.sandbox.base import Sandbox, SandboxLimits, SandboxResult, format_bytes
 from autonomic.sandbox.egress import EgressRequest
 from autonomic.tools.base import ToolContext
+from autonomic.tools.options import DEFAULT_OPTIONS
 
 __all__ = ["SandboxTool", "format_result", "run_python", "run_shell"]
 
@@ -77,6 +78,7 @@ class SandboxTool:
     ) -> None:
         self._sandbox = sandbox
         self._limits = limits
+        self.options = DEFAULT_OPTIONS
         self._argument = argument
         self._shell = shell
         self._spec = ToolSpec(
@@ -118,18 +120,17 @@ class SandboxTool:
                 result = await self._sandbox.run_python(text, limits=self._limits)
         except SandboxError as e:
             raise ToolError(f"the sandbox could not run it: {e}", retryable=True) from e
-        if context.record is not None:
-            for request in result.egress:
-                context.record(
-                    EgressRequested(
-                        context.action_id,
-                        request.method,
-                        request.host,
-                        request.port,
-                        request.allowed,
-                        request.target,
-                    )
+        for request in result.egress:
+            context.record(
+                EgressRequested(
+                    context.action_id,
+                    request.method,
+                    request.host,
+                    request.port,
+                    request.allowed,
+                    request.target,
                 )
+            )
         return format_result(result)
 
     def __repr__(self) -> str:
