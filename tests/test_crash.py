@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from autonomic import Runtime
 from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, Event, RunCompleted
 from autonomic.loader import read_events
 from autonomic.store.base import RunInfo
+from drills import committed
 
 HERE = Path(__file__).parent
 KILL_ROUNDS = 24
@@ -38,19 +38,6 @@ def spawn(store_url: str, effects: Path, *goal: str) -> subprocess.Popen[bytes]:
             stderr=log,
         )
     return proc
-
-
-def committed(db: Path) -> list[tuple[int, str, bytes]]:
-    """What is durably in the log right now, read by a separate connection."""
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("SELECT seq, type, body FROM events ORDER BY run_id, seq").fetchall()
-    except sqlite3.OperationalError:  # the first process has not created the schema yet
-        return []
-    finally:
-        conn.close()
 
 
 def kill_when(
