@@ -75,8 +75,47 @@ def _checked_call(raw: object, index: int, seen: set[str]) -> tuple[ToolCall, st
     return ToolCall(call_id, clean_text(name), arguments, error), problem
 
 
+def _well_formed(raw: ModelResponse) -> bool:
+    """The common case, checked cheaply: right types, unique ids, and it encodes (which
+    also rules out lone surrogates and values that are not JSON data)."""
+    if not (isinstance(raw.text, str) and isinstance(raw.tool_calls, tuple)):
+        return False
+    usage = raw.usage
+    if not (
+        type(usage) is Usage
+        and type(usage.input_tokens) is int
+        and type(usage.output_tokens) is int
+        and min(usage.input_tokens, usage.output_tokens) >= 0
+        and isinstance(raw.model, str)
+    ):
+        return False
+    if not (raw.cost is None or (type(raw.cost) is float and math.isfinite(raw.cost))):
+        return False
+    ids = set()
+    for call in raw.tool_calls:
+        if not (
+            type(call) is ToolCall
+            and type(call.id) is str
+            and type(call.name) is str
+            and type(call.arguments) is dict
+            and all(type(key) is str for key in call.arguments)
+            and call.id
+            and call.name.strip()
+            and call.id not in ids
+        ):
+            return False
+        ids.add(call.id)
+    try:
+        _encoder.encode(raw)
+    except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
+        return False
+    return isinstance(raw.meta, dict)
+
+
 def checked_response(raw: object) -> ModelResponse:
     """A response safe to record; ``meta["malformed"]`` says what had to be fixed."""
+    if isinstance(raw, ModelResponse) and _well_formed(raw):
+        return raw
     if not isinstance(raw, ModelResponse):
         return ModelResponse(meta={"malformed": f"the model returned a {type(raw).__name__}"})
     problems: list[str] = []

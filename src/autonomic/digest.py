@@ -8,7 +8,7 @@ few new ones) costs only the new messages, not the whole transcript again.
 from __future__ import annotations
 
 import hashlib
-import operator
+from collections.abc import Sequence
 
 import msgspec
 
@@ -21,23 +21,32 @@ _encoder = msgspec.json.Encoder()
 
 class RequestDigester:
     def __init__(self) -> None:
-        self._messages: list[Message] = []
+        self._messages: tuple[Message, ...] = ()
         self._chain: list[bytes] = []
 
     def digest(self, request: ModelRequest) -> str:
         messages = request.messages
-        same = list(map(operator.is_, self._messages, messages))
-        if False in same:  # equal but rebuilt messages (a fresh system prompt) count too
-            same = list(map(operator.eq, self._messages, messages))
-        known = same.index(False) if False in same else len(same)
-        del self._messages[known:], self._chain[known:]
+        known = len(self._messages)
+        # the usual case: the previous request plus new messages. Comparing the prefix is a
+        # pointer comparison per message (equal but rebuilt ones, like a fresh system
+        # prompt, fall back to comparing their fields), so only new messages are hashed
+        if messages[:known] != self._messages:
+            known = _common_prefix(self._messages, messages)
+            del self._chain[known:]
         link = self._chain[-1] if self._chain else b""
         for message in messages[known:]:
             link = hashlib.sha256(link + _encoder.encode(message)).digest()
-            self._messages.append(message)
             self._chain.append(link)
+        self._messages = messages
         rest = _encoder.encode((request.tools, request.purpose, request.response_schema))
         return hashlib.sha256(link + rest).hexdigest()[:32]
+
+
+def _common_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
 
 
 def request_digest(request: ModelRequest) -> str:

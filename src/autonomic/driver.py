@@ -188,6 +188,7 @@ class Driver:
         self.snapshot_every = snapshot_every
         self.view = agent.view()
         self.tools = agent.tool_map
+        self._awaiting = {n: t for n, t in self.tools.items() if isinstance(t, AwaitingTool)}
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
         self.lease_deadline = time.monotonic() + lease_s
@@ -572,9 +573,9 @@ class Driver:
         for request, refused in planned:
             if refused is not None:
                 continue
-            tool = self.tools[request.tool]
-            if isinstance(tool, AwaitingTool):
-                self._defer(tool, request)
+            awaiting = self._awaiting.get(request.tool)
+            if awaiting is not None:
+                self._defer(awaiting, request)
             else:
                 runnable.append(request)
         outcomes: dict[str, Outcome] = {}
