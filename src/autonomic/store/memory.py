@@ -25,6 +25,8 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    check_limit,
+    check_wait,
     lease_is_free,
     lineage_segments,
     new_run_info,
@@ -63,9 +65,11 @@ class InMemoryStore(AsyncResource):
     # -- the event log ---------------------------------------------------------------------
 
     def _check_new(self, runs: Iterable[NewRun]) -> None:
+        seen: set[str] = set()
         for run in runs:
-            if run.run_id in self._runs:
+            if run.run_id in self._runs or run.run_id in seen:
                 raise ConfigError(f"a run with id {run.run_id!r} already exists")
+            seen.add(run.run_id)
 
     def _insert(
         self,
@@ -123,6 +127,7 @@ class InMemoryStore(AsyncResource):
             raise ConcurrencyConflict(c.run_id, c.expected_seq, info.last_seq)
         if info.lease_owner != c.lease.owner or info.lease_epoch != c.lease.epoch:
             raise LeaseLost(f"run {c.run_id} is leased to {info.lease_owner or 'nobody'} now")
+        check_wait(c, info.status)
         self._check_new(child for child, _ in c.children)
         return info
 
@@ -136,7 +141,8 @@ class InMemoryStore(AsyncResource):
         if commit.consumed:
             self._inbox[run_id] = [i for i in self._inbox.get(run_id, ()) if i.id > commit.consumed]
         status = commit.status or info.status
-        wait, wake_at = (commit.wait, commit.wait.wake_at) if status == "waiting" else (None, None)
+        wait = commit.wait if status == "waiting" else None
+        wake_at = wait.wake_at if wait else None
         ready = status == "waiting" and wait_is_over(wait, self._arrived(run_id), now)
         if ready:
             wake_at = now
@@ -165,10 +171,13 @@ class InMemoryStore(AsyncResource):
     async def read(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
+        check_limit(limit)
         result: list[EventRecord] = []
         for rid, upto in lineage_segments(self._chain(run_id)):
             result.extend(
-                r for r in self._events[rid] if r.seq > after_seq and (upto is None or r.seq <= upto)
+                r
+                for r in self._events[rid]
+                if r.seq > after_seq and (upto is None or r.seq <= upto)
             )
         return result if limit is None else result[:limit]
 
@@ -196,6 +205,7 @@ class InMemoryStore(AsyncResource):
         return self._run(run_id)
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
+        check_limit(limit)
         return [r for rid, r in self._runs.items() if rid.startswith(prefix)][:limit]
 
     async def list_runs(
@@ -205,6 +215,7 @@ class InMemoryStore(AsyncResource):
         parent_run_id: str | None = None,
         limit: int = 50,
     ) -> list[RunInfo]:
+        check_limit(limit)
         runs = [
             r
             for r in self._runs.values()
@@ -252,6 +263,7 @@ class InMemoryStore(AsyncResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
     ) -> list[Claim]:
+        check_limit(limit)
         now = time.time()
         claims: list[Claim] = []
         for info in sorted(self._runs.values(), key=lambda r: r.created_at):
@@ -293,9 +305,7 @@ class InMemoryStore(AsyncResource):
         item_id = next(self._inbox_ids)
         e = delivery.event
         record = EventRecord(0, e.type, e.version, e.ts, e.body)
-        self._inbox.setdefault(delivery.run_id, []).append(
-            InboxItem(item_id, delivery.key, record)
-        )
+        self._inbox.setdefault(delivery.run_id, []).append(InboxItem(item_id, delivery.key, record))
         self._blobs.update(e.blobs)
         info = self._runs[delivery.run_id]
         woke = info.status == "waiting" and wait_is_over(
