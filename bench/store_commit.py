@@ -4,7 +4,8 @@
 (b) 1000 runs committing 2 events at a time concurrently (group commit at work).
 
 Each commit is fenced by the run's lease, as a driver's is. Prints one JSON object per
-scenario, with wall and CPU time (CPU time is steadier on a busy machine). Usage: python bench/store_commit.py [--quick]
+scenario, with wall and CPU time (CPU time is steadier on a busy machine) and the bytes
+written to the WAL per commit. Usage: python bench/store_commit.py [--quick]
 (It also runs against the previous store API, ``append(..., owner=)``, to compare.)
 """
 
@@ -24,6 +25,14 @@ from autonomic.store.base import NewRun
 from autonomic.store.sqlite import SQLiteStore
 
 OWNER = "bench"
+
+
+def written() -> int:
+    """Bytes this process has handed to write(2) so far (WAL frames included)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
 Committer = Callable[[str, int, list[NewEvent]], Awaitable[int]]
 
 
@@ -52,10 +61,11 @@ async def single_run(commits: int, folder: Path) -> dict[str, object]:
     async with SQLiteStore(f"sqlite:///{folder / 'single.db'}") as store:
         commit = await start_run(store, "solo")
         seq = 1
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, bytes_before = time.perf_counter(), time.process_time(), written()
         for i in range(commits):
             seq = await commit("solo", seq, two_events(i))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        io = written() - bytes_before
     return {
         "scenario": "single_run",
         "commits": commits,
@@ -63,6 +73,7 @@ async def single_run(commits: int, folder: Path) -> dict[str, object]:
         "commits_per_s": round(commits / elapsed),
         "us_per_commit": round(elapsed * 1e6 / commits, 1),
         "cpu_us_per_commit": round(cpu * 1e6 / commits, 1),
+        "bytes_written_per_commit": round(io / commits),
     }
 
 
@@ -75,9 +86,10 @@ async def many_runs(runs: int, commits_each: int, folder: Path) -> dict[str, obj
             for n in range(commits_each):
                 seq = await commit(f"run{i}", seq, two_events(n))
 
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, bytes_before = time.perf_counter(), time.process_time(), written()
         await asyncio.gather(*(drive(i, c) for i, c in enumerate(committers)))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        io = written() - bytes_before
     total = runs * commits_each
     return {
         "scenario": "concurrent_runs",
@@ -87,6 +99,7 @@ async def many_runs(runs: int, commits_each: int, folder: Path) -> dict[str, obj
         "commits_per_s": round(total / elapsed),
         "us_per_commit": round(elapsed * 1e6 / total, 1),
         "cpu_us_per_commit": round(cpu * 1e6 / total, 1),
+        "bytes_written_per_commit": round(io / total),
     }
 
 

@@ -84,24 +84,16 @@ _INSERT_EVENT = (
 )
 _INSERT_BLOB = "INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)"
 _ENDED = "(" + ", ".join(f"'{status}'" for status in TERMINAL_STATUSES) + ")"
-_APPEND = f"""
-UPDATE runs SET last_seq = ?, updated_at = ?
-WHERE run_id = ? AND last_seq = ? AND lease_owner = ? AND lease_epoch = ?
-    AND status NOT IN {_ENDED} AND status != 'waiting'
-RETURNING inbox_last, wait IS NOT NULL OR wake_at IS NOT NULL"""
-"""A plain commit's check and update. It sets no indexed column, so that only the row's
-page is written; a wait or back-off left on a running run is cleared apart (rarely)."""
-_APPEND_AND_SET = f"""
-UPDATE runs SET last_seq = ?, updated_at = ?, status = coalesce(?, status), wait = NULL,
-    wake_at = NULL, lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
-    lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
-WHERE run_id = ? AND last_seq = ? AND lease_owner = ? AND lease_epoch = ?
-    AND status NOT IN {_ENDED} AND coalesce(?, status) != 'waiting'
-RETURNING inbox_last, 0"""
-"""A plain commit that also sets the status or gives the lease up."""
-_CLEAR_WAKE = "UPDATE runs SET wait = NULL, wake_at = NULL WHERE run_id = ?"
-_APPEND_MANY = "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?"
-_APPEND_AND_SET_MANY = """
+_HEAD_COLUMNS = (
+    "status, last_seq, lease_owner, lease_epoch, inbox_last, "
+    "wait IS NOT NULL OR wake_at IS NOT NULL"
+)
+"""What a plain commit is checked against (the last: a wait or back-off left to clear)."""
+_HEAD = f"SELECT {_HEAD_COLUMNS} FROM runs WHERE run_id = ?"
+_HEADS = f"SELECT run_id, {_HEAD_COLUMNS} FROM runs WHERE run_id IN ({{}})"
+_APPEND = "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?"
+"""It sets no indexed column, so that only the row's page is written."""
+_APPEND_AND_SET = """
 UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = NULL, wake_at = NULL,
     lease_owner = ?, lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
 WHERE run_id = ?"""
@@ -203,6 +195,18 @@ def _refused(
     return None
 
 
+def _damaged_log(run_id: str, last_seq: int, error: sqlite3.IntegrityError) -> Abort:
+    """Events could not be added after ``last_seq``: the store is damaged, or an event is bad."""
+    if "UNIQUE" in str(error):
+        return Abort(
+            StoreCorrupt(
+                f"run {run_id}: its log already holds events after event {last_seq}, where its "
+                "row says it ends (the store is damaged)"
+            )
+        )
+    return Abort(ConfigError(f"run {run_id}: an event cannot be stored ({error})"))
+
+
 def _is_plain(c: Commit) -> bool:
     return (
         c.wait is None and c.status != "waiting" and not (c.consumed or c.deliveries or c.children)
@@ -263,35 +267,29 @@ class _PlainCommit(BatchedOp):
 
     def __call__(self) -> Committed:
         c, conn = self.c, self.store._w
-        last = c.expected_seq + len(c.events)
-        fence = (c.run_id, c.expected_seq, c.lease.owner, c.lease.epoch)
-        if c.status is None and not c.release:
-            cursor = conn.execute(_APPEND, (last, time.time(), *fence))
+        row = conn.execute(_HEAD, (c.run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(c.run_id)
+        status, last, owner, epoch, inbox_last, stale = row
+        refusal = _refused(c, status, last, owner, epoch)
+        if refusal:
+            raise refusal
+        self.store._insert_events(c.run_id, last + 1, c.events)
+        last += len(c.events)
+        if c.status is None and not c.release and not stale:
+            conn.execute(_APPEND, (last, time.time(), c.run_id))
         else:
-            flags = (c.status, c.release, c.release)
-            cursor = conn.execute(_APPEND_AND_SET, (last, time.time(), *flags, *fence, c.status))
-        rows = cursor.fetchall()
-        if not rows:
-            info = self.store._get_run(conn, c.run_id)
-            refusal = _refused(c, info.status, info.last_seq, info.lease_owner, info.lease_epoch)
-            raise refusal or StoreError(f"run {c.run_id}: the commit was refused")
-        inbox_last, stale = rows[0]
-        if stale:
-            conn.execute(_CLEAR_WAKE, (c.run_id,))
-        self.store._insert_events(c.run_id, c.expected_seq + 1, c.events)
+            owner = None if c.release else owner
+            values = (last, time.time(), c.status or status, owner, c.release, c.run_id)
+            conn.execute(_APPEND_AND_SET, values)
         return Committed(last, inbox_last)
 
     def write_many(self, ops: Sequence[_PlainCommit]) -> list[Any]:
-        """Check every commit against its run's row as the batch goes, then write them all."""
+        """Read the runs' rows once, check each commit in order against them (under the
+        write lock, they cannot change), then write the events and the rows."""
         store, now = self.store, time.time()
-        heads = {
-            row[0]: list(row[1:])
-            for row in store._select_in(
-                "SELECT run_id, status, last_seq, lease_owner, lease_epoch, inbox_last, "
-                "wait IS NOT NULL OR wake_at IS NOT NULL FROM runs WHERE run_id IN ({})",
-                {op.c.run_id for op in ops},
-            )
-        }
+        ids = {op.c.run_id for op in ops}
+        heads = {row[0]: list(row[1:]) for row in store._select_in(_HEADS, ids)}
         written: dict[str, list[Any]] = {}
         results: list[Any] = []
         events: list[tuple[Any, ...]] = []
@@ -317,21 +315,18 @@ class _PlainCommit(BatchedOp):
             head[5] = full or c.status is not None or c.release
             written[c.run_id] = head
             results.append(Committed(last, inbox_last))
+        # a damaged log fails the INSERT: the group commit then writes each commit alone
         conn = store._w
         conn.executemany(_INSERT_EVENT, events)
         store._insert_blobs(blobs)
         store.bytes_written += sum(len(row[5]) for row in events)
-        conn.executemany(
-            _APPEND_MANY, [(h[1], now, run_id) for run_id, h in written.items() if not h[5]]
-        )
-        conn.executemany(
-            _APPEND_AND_SET_MANY,
-            [
-                (h[1], now, h[0], h[2], h[2] is None, run_id)
-                for run_id, h in written.items()
-                if h[5]
-            ],
-        )
+        plain = [(h[1], now, run_id) for run_id, h in written.items() if not h[5]]
+        full = [
+            (h[1], now, h[0], h[2], h[2] is None, run_id) for run_id, h in written.items() if h[5]
+        ]
+        for sql, rows in ((_APPEND, plain), (_APPEND_AND_SET, full)):
+            if rows:
+                conn.executemany(sql, rows)
         return results
 
 
@@ -520,19 +515,11 @@ class SQLiteStore(AsyncResource):
                 ],
             )
         except sqlite3.IntegrityError as error:
-            if "UNIQUE" not in str(error):
-                raise Abort(
-                    ConfigError(f"run {run_id}: an event cannot be stored ({error})")
-                ) from error
-            raise Abort(
-                StoreCorrupt(
-                    f"run {run_id}: its log already holds events after event {first_seq - 1}, "
-                    "where its row says it ends (the store is damaged)"
-                )
-            ) from error
+            raise _damaged_log(run_id, first_seq - 1, error) from error
         self.bytes_written += sum(len(e.body) for e in events)
         for e in events:
-            self._insert_blobs(e.blobs)
+            if e.blobs:
+                self._insert_blobs(e.blobs)
 
     def _check_new(self, runs: Sequence[NewRun]) -> None:
         """Refuse ids that are taken (before anything is written)."""
