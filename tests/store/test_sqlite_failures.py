@@ -21,7 +21,7 @@ import pytest
 import autonomic
 from autonomic.errors import ConfigError, StoreCorrupt, StoreError
 from autonomic.events import NewEvent
-from autonomic.store.base import Commit, Lease, NewRun, RunInfo
+from autonomic.store.base import Commit, Delivery, Lease, NewRun, RunInfo, Wait
 from autonomic.store.sqlite import SQLiteStore
 
 SRC = str(Path(autonomic.__file__).parents[1])
@@ -334,6 +334,28 @@ async def test_a_log_longer_than_its_row_says_is_reported_and_not_written_to(
             await store.commit(Commit("r1", 2, [event("new")], Lease("me", 1)))
         assert (await store.get_run("r1")).last_seq == 2
         assert write_lock_is_free(path)
+
+
+async def test_damage_met_midway_through_a_commit_undoes_all_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(f"sqlite:///{path}") as store:
+        info = await leased_run(store, "sender")
+        await leased_run(store, "target")
+        sql(path, "UPDATE runs SET wait = 'garbage' WHERE run_id = 'target'")
+        kid = (NewRun("kid", "a", "g", "sender"), [event()])
+        delivery = Delivery("target", "k", event())
+        with pytest.raises(StoreCorrupt, match="run target: what it waits for is unreadable"):
+            await store.commit(
+                Commit(
+                    "sender", 1, [event()], Lease("me", 1), children=[kid], deliveries=[delivery]
+                )
+            )
+        assert runs_in(path) == ["sender", "target"] and (await store.get_run("sender")) == info
+        assert write_lock_is_free(path)
+        with pytest.raises(ConfigError, match="what it waits for cannot be stored"):
+            await store.commit(
+                Commit("sender", 1, [], Lease("me", 1), "waiting", Wait(groups=((object(),),)))  # type: ignore[arg-type]
+            )
 
 
 async def test_other_damage_is_reported_and_snapshots_are_read_as_they_are(

@@ -1,11 +1,12 @@
 """The SQLite store: one file in WAL mode, shared safely by several processes.
 
 Writes go through a group commit (``_group_commit``): whatever is queued in one turn of the
-event loop is one transaction. A driver's plain commit is one conditional UPDATE of its
-run's row (end check, optimistic check and lease fence in one statement) and one INSERT of
-its events; plain commits of many runs in one batch take a handful of statements in all.
-The schema is a list of numbered migrations (``_sqlite_schema``). The in-memory store is
-the reference for what every operation means.
+event loop is one transaction. A driver's plain commit reads its run's row by key (the end,
+optimistic and lease checks are made on it, under the write lock), inserts its events and
+updates the row by key; plain commits of many runs in one batch take a handful of
+statements in all. The schema is a list of numbered migrations (``_sqlite_schema``), and
+errors are mapped in ``_sqlite_errors``. The in-memory store is the reference for what
+every operation means.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from autonomic.errors import (
 )
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store._group_commit import Abort, BatchedOp, GroupCommit, LockBusy
+from autonomic.store._sqlite_errors import int64, seconds, store_error
 from autonomic.store._sqlite_schema import ensure_schema
 from autonomic.store.base import (
     TERMINAL_STATUSES,
@@ -97,6 +99,11 @@ _APPEND_AND_SET = """
 UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = NULL, wake_at = NULL,
     lease_owner = ?, lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
 WHERE run_id = ?"""
+_SET_RUN = """
+UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = ?, wake_at = ?,
+    lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
+WHERE run_id = ? RETURNING inbox_last"""
 _TO_CLAIM = f"""
 SELECT {_RUN_COLUMNS} FROM runs
 WHERE ((status = 'waiting' AND wake_at <= :now
@@ -105,47 +112,6 @@ WHERE ((status = 'waiting' AND wake_at <= :now
         AND (lease_owner IS NULL OR (:orphans AND coalesce(lease_expires_at, 0) <= :now))))
     AND (:any_agent OR agent IN (SELECT value FROM json_each(:agents)))
 ORDER BY created_at, rowid LIMIT :limit"""
-
-_CAUSES = (
-    ("SQLITE_READONLY", "the file is read-only (check its permissions and its folder's)"),
-    ("SQLITE_FULL", "the disk is full"),
-    ("SQLITE_IOERR", "a disk I/O error (a full disk, a file size limit, or a failing device)"),
-    ("SQLITE_BUSY", f"another process held the write lock for {_BUSY_MS // 1000} s"),
-    ("SQLITE_CANTOPEN", "the file cannot be opened"),
-    ("SQLITE_CORRUPT", "the file is damaged"),
-    ("SQLITE_NOTADB", "it is not a SQLite file"),
-)
-
-
-def _store_error(path: str, doing: str, error: BaseException) -> AutonomicError:
-    """The one-line error a caller sees for ``error``, met while ``doing`` the file."""
-    if isinstance(error, AutonomicError):
-        return error
-    if isinstance(error, Abort):
-        return error.error
-    if isinstance(error, OverflowError):
-        return ConfigError(f"a number given to the store is out of range (64-bit): {error}")
-    detail = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, sqlite3.Error):
-        name = getattr(error, "sqlite_errorname", "") or ""
-        kind = StoreCorrupt if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) else StoreError
-        for prefix, cause in _CAUSES:
-            if name.startswith(prefix):
-                return kind(f"could not {doing} {path}: {cause} ({detail})")
-        return kind(f"could not {doing} {path}: {detail}")
-    return StoreError(f"could not {doing} {path}: {type(error).__name__}: {detail}")
-
-
-def _int64(name: str, value: object) -> int:
-    if not isinstance(value, int) or not -(2**63) <= value < 2**63:
-        raise ConfigError(f"{name} must be an integer of 64 bits at most")
-    return value
-
-
-def _seconds(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or value != value:
-        raise ConfigError(f"{name} must be a number of seconds")
-    return value
 
 
 def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
@@ -166,10 +132,6 @@ def _wait(run_id: str, text: str | None) -> Wait | None:
         return msgspec.json.decode(text, type=Wait)
     except msgspec.DecodeError as e:
         raise StoreCorrupt(f"run {run_id}: what it waits for is unreadable ({e})") from e
-
-
-def _encode_wait(wait: Wait | None) -> str | None:
-    return msgspec.json.encode(wait).decode() if wait else None
 
 
 def _run_info(row: Sequence[Any]) -> RunInfo:
@@ -254,7 +216,7 @@ class _Transactions:
                 self.conn.execute("ROLLBACK")
 
     def failure(self, error: Exception) -> AutonomicError:
-        return _store_error(self.path, "write to", error)
+        return store_error(self.path, "write to", error)
 
 
 class _PlainCommit(BatchedOp):
@@ -392,7 +354,7 @@ class SQLiteStore(AsyncResource):
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
-            raise _store_error(self.path, "open", e) from e
+            raise store_error(self.path, "open", e) from e
         try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
             # small pages: a step's commit rewrites a few pages, so 1 KiB pages write a
@@ -414,7 +376,7 @@ class SQLiteStore(AsyncResource):
                     f"{self.path} is not an autonomic store (not a SQLite file)"
                 ) from e
             if isinstance(e, Exception):
-                raise _store_error(self.path, "open", e) from e
+                raise store_error(self.path, "open", e) from e
             raise
 
     async def close(self) -> None:
@@ -456,7 +418,7 @@ class SQLiteStore(AsyncResource):
             except AutonomicError:
                 raise
             except Exception as e:
-                raise _store_error(self.path, "read", e) from e
+                raise store_error(self.path, "read", e) from e
 
         return await asyncio.get_running_loop().run_in_executor(pool, run)
 
@@ -563,8 +525,8 @@ class SQLiteStore(AsyncResource):
     async def create_run(
         self, run: NewRun, events: Sequence[NewEvent], *, owner: str | None, lease_s: float
     ) -> RunInfo:
-        _int64("depth", run.depth)
-        _seconds("lease_s", lease_s)
+        int64("depth", run.depth)
+        seconds("lease_s", lease_s)
         return await self._write(lambda: self._new_run(run, events, 1, owner, lease_s))
 
     async def fork_run(
@@ -577,9 +539,9 @@ class SQLiteStore(AsyncResource):
         owner: str | None,
         lease_s: float,
     ) -> RunInfo:
-        _int64("at_seq", at_seq)
-        _int64("depth", run.depth)
-        _seconds("lease_s", lease_s)
+        int64("at_seq", at_seq)
+        int64("depth", run.depth)
+        seconds("lease_s", lease_s)
 
         def op() -> RunInfo:
             source = self._get_run(self._w, source_id)
@@ -592,42 +554,48 @@ class SQLiteStore(AsyncResource):
         return await self._write(op)
 
     async def commit(self, commit: Commit) -> Committed:
-        _int64("expected_seq", commit.expected_seq)
-        _int64("consumed", commit.consumed)
-        _int64("the lease epoch", commit.lease.epoch)
+        int64("expected_seq", commit.expected_seq)
+        int64("consumed", commit.consumed)
+        int64("the lease epoch", commit.lease.epoch)
         if _is_plain(commit):
             return await self._write(_PlainCommit(self, commit))
         for child, _ in commit.children:
-            _int64("depth", child.depth)
+            int64("depth", child.depth)
         if commit.children_lease_s is not None:
-            _seconds("children_lease_s", commit.children_lease_s)
-        return await self._write(lambda: self._commit(commit))
+            seconds("children_lease_s", commit.children_lease_s)
+        try:
+            wait = msgspec.json.encode(commit.wait).decode() if commit.wait else None
+        except (msgspec.EncodeError, TypeError) as e:
+            raise ConfigError(
+                f"run {commit.run_id}: what it waits for cannot be stored: {e}"
+            ) from e
+        return await self._write(lambda: self._commit(commit, wait))
 
-    def _commit(self, c: Commit) -> Committed:
+    def _commit(self, c: Commit, wait_text: str | None) -> Committed:
         """A commit that also waits, consumes, delivers or creates children."""
-        conn, now = self._w, time.time()
-        info = self._get_run(conn, c.run_id)
+        info = self._get_run(self._w, c.run_id)
         refusal = _refused(c, info.status, info.last_seq, info.lease_owner, info.lease_epoch)
         if refusal:
             raise refusal
-        status = c.status or info.status
         self._check_new([child for child, _ in c.children])
+        try:
+            return self._write_commit(c, c.status or info.status, wait_text)
+        except AutonomicError as e:  # past the checks, a failure must undo what was written
+            raise Abort(e) from e
+
+    def _write_commit(self, c: Commit, status: str, wait_text: str | None) -> Committed:
+        conn, now = self._w, time.time()
         self._insert_events(c.run_id, c.expected_seq + 1, c.events)
         if c.consumed:
             conn.execute("DELETE FROM inbox WHERE run_id = ? AND id <= ?", (c.run_id, c.consumed))
-        wait = c.wait if status == "waiting" else None
-        wake_at = wait.wake_at if wait else None
+        wait, wake_at = (c.wait, c.wait.wake_at) if c.wait and status == "waiting" else (None, None)
         ready = status == "waiting" and wait_is_over(wait, self._arrived(c.run_id), now)
         if ready:
             wake_at = now
         last = c.expected_seq + len(c.events)
-        (inbox_last,) = conn.execute(
-            "UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = ?, wake_at = ?, "
-            "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-            "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END "
-            "WHERE run_id = ? RETURNING inbox_last",
-            (last, now, status, _encode_wait(wait), wake_at, c.release, c.release, c.run_id),
-        ).fetchone()
+        stored_wait = wait_text if wait else None
+        values = (last, now, status, stored_wait, wake_at, c.release, c.release, c.run_id)
+        (inbox_last,) = conn.execute(_SET_RUN, values).fetchone()
         if c.children:
             lease: dict[str, Any] = {
                 "owner": c.lease.owner if c.children_lease_s is not None else None,
@@ -645,14 +613,14 @@ class SQLiteStore(AsyncResource):
                 "SELECT status, wait FROM runs WHERE run_id = ?", (delivery.run_id,)
             ).fetchone()
             if row is not None and row[0] not in TERMINAL_STATUSES:
-                self._deliver(delivery, now, row[0], row[1])
+                self._deliver(delivery, now, row[0], _wait(delivery.run_id, row[1]))
         return Committed(last, inbox_last, ready)
 
     def _arrived(self, run_id: str) -> set[str]:
         rows = self._w.execute("SELECT key FROM inbox WHERE run_id = ?", (run_id,))
         return {row[0] for row in rows}
 
-    def _deliver(self, d: Delivery, now: float, status: str, wait: str | None) -> int:
+    def _deliver(self, d: Delivery, now: float, status: str, wait: Wait | None) -> int:
         """Put ``d`` in the inbox of its run (now ``status``, waiting for ``wait``)."""
         e = d.event
         item_id: int
@@ -662,9 +630,7 @@ class SQLiteStore(AsyncResource):
             (d.run_id, d.key, e.type, e.version, e.ts, e.body),
         ).fetchone()
         self._insert_blobs(e.blobs)
-        woke = status == "waiting" and wait_is_over(
-            _wait(d.run_id, wait), self._arrived(d.run_id), now
-        )
+        woke = status == "waiting" and wait_is_over(wait, self._arrived(d.run_id), now)
         self._w.execute(
             "UPDATE runs SET inbox_last = ?, wake_at = CASE WHEN ? THEN ? ELSE wake_at END "
             "WHERE run_id = ?",
@@ -682,6 +648,7 @@ class SQLiteStore(AsyncResource):
                 raise RunNotFound(delivery.run_id)
             if row[0] in TERMINAL_STATUSES:
                 raise RunEnded(delivery.run_id, row[0])
+            wait = _wait(delivery.run_id, row[1])
             if (
                 unique
                 and conn.execute(
@@ -690,14 +657,14 @@ class SQLiteStore(AsyncResource):
                 ).fetchone()
             ):
                 return None
-            return self._deliver(delivery, time.time(), row[0], row[1])
+            return self._deliver(delivery, time.time(), row[0], wait)
 
         return await self._write(op)
 
     async def put_snapshot(
         self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]
     ) -> None:
-        _int64("seq", seq)
+        int64("seq", seq)
 
         def op() -> None:
             self._insert_blobs(blobs)
@@ -751,7 +718,7 @@ class SQLiteStore(AsyncResource):
         steal_from: str | None = None,
         revive: bool = False,
     ) -> Claim | None:
-        _seconds("lease_s", lease_s)
+        seconds("lease_s", lease_s)
 
         def op() -> Claim | None:
             info = self._get_run(self._w, run_id)
@@ -773,8 +740,8 @@ class SQLiteStore(AsyncResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
     ) -> list[Claim]:
-        check_limit(_int64("limit", limit))
-        _seconds("lease_s", lease_s)
+        check_limit(int64("limit", limit))
+        seconds("lease_s", lease_s)
         names = msgspec.json.encode(sorted(agents) if agents is not None else []).decode()
 
         def op() -> list[Claim]:
@@ -796,9 +763,9 @@ class SQLiteStore(AsyncResource):
     async def renew_leases(
         self, leases: Sequence[tuple[str, Lease]], lease_s: float
     ) -> tuple[set[str], dict[str, int]]:
-        _seconds("lease_s", lease_s)
+        seconds("lease_s", lease_s)
         for _, lease in leases:
-            _int64("the lease epoch", lease.epoch)
+            int64("the lease epoch", lease.epoch)
 
         def op() -> tuple[set[str], dict[str, int]]:
             lost: set[str] = set()
@@ -821,8 +788,8 @@ class SQLiteStore(AsyncResource):
     async def release_lease(
         self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
     ) -> None:
-        _int64("the lease epoch", lease.epoch)
-        _seconds("retry_at", retry_at)
+        int64("the lease epoch", lease.epoch)
+        seconds("retry_at", retry_at)
 
         def op() -> None:
             self._w.execute(
@@ -881,9 +848,9 @@ class SQLiteStore(AsyncResource):
     async def read(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
-        _int64("after_seq", after_seq)
+        int64("after_seq", after_seq)
         if limit is not None:
-            check_limit(_int64("limit", limit))
+            check_limit(int64("limit", limit))
         return await self._read(lambda conn: self._read_events(conn, run_id, after_seq, limit))
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
@@ -914,7 +881,7 @@ class SQLiteStore(AsyncResource):
         return await self._read(lambda conn: self._get_run(conn, run_id))
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
-        check_limit(_int64("limit", limit))
+        check_limit(int64("limit", limit))
         pattern = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix) + "*"
         return await self._read(
             lambda conn: [
@@ -934,7 +901,7 @@ class SQLiteStore(AsyncResource):
         parent_run_id: str | None = None,
         limit: int = 50,
     ) -> list[RunInfo]:
-        check_limit(_int64("limit", limit))
+        check_limit(int64("limit", limit))
         where = [
             f"{column} = ?"
             for column, value in (("status", status), ("parent_run_id", parent_run_id))
@@ -953,7 +920,7 @@ class SQLiteStore(AsyncResource):
     # -- the inbox ---------------------------------------------------------------------
 
     async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]:
-        _int64("after_id", after_id)
+        int64("after_id", after_id)
 
         def op(conn: sqlite3.Connection) -> list[InboxItem]:
             with _snapshot(conn):
