@@ -11,6 +11,7 @@ import pytest
 
 from autonomic.errors import RunNotFound
 from autonomic.events import NewEvent
+from autonomic.store import sqlite as sqlite_store
 from autonomic.store.base import Commit, Lease, NewRun, RunInfo
 from autonomic.store.sqlite import SQLiteStore
 
@@ -84,3 +85,27 @@ async def test_writes_wait_off_the_loop_while_another_connection_holds_the_lock(
             other.close()
         assert (await pending).last_seq == 2
         assert [r.body for r in await store.read("r1", 1)] == [b"waited"]
+
+
+async def test_a_lock_never_released_fails_the_batch_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_BUSY_MS", 100)
+    path = tmp_path / "runs.db"
+    async with SQLiteStore(f"sqlite:///{path}") as store:
+        infos = [await new_run(store, f"r{i}") for i in range(3)]
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            results = await asyncio.gather(
+                *(store.commit(Commit(i.run_id, 1, [event()], Lease("me", 1))) for i in infos),
+                return_exceptions=True,
+            )
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert [str(r) for r in results] == [
+            f"could not write to {path}: another process held the write lock too long "
+            "(database is locked)"
+        ] * 3
+        assert (await store.commit(Commit("r0", 1, [event()], Lease("me", 1)))).last_seq == 2

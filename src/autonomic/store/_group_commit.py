@@ -119,18 +119,27 @@ class GroupCommit:
             return
         batch = self._take()
         try:
-            results = self._transaction([op for op, _ in batch], wait=False)
+            self._tx.begin(wait=False)
         except LockBusy:
-            results = None
+            return self._to_thread(batch)
         except Exception as e:
-            results = [self._tx.failure(e)] if len(batch) == 1 else None
+            return self._settle(batch, [self._tx.failure(e) for _ in batch])
+        try:
+            results = self._write([op for op, _ in batch])
+        except Exception as e:
+            if len(batch) > 1:  # one op spoilt the batch: the thread writes them one by one
+                return self._to_thread(batch)
+            results = [self._tx.failure(e)]
         except BaseException as e:
             _settle(batch, e)
             raise
-        if results is None:  # the lock is busy, or one op spoilt the batch: the thread sorts it
-            self._queue[:0] = batch
-            self._flusher = asyncio.create_task(self._flush_in_thread())
-            return
+        self._settle(batch, results)
+
+    def _to_thread(self, batch: list[_Queued]) -> None:
+        self._queue[:0] = batch
+        self._flusher = asyncio.create_task(self._flush_in_thread())
+
+    def _settle(self, batch: list[_Queued], results: list[Any]) -> None:
         _settle(batch, results)
         self._after_batch()
 
@@ -149,22 +158,25 @@ class GroupCommit:
                 except BaseException as e:
                     _settle(batch, e)
                     raise
-                _settle(batch, results)
-                self._after_batch()
+                self._settle(batch, results)
         finally:
             self._flusher = None
 
     def _write_waiting(self, ops: list[WriteOp]) -> list[Any]:
-        """Write ``ops`` (waiting for the lock); if one spoils the batch, one at a time."""
+        """Write ``ops``, waiting for the lock; if one spoils the batch, one at a time."""
         try:
-            return self._transaction(ops, wait=True)
+            self._tx.begin(wait=True)
+        except Exception as e:  # the lock never came, or the file cannot be written at all
+            return [self._tx.failure(e) for _ in ops]
+        try:
+            return self._write(ops)
         except Exception as e:
             if len(ops) == 1:
                 return [self._tx.failure(e)]
         return [result for op in ops for result in self._write_waiting([op])]
 
-    def _transaction(self, ops: list[WriteOp], wait: bool) -> list[Any]:
-        self._tx.begin(wait)
+    def _write(self, ops: list[WriteOp]) -> list[Any]:
+        """Run ``ops`` in the transaction just begun, and commit it (or roll it back)."""
         try:
             results = _apply(ops)
             self._tx.commit()
@@ -195,7 +207,7 @@ def _apply(ops: list[WriteOp]) -> list[Any]:
 
 
 def _settle(batch: list[_Queued], results: list[Any] | BaseException) -> None:
-    """Hand each caller its result, or tell them all that ``interrupt`` stopped the write."""
+    """Hand each caller its result, or tell them all that an interrupt stopped the write."""
     for i, (_, future) in enumerate(batch):
         if future.done():
             continue

@@ -218,7 +218,7 @@ class InMemoryStore(AsyncResource):
         check_limit(limit)
         runs = [
             r
-            for r in self._runs.values()
+            for r in reversed(self._runs.values())  # so that ties list the newest first
             if (status is None or r.status == status)
             and (parent_run_id is None or r.parent_run_id == parent_run_id)
         ]

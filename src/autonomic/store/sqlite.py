@@ -772,13 +772,13 @@ class SQLiteStore(AsyncResource):
             mail: dict[str, int] = {}
             expires = time.time() + lease_s
             for run_id, lease in leases:
-                row = self._w.execute(
+                rows = self._w.execute(
                     "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? "
                     "AND lease_epoch = ? RETURNING inbox_last",
                     (expires, run_id, lease.owner, lease.epoch),
                 ).fetchall()
-                if row:
-                    mail[run_id] = row[0][0]
+                if rows:
+                    mail[run_id] = rows[0][0]
                 else:
                     lost.add(run_id)
             return lost, mail
@@ -833,7 +833,7 @@ class SQLiteStore(AsyncResource):
                     want = min(want, limit - len(records))
                 low = high
                 if want <= 0:
-                    continue
+                    continue  # before after_seq, or past the limit
                 # of the run's own log, one event more: to notice events past its last_seq
                 own = upto is None
                 rows = conn.execute(
