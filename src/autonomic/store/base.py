@@ -13,7 +13,8 @@ The store knows nothing of models or strategies. It is split by role:
   A delivery that a waiting run is waiting for makes it ready; any runtime serving the
   run's agent then claims it.
 
-One class may play every role; ``Store`` is all four together.
+One class may play every role; ``Store`` is all four together. Integers (sequence
+numbers, ids, epochs, limits) are 64-bit: a backend may refuse larger ones with ConfigError.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Protocol, Self
 
 import msgspec
 
+from autonomic.errors import ConfigError
 from autonomic.events import EventRecord, NewEvent
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "RunInfo",
     "Store",
     "Wait",
+    "check_limit",
+    "check_wait",
     "lease_is_free",
     "lineage_segments",
     "new_run_info",
@@ -141,9 +145,10 @@ class Commit(msgspec.Struct, frozen=True, gc=False):
     """One atomic write by the driver of ``run_id``.
 
     ``events`` go after event ``expected_seq``; ``status`` becomes the row's status;
-    ``wait`` (with status ``waiting``) records what the run waits for; inbox items up to
-    ``consumed`` are removed; ``deliveries`` go to other runs' inboxes (skipped for runs
-    that have ended); ``children`` are created, each with its first events, leased to
+    ``wait`` records what the run waits for, and is required when the run is left
+    ``waiting`` (ConfigError otherwise); inbox items up to ``consumed`` are removed;
+    ``deliveries`` go to other runs' inboxes (skipped for runs that have ended or do not
+    exist); ``children`` are created, each with its first events, leased to
     the committer for ``children_lease_s`` when that is set (so it can drive them at
     once) and unleased otherwise; ``release`` gives the lease up. Everything happens, or
     nothing.
@@ -199,6 +204,21 @@ def new_run_info(
         lease_expires_at=now + lease_s if owner else None,
         lease_epoch=1 if owner else 0,
     )
+
+
+def check_limit(limit: int | None) -> None:
+    """Refuse a negative ``limit``, which backends would read differently."""
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be 0 or more, not {limit}")
+
+
+def check_wait(commit: Commit, status: str) -> None:
+    """A commit that leaves its run (now ``status``) waiting must say what it waits for."""
+    if (commit.status or status) == "waiting" and commit.wait is None:
+        raise ConfigError(
+            f"a commit to run {commit.run_id} leaves it waiting without saying for what: "
+            "pass wait=Wait(...), or status='running' to resume it"
+        )
 
 
 def lease_is_free(info: RunInfo, owner: str, now: float, steal_from: str | None = None) -> bool:
@@ -261,8 +281,9 @@ class EventLog(Protocol):
         """Write ``commit`` atomically.
 
         Raises ConcurrencyConflict when the log does not end at ``expected_seq``,
-        LeaseLost when the lease (owner and epoch) is not the run's current one, and
-        RunEnded when the run has already ended.
+        LeaseLost when the lease (owner and epoch) is not the run's current one,
+        RunEnded when the run has already ended (checked first), and ConfigError when a
+        child's id is taken or a waiting run's ``wait`` is missing.
         """
         ...
 

@@ -25,7 +25,8 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
-    Wait,
+    check_limit,
+    check_wait,
     lease_is_free,
     lineage_segments,
     new_run_info,
@@ -64,9 +65,11 @@ class InMemoryStore(AsyncResource):
     # -- the event log ---------------------------------------------------------------------
 
     def _check_new(self, runs: Iterable[NewRun]) -> None:
+        seen: set[str] = set()
         for run in runs:
-            if run.run_id in self._runs:
+            if run.run_id in self._runs or run.run_id in seen:
                 raise ConfigError(f"a run with id {run.run_id!r} already exists")
+            seen.add(run.run_id)
 
     def _insert(
         self,
@@ -124,6 +127,7 @@ class InMemoryStore(AsyncResource):
             raise ConcurrencyConflict(c.run_id, c.expected_seq, info.last_seq)
         if info.lease_owner != c.lease.owner or info.lease_epoch != c.lease.epoch:
             raise LeaseLost(f"run {c.run_id} is leased to {info.lease_owner or 'nobody'} now")
+        check_wait(c, info.status)
         self._check_new(child for child, _ in c.children)
         return info
 
@@ -137,8 +141,8 @@ class InMemoryStore(AsyncResource):
         if commit.consumed:
             self._inbox[run_id] = [i for i in self._inbox.get(run_id, ()) if i.id > commit.consumed]
         status = commit.status or info.status
-        wait = (commit.wait or Wait()) if status == "waiting" else None
-        wake_at = wait.wake_at if wait is not None else None
+        wait = commit.wait if status == "waiting" else None
+        wake_at = wait.wake_at if wait else None
         ready = status == "waiting" and wait_is_over(wait, self._arrived(run_id), now)
         if ready:
             wake_at = now
@@ -167,6 +171,7 @@ class InMemoryStore(AsyncResource):
     async def read(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[EventRecord]:
+        check_limit(limit)
         result: list[EventRecord] = []
         for rid, upto in lineage_segments(self._chain(run_id)):
             result.extend(
@@ -200,6 +205,7 @@ class InMemoryStore(AsyncResource):
         return self._run(run_id)
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
+        check_limit(limit)
         return [r for rid, r in self._runs.items() if rid.startswith(prefix)][:limit]
 
     async def list_runs(
@@ -209,9 +215,10 @@ class InMemoryStore(AsyncResource):
         parent_run_id: str | None = None,
         limit: int = 50,
     ) -> list[RunInfo]:
+        check_limit(limit)
         runs = [
             r
-            for r in self._runs.values()
+            for r in reversed(self._runs.values())  # so that ties list the newest first
             if (status is None or r.status == status)
             and (parent_run_id is None or r.parent_run_id == parent_run_id)
         ]
@@ -256,6 +263,7 @@ class InMemoryStore(AsyncResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
     ) -> list[Claim]:
+        check_limit(limit)
         now = time.time()
         claims: list[Claim] = []
         for info in sorted(self._runs.values(), key=lambda r: r.created_at):

@@ -1,24 +1,24 @@
-"""The SQLite store: one file, WAL mode, safe for several processes, group commits.
+"""The SQLite store: one file in WAL mode, shared safely by several processes.
 
-Writes from every run in the process go through one queue; whatever has queued up is
-committed in one transaction, each append guarded by a savepoint so that one run's
-conflict never spoils another's. Under load this turns a thousand small commits into a
-handful. A WAL commit without fsync takes tens of microseconds, less than a hop to a
-thread and back, so the batch is written on the event loop when the write lock is free
-at once; when another process holds it (or ``synchronous=full`` makes commits fsync),
-the batch waits for the lock in a writer thread instead, never blocking the loop.
+Writes go through a group commit (``_group_commit``): whatever is queued in one turn of the
+event loop is one transaction. A driver's plain commit reads its run's row by key (the end,
+optimistic and lease checks are made on it, under the write lock), inserts its events and
+updates the row by key; plain commits of many runs in one batch take a handful of
+statements in all. The schema is a list of numbered migrations (``_sqlite_schema``), and
+errors are mapped in ``_sqlite_errors``. The in-memory store is the reference for what
+every operation means.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -31,77 +31,87 @@ from autonomic.errors import (
     ConcurrencyConflict,
     ConfigError,
     LeaseLost,
+    RunEnded,
     RunNotFound,
     StoreCorrupt,
     StoreError,
 )
 from autonomic.events import EventRecord, NewEvent
-from autonomic.store.base import NewRun, RunInfo, lineage_segments, new_run_info
+from autonomic.store._group_commit import Abort, BatchedOp, GroupCommit, LockBusy
+from autonomic.store._sqlite_errors import int64, seconds, store_error
+from autonomic.store._sqlite_schema import ensure_schema
+from autonomic.store.base import (
+    TERMINAL_STATUSES,
+    Claim,
+    Commit,
+    Committed,
+    Delivery,
+    InboxItem,
+    Lease,
+    NewRun,
+    RunInfo,
+    Wait,
+    check_limit,
+    check_wait,
+    lease_is_free,
+    lineage_segments,
+    new_run_info,
+    wait_is_over,
+)
 
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger("autonomic.store")
 
-SCHEMA_VERSION = 1
-_BUSY_MS = 30_000
 T = TypeVar("T")
-
-
-class _LockBusy(Exception):
-    """The write lock is held by another connection right now."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Append:
-    """An append waiting in the write queue; consecutive ones are written together."""
-
-    run_id: str
-    expected_seq: int
-    events: Sequence[NewEvent]
-    status: str | None
-    owner: str | None
-
-
-_WriteOp = Callable[[sqlite3.Connection], Any] | _Append
-
-
-_SCHEMA = """
-CREATE TABLE autonomic_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    agent TEXT NOT NULL,
-    goal TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    last_seq INTEGER NOT NULL,
-    parent_run_id TEXT,
-    forked_from TEXT,
-    forked_at INTEGER,
-    lease_owner TEXT,
-    lease_expires_at REAL,
-    recoveries INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX runs_by_status ON runs (status, lease_expires_at);
-CREATE INDEX runs_by_created ON runs (created_at);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE UNIQUE INDEX events_by_run ON events (run_id, seq);
-CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE snapshots (run_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL);
-"""
+_BUSY_MS = 30_000
+_CHECK_WAL_EVERY = 64
+"""Batches between looks at the WAL's size."""
+_CHECKPOINT_BYTES = 4 * 1024 * 1024
+"""A WAL larger than this is copied back into the database by a background checkpoint."""
+_MIN_SQLITE = (3, 35, 0)
+"""UPDATE ... RETURNING."""
+_CHUNK = 500
+"""Values per ``IN (...)`` list."""
 
 _RUN_COLUMNS = (
     "run_id, agent, goal, status, created_at, updated_at, last_seq, parent_run_id, "
-    "forked_from, forked_at, lease_owner, lease_expires_at, recoveries"
+    "root_run_id, depth, tenant, forked_from, forked_at, lease_owner, lease_expires_at, "
+    "lease_epoch, recoveries, wake_at, wait, inbox_last"
 )
+_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BLOB = "INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)"
+_ENDED = "(" + ", ".join(f"'{status}'" for status in TERMINAL_STATUSES) + ")"
+_HEAD_COLUMNS = (
+    "status, last_seq, lease_owner, lease_epoch, inbox_last, "
+    "wait IS NOT NULL OR wake_at IS NOT NULL"
+)
+"""What a plain commit is checked against (the last: a wait or back-off left to clear)."""
+_HEAD = f"SELECT {_HEAD_COLUMNS} FROM runs WHERE run_id = ?"
+_HEADS = f"SELECT run_id, {_HEAD_COLUMNS} FROM runs WHERE run_id IN ({{}})"
+_APPEND = "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?"
+"""It sets no indexed column, so that only the row's page is written."""
+_APPEND_AND_SET = """
+UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = NULL, wake_at = NULL,
+    lease_owner = ?, lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
+WHERE run_id = ?"""
+_SET_RUN = """
+UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = ?, wake_at = ?,
+    lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
+WHERE run_id = ? RETURNING inbox_last"""
+_TO_CLAIM = f"""
+SELECT {_RUN_COLUMNS} FROM runs
+WHERE ((status = 'waiting' AND wake_at <= :now
+        AND (coalesce(lease_owner, '') = '' OR coalesce(lease_expires_at, 0) <= :now))
+    OR (status = 'running' AND coalesce(wake_at, 0) <= :now
+        AND (lease_owner IS NULL OR (:orphans AND coalesce(lease_expires_at, 0) <= :now))))
+    AND (:any_agent OR agent IN (SELECT value FROM json_each(:agents)))
+ORDER BY created_at, rowid LIMIT :limit"""
 
 
 def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
@@ -115,24 +125,171 @@ def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+def _wait(run_id: str, text: str | None) -> Wait | None:
+    if text is None:
+        return None
+    try:
+        return msgspec.json.decode(text, type=Wait)
+    except msgspec.DecodeError as e:
+        raise StoreCorrupt(f"run {run_id}: what it waits for is unreadable ({e})") from e
+
+
 def _run_info(row: Sequence[Any]) -> RunInfo:
-    return RunInfo(*row)
+    fields: tuple[Any, ...] = (*row[:18], _wait(row[0], row[18]), row[19])
+    return RunInfo(*fields)
 
 
-_CHECK_WAL_EVERY = 64
-"""Commits between looks at the WAL's size."""
-_CHECKPOINT_BYTES = 4 * 1024 * 1024
-"""A WAL larger than this is copied back into the database by a background checkpoint."""
+def _refused(
+    c: Commit, status: str, last_seq: int, owner: str | None, epoch: int
+) -> AutonomicError | None:
+    """Why ``c`` cannot be written to a run in this state, if it cannot (in the in-memory
+    store's order of checks)."""
+    if status in TERMINAL_STATUSES:
+        return RunEnded(c.run_id, status)
+    if last_seq != c.expected_seq:
+        return ConcurrencyConflict(c.run_id, c.expected_seq, last_seq)
+    if owner != c.lease.owner or epoch != c.lease.epoch:
+        return LeaseLost(f"run {c.run_id} is leased to {owner or 'nobody'} now")
+    try:
+        check_wait(c, status)
+    except ConfigError as e:
+        return e
+    return None
 
 
-def _settle(batch: list[tuple[_WriteOp, asyncio.Future[Any]]], results: list[Any]) -> None:
-    for (_, future), result in zip(batch, results, strict=True):
-        if future.done():
-            continue
-        if isinstance(result, BaseException):
-            future.set_exception(result)
+def _damaged_log(run_id: str, last_seq: int, error: sqlite3.IntegrityError) -> Abort:
+    """Events could not be added after ``last_seq``: the store is damaged, or an event is bad."""
+    if "UNIQUE" in str(error):
+        return Abort(
+            StoreCorrupt(
+                f"run {run_id}: its log already holds events after event {last_seq}, where its "
+                "row says it ends (the store is damaged)"
+            )
+        )
+    return Abort(ConfigError(f"run {run_id}: an event cannot be stored ({error})"))
+
+
+def _is_plain(c: Commit) -> bool:
+    return (
+        c.wait is None and c.status != "waiting" and not (c.consumed or c.deliveries or c.children)
+    )
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Several reads that see one state of the file."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+class _Transactions:
+    """The group commit's view of the write connection."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str, inline: bool) -> None:
+        self.conn, self.path, self.inline = conn, path, inline
+
+    def begin(self, wait: bool) -> None:
+        if wait and self.inline:  # the inline connection never waits; this time, wait
+            self.conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            finally:
+                self.conn.execute("PRAGMA busy_timeout = 0")
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if not wait and (e.sqlite_errorname or "").startswith("SQLITE_BUSY"):
+                raise LockBusy from e
+            raise
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            # after some errors SQLite has already rolled back by itself
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
+    def failure(self, error: Exception) -> AutonomicError:
+        return store_error(self.path, "write to", error)
+
+
+class _PlainCommit(BatchedOp):
+    """A commit of events, perhaps with a new status or a release: the common case."""
+
+    __slots__ = ("c", "store")
+
+    def __init__(self, store: SQLiteStore, c: Commit) -> None:
+        self.store, self.c = store, c
+
+    def __call__(self) -> Committed:
+        c, conn = self.c, self.store._w
+        row = conn.execute(_HEAD, (c.run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(c.run_id)
+        status, last, owner, epoch, inbox_last, stale = row
+        refusal = _refused(c, status, last, owner, epoch)
+        if refusal:
+            raise refusal
+        self.store._insert_events(c.run_id, last + 1, c.events)
+        last += len(c.events)
+        if c.status is None and not c.release and not stale:
+            conn.execute(_APPEND, (last, time.time(), c.run_id))
         else:
-            future.set_result(result)
+            owner = None if c.release else owner
+            values = (last, time.time(), c.status or status, owner, c.release, c.run_id)
+            conn.execute(_APPEND_AND_SET, values)
+        return Committed(last, inbox_last)
+
+    def write_many(self, ops: Sequence[_PlainCommit]) -> list[Any]:
+        """Read the runs' rows once, check each commit in order against them (under the
+        write lock, they cannot change), then write the events and the rows."""
+        store, now = self.store, time.time()
+        ids = {op.c.run_id for op in ops}
+        heads = {row[0]: list(row[1:]) for row in store._select_in(_HEADS, ids)}
+        written: dict[str, list[Any]] = {}
+        results: list[Any] = []
+        events: list[tuple[Any, ...]] = []
+        blobs: dict[str, bytes] = {}
+        for op in ops:
+            c = op.c
+            head = heads.get(c.run_id)
+            if head is None:
+                results.append(RunNotFound(c.run_id))
+                continue
+            status, last, owner, epoch, inbox_last, full = head
+            refusal = _refused(c, status, last, owner, epoch)
+            if refusal:
+                results.append(refusal)
+                continue
+            for e in c.events:
+                last += 1
+                events.append((c.run_id, last, e.type, e.version, e.ts, e.body))
+                if e.blobs:
+                    blobs.update(e.blobs)
+            # head: status, last_seq, owner, epoch, inbox_last, needs the full update
+            head[:3] = c.status or status, last, None if c.release else owner
+            head[5] = full or c.status is not None or c.release
+            written[c.run_id] = head
+            results.append(Committed(last, inbox_last))
+        # a damaged log fails the INSERT: the group commit then writes each commit alone
+        conn = store._w
+        conn.executemany(_INSERT_EVENT, events)
+        store._insert_blobs(blobs)
+        store.bytes_written += sum(len(row[5]) for row in events)
+        plain = [(h[1], now, run_id) for run_id, h in written.items() if not h[5]]
+        full = [
+            (h[1], now, h[0], h[2], h[2] is None, run_id) for run_id, h in written.items() if h[5]
+        ]
+        for sql, rows in ((_APPEND, plain), (_APPEND_AND_SET, full)):
+            if rows:
+                conn.executemany(sql, rows)
+        return results
 
 
 class SQLiteStore(AsyncResource):
@@ -147,24 +304,39 @@ class SQLiteStore(AsyncResource):
             raise ConfigError(f"synchronous={self.synchronous.lower()} is not one of normal, full")
         self.bytes_written = 0
         self._inline = self.synchronous in ("OFF", "NORMAL")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="autonomic-sqlite-write")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="autonomic-sqlite-read")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._queue: list[tuple[_WriteOp, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_scheduled = False
-        self._commits = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._group: GroupCommit | None = None
+        self._batches = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise StoreError(
+                f"the SQLite store needs SQLite {'.'.join(map(str, _MIN_SQLITE))} or newer; "
+                f"this Python has {sqlite3.sqlite_version}"
+            )
         loop = asyncio.get_running_loop()
-        self._wconn = await loop.run_in_executor(self._writer, self._connect, True)
-        self._rconn = await loop.run_in_executor(self._reader, self._connect, False)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="autonomic-sqlite-write")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="autonomic-sqlite-read")
+        try:
+            self._wconn = await loop.run_in_executor(self._writer, self._connect, True)
+            self._rconn = await loop.run_in_executor(self._reader, self._connect, False)
+        except BaseException:
+            await self.close()
+            raise
+        self._group = GroupCommit(
+            _Transactions(self._wconn, self.path, self._inline),
+            self._writer,
+            inline=self._inline,
+            after_batch=self._after_batch,
+        )
 
-    def _connect(self, create: bool) -> sqlite3.Connection:
+    def _connect(self, writer: bool) -> sqlite3.Connection:
         # Never open the file with anything but SQLite here: closing another descriptor of
         # it would drop the POSIX locks SQLite holds, and let other processes corrupt it.
         path = Path(self.path)
@@ -181,135 +353,85 @@ class SQLiteStore(AsyncResource):
             )
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise store_error(self.path, "open", e) from e
+        try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
             # small pages: a step's commit rewrites a few pages, so 1 KiB pages write a
             # third of the bytes 4 KiB ones do (applies when the file is created)
             conn.execute("PRAGMA page_size = 1024")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            if create:
-                self._ensure_schema(conn)
+            if writer:
+                ensure_schema(conn, self.path)
                 # checkpoints (which fsync) run in the background, not inside a commit
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
                 if self._inline:
                     conn.execute("PRAGMA busy_timeout = 0")
             return conn
-        except sqlite3.DatabaseError as e:
-            if "not a database" in str(e):
+        except BaseException as e:
+            conn.close()
+            if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
                 raise StoreCorrupt(
                     f"{self.path} is not an autonomic store (not a SQLite file)"
                 ) from e
-            raise StoreCorrupt(f"{self.path} is not a usable autonomic store: {e}") from e
-
-    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            if not tables:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO autonomic_meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif "autonomic_meta" not in tables:
-                raise StoreCorrupt(f"{self.path} is a SQLite database but not an autonomic store")
-            else:
-                row = conn.execute(
-                    "SELECT value FROM autonomic_meta WHERE key='schema_version'"
-                ).fetchone()
-                if row is None or int(row[0]) > SCHEMA_VERSION:
-                    raise StoreCorrupt(
-                        f"{self.path} was written by a newer autonomic: upgrade to open it"
-                    )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            if isinstance(e, Exception):
+                raise store_error(self.path, "open", e) from e
             raise
 
     async def close(self) -> None:
-        while self._flusher is not None or self._queue:
-            if self._flusher is not None:
-                await self._flusher
-            else:
-                self._flush_inline()
+        if self._group is not None:
+            await self._group.drain()
+            self._group = None
         if self._checkpoint is not None:
             await asyncio.wait([self._checkpoint])
         loop = asyncio.get_running_loop()
         for conn, pool in ((self._wconn, self._writer), (self._rconn, self._reader)):
-            if conn is not None:
+            if conn is not None and pool is not None:
                 await loop.run_in_executor(pool, conn.close)
         self._wconn = self._rconn = None
-        self._writer.shutdown(wait=False)
-        self._reader.shutdown(wait=False)
+        for pool in (self._writer, self._reader):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        self._writer = self._reader = None
 
-    # -- the write queue (group commit) ---------------------------------------------------
-    # Every write op checks its preconditions before it writes anything, so an op that
-    # raises AutonomicError has changed nothing and the rest of its batch commits.
+    # -- plumbing ----------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T] | _Append) -> T:
-        if self._wconn is None:
+    @property
+    def _w(self) -> sqlite3.Connection:
+        assert self._wconn is not None
+        return self._wconn
+
+    async def _write(self, op: Callable[[], T]) -> T:
+        if self._group is None:
             raise StoreError("the store is not open: use 'async with' or await store.open()")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((op, future))
-        if self._flusher is None and not self._flush_scheduled:
-            # a callback, not a task: everything queued in this loop iteration joins the batch
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_inline)
-        return await future
+        return await self._group.write(op)
 
-    def _flush_inline(self) -> None:
-        """Commit the queue on the loop, or hand it to the writer thread if the lock is busy."""
-        self._flush_scheduled = False
-        if self._flusher is not None or not self._queue:
-            return
-        if not self._inline:
-            self._flusher = asyncio.create_task(self._flush_in_thread())
-            return
-        batch, self._queue = self._queue, []
-        try:
-            results = self._commit_batch([op for op, _ in batch], wait=False)
-        except _LockBusy:
-            self._queue = batch + self._queue
-            self._flusher = asyncio.create_task(self._flush_in_thread())
-            return
-        except BaseException as e:
-            results = [self._as_store_error(e)] * len(batch)
-        _settle(batch, results)
-        self._after_commit()
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        conn, pool = self._rconn, self._reader
+        if conn is None or pool is None:
+            raise StoreError("the store is not open: use 'async with' or await store.open()")
 
-    async def _flush_in_thread(self) -> None:
-        """Write batches from the writer thread, waiting for the lock, until the queue is empty."""
-        loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    results = await loop.run_in_executor(
-                        self._writer, self._commit_batch, [op for op, _ in batch]
-                    )
-                except BaseException as e:
-                    results = [self._as_store_error(e)] * len(batch)
-                _settle(batch, results)
-                self._after_commit()
-        finally:
-            self._flusher = None
+        def run() -> T:
+            try:
+                return op(conn)
+            except AutonomicError:
+                raise
+            except Exception as e:
+                raise store_error(self.path, "read", e) from e
 
-    def _after_commit(self) -> None:
+        return await asyncio.get_running_loop().run_in_executor(pool, run)
+
+    def _after_batch(self) -> None:
         """Now and then, start a checkpoint on the reader's thread if the WAL has grown."""
-        self._commits += 1
-        if self._commits % _CHECK_WAL_EVERY or self._checkpoint is not None:
+        self._batches += 1
+        if self._batches % _CHECK_WAL_EVERY or self._checkpoint is not None:
             return
         try:
             size = os.stat(self.path + "-wal").st_size
         except OSError:
             return
-        if size > _CHECKPOINT_BYTES and self._rconn is not None:
+        if size > _CHECKPOINT_BYTES and self._rconn is not None and self._reader is not None:
             loop = asyncio.get_running_loop()
             self._checkpoint = loop.run_in_executor(self._reader, self._run_checkpoint)
             self._checkpoint.add_done_callback(self._checkpoint_done)
@@ -323,91 +445,71 @@ class SQLiteStore(AsyncResource):
         if not future.cancelled() and future.exception() is not None:
             log.warning("background checkpoint of %s failed: %s", self.path, future.exception())
 
-    @staticmethod
-    def _as_store_error(error: BaseException) -> BaseException:
-        return error if isinstance(error, AutonomicError) else StoreError(f"write failed: {error}")
+    def _select_in(self, sql: str, values: Collection[Any]) -> list[Any]:
+        """Rows of ``sql`` (with ``IN ({})``) for ``values``, a chunk of values at a time."""
+        found: list[Any] = []
+        items = list(values)
+        for i in range(0, len(items), _CHUNK):
+            chunk = items[i : i + _CHUNK]
+            found += self._w.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
+        return found
 
-    def _commit_batch(self, ops: list[_WriteOp], wait: bool = True) -> list[Any]:
-        conn = self._wconn
-        assert conn is not None
-        results: list[Any] = []
-        try:
-            if not wait:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as e:
-                    if "locked" in str(e) or "busy" in str(e):
-                        raise _LockBusy from e
-                    raise
-            elif self._inline:
-                conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                finally:
-                    conn.execute("PRAGMA busy_timeout = 0")
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-            appends: list[_Append] = []
-            for op in ops:
-                if isinstance(op, _Append):
-                    appends.append(op)
-                    continue
-                if appends:
-                    results.extend(self._append_many(conn, appends))
-                    appends = []
-                try:
-                    results.append(op(conn))
-                except AutonomicError as e:
-                    results.append(e)
-            if appends:
-                results.extend(self._append_many(conn, appends))
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreError(f"could not write to {self.path}: {e}") from e
-        return results
+    def _get_run(self, conn: sqlite3.Connection, run_id: str) -> RunInfo:
+        row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return _run_info(row)
 
-    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._rconn
-        if conn is None:
-            raise StoreError("the store is not open: use 'async with' or await store.open()")
+    # -- writing -----------------------------------------------------------------------
 
-        def run() -> T:
-            try:
-                return op(conn)
-            except sqlite3.Error as e:
-                raise StoreError(f"could not read {self.path}: {e}") from e
-
-        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
-
-    # -- writes -------------------------------------------------------------------------
-
-    def _insert_events(
-        self, conn: sqlite3.Connection, run_id: str, first_seq: int, events: Sequence[NewEvent]
-    ) -> None:
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (run_id, first_seq + i, e.type, e.version, e.ts, e.body)
-                for i, e in enumerate(events)
-            ],
-        )
-        blobs = [item for e in events for item in e.blobs.items()]
+    def _insert_blobs(self, blobs: dict[str, bytes]) -> None:
         if blobs:
-            conn.executemany("INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)", blobs)
-        self.bytes_written += sum(len(e.body) for e in events) + sum(len(b) for _, b in blobs)
+            self._w.executemany(_INSERT_BLOB, blobs.items())
+            self.bytes_written += sum(map(len, blobs.values()))
 
-    def _insert_run(
+    def _insert_events(self, run_id: str, first_seq: int, events: Sequence[NewEvent]) -> None:
+        try:
+            self._w.executemany(
+                _INSERT_EVENT,
+                [
+                    (run_id, first_seq + i, e.type, e.version, e.ts, e.body)
+                    for i, e in enumerate(events)
+                ],
+            )
+        except sqlite3.IntegrityError as error:
+            raise _damaged_log(run_id, first_seq - 1, error) from error
+        self.bytes_written += sum(len(e.body) for e in events)
+        for e in events:
+            if e.blobs:
+                self._insert_blobs(e.blobs)
+
+    def _check_new(self, runs: Sequence[NewRun]) -> None:
+        """Refuse ids that are taken (before anything is written)."""
+        ids = [run.run_id for run in runs]
+        taken = {
+            row[0] for row in self._select_in("SELECT run_id FROM runs WHERE run_id IN ({})", ids)
+        }
+        seen: set[str] = set()
+        for run_id in ids:
+            if run_id in taken or run_id in seen:
+                raise ConfigError(f"a run with id {run_id!r} already exists")
+            seen.add(run_id)
+
+    def _insert_runs(self, runs: Sequence[tuple[RunInfo, Sequence[NewEvent]]]) -> None:
+        self._w.executemany(_INSERT_RUN, [msgspec.structs.astuple(info) for info, _ in runs])
+        for info, events in runs:
+            self._insert_events(info.run_id, info.last_seq - len(events) + 1, events)
+
+    def _new_run(
         self,
-        conn: sqlite3.Connection,
         run: NewRun,
         events: Sequence[NewEvent],
         first_seq: int,
         owner: str | None,
         lease_s: float,
-        forked_from: str | None,
-    ) -> None:
+        forked_from: str | None = None,
+    ) -> RunInfo:
+        self._check_new([run])
         info = new_run_info(
             run,
             first_seq,
@@ -417,19 +519,15 @@ class SQLiteStore(AsyncResource):
             forked_from=forked_from,
             now=time.time(),
         )
-        try:
-            conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                msgspec.structs.astuple(info),
-            )
-        except sqlite3.IntegrityError:
-            raise ConfigError(f"a run with id {run.run_id!r} already exists") from None
-        self._insert_events(conn, run.run_id, first_seq, events)
+        self._insert_runs([(info, events)])
+        return info
 
     async def create_run(
         self, run: NewRun, events: Sequence[NewEvent], *, owner: str | None, lease_s: float
-    ) -> None:
-        await self._write(lambda c: self._insert_run(c, run, events, 1, owner, lease_s, None))
+    ) -> RunInfo:
+        int64("depth", run.depth)
+        seconds("lease_s", lease_s)
+        return await self._write(lambda: self._new_run(run, events, 1, owner, lease_s))
 
     async def fork_run(
         self,
@@ -440,162 +538,329 @@ class SQLiteStore(AsyncResource):
         *,
         owner: str | None,
         lease_s: float,
-    ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            source = self._get_run(conn, source_id)
+    ) -> RunInfo:
+        int64("at_seq", at_seq)
+        int64("depth", run.depth)
+        seconds("lease_s", lease_s)
+
+        def op() -> RunInfo:
+            source = self._get_run(self._w, source_id)
             if not 1 <= at_seq <= source.last_seq:
                 raise ConfigError(
                     f"run {source_id} has events 1..{source.last_seq}; cannot fork at {at_seq}"
                 )
-            self._insert_run(conn, run, events, at_seq + 1, owner, lease_s, source_id)
+            return self._new_run(run, events, at_seq + 1, owner, lease_s, source_id)
 
-        await self._write(op)
+        return await self._write(op)
 
-    async def append(
-        self,
-        run_id: str,
-        expected_seq: int,
-        events: Sequence[NewEvent],
-        *,
-        status: str | None = None,
-        owner: str | None = None,
-    ) -> int:
-        return await self._write(_Append(run_id, expected_seq, events, status, owner))
+    async def commit(self, commit: Commit) -> Committed:
+        int64("expected_seq", commit.expected_seq)
+        int64("consumed", commit.consumed)
+        int64("the lease epoch", commit.lease.epoch)
+        if _is_plain(commit):
+            return await self._write(_PlainCommit(self, commit))
+        for child, _ in commit.children:
+            int64("depth", child.depth)
+        if commit.children_lease_s is not None:
+            seconds("children_lease_s", commit.children_lease_s)
+        try:
+            wait = msgspec.json.encode(commit.wait).decode() if commit.wait else None
+        except (msgspec.EncodeError, TypeError) as e:
+            raise ConfigError(
+                f"run {commit.run_id}: what it waits for cannot be stored: {e}"
+            ) from e
+        return await self._write(lambda: self._commit(commit, wait))
 
-    def _append_one(self, conn: sqlite3.Connection, a: _Append) -> Any:
-        """A lone append: the check and the update are one conditional UPDATE."""
-        now = time.time()
-        last = a.expected_seq + len(a.events)
-        updated = conn.execute(
-            "UPDATE runs SET last_seq = ?, updated_at = ?, status = coalesce(?, status) "
-            "WHERE run_id = ? AND last_seq = ? AND (? IS NULL OR lease_owner IS NULL "
-            "OR lease_owner = ? OR lease_expires_at <= ?)",
-            (last, now, a.status, a.run_id, a.expected_seq, a.owner, a.owner, now),
-        ).rowcount
-        if not updated:
-            try:
-                info = self._get_run(conn, a.run_id)
-            except RunNotFound as e:
-                return e
-            if info.last_seq != a.expected_seq:
-                return ConcurrencyConflict(a.run_id, a.expected_seq, info.last_seq)
-            return LeaseLost(f"run {a.run_id} is leased to {info.lease_owner}")
-        self._insert_events(conn, a.run_id, a.expected_seq + 1, a.events)
-        return last
+    def _commit(self, c: Commit, wait_text: str | None) -> Committed:
+        """A commit that also waits, consumes, delivers or creates children."""
+        info = self._get_run(self._w, c.run_id)
+        refusal = _refused(c, info.status, info.last_seq, info.lease_owner, info.lease_epoch)
+        if refusal:
+            raise refusal
+        self._check_new([child for child, _ in c.children])
+        try:
+            return self._write_commit(c, c.status or info.status, wait_text)
+        except AutonomicError as e:  # past the checks, a failure must undo what was written
+            raise Abort(e) from e
 
-    def _append_many(self, conn: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
-        """Check and write many appends with a handful of statements instead of two each."""
-        if len(appends) == 1:
-            return [self._append_one(conn, appends[0])]
-        ids = list(dict.fromkeys(a.run_id for a in appends))
-        heads: dict[str, tuple[int, str | None, float | None]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = conn.execute(
-                "SELECT run_id, last_seq, lease_owner, lease_expires_at FROM runs "
-                f"WHERE run_id IN ({','.join('?' * len(chunk))})",
-                chunk,
+    def _write_commit(self, c: Commit, status: str, wait_text: str | None) -> Committed:
+        conn, now = self._w, time.time()
+        self._insert_events(c.run_id, c.expected_seq + 1, c.events)
+        if c.consumed:
+            conn.execute("DELETE FROM inbox WHERE run_id = ? AND id <= ?", (c.run_id, c.consumed))
+        wait, wake_at = (c.wait, c.wait.wake_at) if c.wait and status == "waiting" else (None, None)
+        ready = status == "waiting" and wait_is_over(wait, self._arrived(c.run_id), now)
+        if ready:
+            wake_at = now
+        last = c.expected_seq + len(c.events)
+        stored_wait = wait_text if wait else None
+        values = (last, now, status, stored_wait, wake_at, c.release, c.release, c.run_id)
+        (inbox_last,) = conn.execute(_SET_RUN, values).fetchone()
+        if c.children:
+            lease: dict[str, Any] = {
+                "owner": c.lease.owner if c.children_lease_s is not None else None,
+                "lease_s": c.children_lease_s or 0.0,
+                "now": now,
+            }
+            self._insert_runs(
+                [
+                    (new_run_info(child, 1, len(events), **lease, forked_from=None), events)
+                    for child, events in c.children
+                ]
             )
-            heads.update((row[0], row[1:]) for row in rows)
-        now = time.time()
-        results: list[Any] = []
-        updates: dict[str, tuple[int, float, str | None, str]] = {}
-        rows_out: list[tuple[str, int, str, int, float, bytes]] = []
-        blobs: dict[str, bytes] = {}
-        for a in appends:
-            head = heads.get(a.run_id)
-            if head is None:
-                results.append(RunNotFound(a.run_id))
-                continue
-            last, lease_owner, lease_expires = head
-            if last != a.expected_seq:
-                results.append(ConcurrencyConflict(a.run_id, a.expected_seq, last))
-                continue
-            if (
-                a.owner is not None
-                and lease_owner not in (None, a.owner)
-                and (lease_expires or 0) > now
-            ):
-                results.append(LeaseLost(f"run {a.run_id} is leased to {lease_owner}"))
-                continue
-            for i, e in enumerate(a.events):
-                rows_out.append((a.run_id, last + 1 + i, e.type, e.version, e.ts, e.body))
-                blobs.update(e.blobs)
-            new_last = last + len(a.events)
-            heads[a.run_id] = (new_last, lease_owner, lease_expires)
-            previous = updates.get(a.run_id)
-            status = a.status or (previous[2] if previous else None)
-            updates[a.run_id] = (new_last, now, status, a.run_id)
-            results.append(new_last)
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
-            rows_out,
-        )
-        if blobs:
-            conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", list(blobs.items()))
-        conn.executemany(
-            "UPDATE runs SET last_seq = ?, updated_at = ?, status = coalesce(?, status) "
+        for delivery in c.deliveries:
+            row = conn.execute(
+                "SELECT status, wait FROM runs WHERE run_id = ?", (delivery.run_id,)
+            ).fetchone()
+            if row is not None and row[0] not in TERMINAL_STATUSES:
+                self._deliver(delivery, now, row[0], _wait(delivery.run_id, row[1]))
+        return Committed(last, inbox_last, ready)
+
+    def _arrived(self, run_id: str) -> set[str]:
+        rows = self._w.execute("SELECT key FROM inbox WHERE run_id = ?", (run_id,))
+        return {row[0] for row in rows}
+
+    def _deliver(self, d: Delivery, now: float, status: str, wait: Wait | None) -> int:
+        """Put ``d`` in the inbox of its run (now ``status``, waiting for ``wait``)."""
+        e = d.event
+        item_id: int
+        (item_id,) = self._w.execute(
+            "INSERT INTO inbox (run_id, key, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            (d.run_id, d.key, e.type, e.version, e.ts, e.body),
+        ).fetchone()
+        self._insert_blobs(e.blobs)
+        woke = status == "waiting" and wait_is_over(wait, self._arrived(d.run_id), now)
+        self._w.execute(
+            "UPDATE runs SET inbox_last = ?, wake_at = CASE WHEN ? THEN ? ELSE wake_at END "
             "WHERE run_id = ?",
-            list(updates.values()),
+            (item_id, woke, now, d.run_id),
         )
-        self.bytes_written += sum(len(r[5]) for r in rows_out) + sum(map(len, blobs.values()))
-        return results
+        return item_id
+
+    async def deliver(self, delivery: Delivery, *, unique: bool = False) -> int | None:
+        def op() -> int | None:
+            conn = self._w
+            row = conn.execute(
+                "SELECT status, wait FROM runs WHERE run_id = ?", (delivery.run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(delivery.run_id)
+            if row[0] in TERMINAL_STATUSES:
+                raise RunEnded(delivery.run_id, row[0])
+            wait = _wait(delivery.run_id, row[1])
+            if (
+                unique
+                and conn.execute(
+                    "SELECT 1 FROM inbox WHERE run_id = ? AND key = ?",
+                    (delivery.run_id, delivery.key),
+                ).fetchone()
+            ):
+                return None
+            return self._deliver(delivery, time.time(), row[0], wait)
+
+        return await self._write(op)
 
     async def put_snapshot(
         self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]
     ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            if blobs:
-                conn.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", list(blobs.items()))
-            conn.execute(
+        int64("seq", seq)
+
+        def op() -> None:
+            self._insert_blobs(blobs)
+            self._w.execute(
                 "INSERT INTO snapshots (run_id, seq, body) VALUES (?, ?, ?) "
                 "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, body = excluded.body",
                 (run_id, seq, body),
             )
-            self.bytes_written += len(body) + sum(len(b) for b in blobs.values())
+            self.bytes_written += len(body)
 
         await self._write(op)
 
-    # -- reads --------------------------------------------------------------------------
+    # -- leases ------------------------------------------------------------------------
 
-    @staticmethod
-    def _get_run(conn: sqlite3.Connection, run_id: str) -> RunInfo:
-        row = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        if row is None:
-            raise RunNotFound(run_id)
-        return _run_info(row)
+    def _take(
+        self, infos: Sequence[RunInfo], owner: str, lease_s: float, now: float
+    ) -> list[Claim]:
+        claims = []
+        for info in infos:
+            took_over = info.lease_owner not in (None, owner)
+            taken = msgspec.structs.replace(
+                info,
+                lease_owner=owner,
+                lease_expires_at=now + lease_s,
+                lease_epoch=info.lease_epoch + 1,
+                recoveries=info.recoveries + took_over,
+            )
+            claims.append(Claim(Lease(owner, taken.lease_epoch), taken, took_over))
+        self._w.executemany(
+            "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, lease_epoch = ?, "
+            "recoveries = ? WHERE run_id = ?",
+            [
+                (
+                    owner,
+                    c.info.lease_expires_at,
+                    c.info.lease_epoch,
+                    c.info.recoveries,
+                    c.info.run_id,
+                )
+                for c in claims
+            ],
+        )
+        return claims
 
-    async def read(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
-        def op(conn: sqlite3.Connection) -> list[EventRecord]:
-            conn.execute("BEGIN")
+    async def claim_run(
+        self,
+        run_id: str,
+        owner: str,
+        lease_s: float,
+        *,
+        steal_from: str | None = None,
+        revive: bool = False,
+    ) -> Claim | None:
+        seconds("lease_s", lease_s)
+
+        def op() -> Claim | None:
+            info = self._get_run(self._w, run_id)
+            if info.status in TERMINAL_STATUSES or (info.status == "dead" and not revive):
+                raise RunEnded(run_id, info.status)
+            now = time.time()
+            if not lease_is_free(info, owner, now, steal_from):
+                return None
+            return self._take([info], owner, lease_s, now)[0]
+
+        return await self._write(op)
+
+    async def claim_runs(
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        agents: Collection[str] | None = None,
+        orphans: bool = False,
+    ) -> list[Claim]:
+        check_limit(int64("limit", limit))
+        seconds("lease_s", lease_s)
+        names = msgspec.json.encode(sorted(agents) if agents is not None else []).decode()
+
+        def op() -> list[Claim]:
+            now = time.time()
+            rows = self._w.execute(
+                _TO_CLAIM,
+                {
+                    "now": now,
+                    "orphans": orphans,
+                    "any_agent": agents is None,
+                    "agents": names,
+                    "limit": limit,
+                },
+            ).fetchall()
+            return self._take([_run_info(row) for row in rows], owner, lease_s, now)
+
+        return await self._write(op)
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, Lease]], lease_s: float
+    ) -> tuple[set[str], dict[str, int]]:
+        seconds("lease_s", lease_s)
+        for _, lease in leases:
+            int64("the lease epoch", lease.epoch)
+
+        def op() -> tuple[set[str], dict[str, int]]:
+            lost: set[str] = set()
+            mail: dict[str, int] = {}
+            expires = time.time() + lease_s
+            for run_id, lease in leases:
+                rows = self._w.execute(
+                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? "
+                    "AND lease_epoch = ? RETURNING inbox_last",
+                    (expires, run_id, lease.owner, lease.epoch),
+                ).fetchall()
+                if rows:
+                    mail[run_id] = rows[0][0]
+                else:
+                    lost.add(run_id)
+            return lost, mail
+
+        return await self._write(op) if leases else (set(), {})
+
+    async def release_lease(
+        self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
+    ) -> None:
+        int64("the lease epoch", lease.epoch)
+        seconds("retry_at", retry_at)
+
+        def op() -> None:
+            self._w.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, "
+                "recoveries = recoveries + ?, wake_at = CASE WHEN ? THEN ? ELSE wake_at END "
+                "WHERE run_id = ? AND lease_owner = ? AND lease_epoch = ?",
+                (int(failed_start), failed_start, retry_at, run_id, lease.owner, lease.epoch),
+            )
+
+        await self._write(op)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _chain(self, conn: sqlite3.Connection, run_id: str) -> list[RunInfo]:
+        """The run and its fork ancestors, the run first."""
+        chain = [self._get_run(conn, run_id)]
+        while (source := chain[-1].forked_from) is not None:
+            if any(info.run_id == source for info in chain):
+                raise StoreCorrupt(f"run {run_id}: its fork ancestry loops through {source}")
             try:
-                chain = [self._get_run(conn, run_id)]
-                while chain[-1].forked_from:
-                    chain.append(self._get_run(conn, chain[-1].forked_from))
-                records: list[EventRecord] = []
-                for rid, upto in lineage_segments(chain):
-                    rows = conn.execute(
-                        "SELECT seq, type, version, ts, body FROM events "
-                        "WHERE run_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
-                        (rid, after_seq, upto if upto is not None else 2**62),
-                    )
-                    records.extend(EventRecord(*row) for row in rows)
-                return records
-            finally:
-                conn.execute("COMMIT")
+                chain.append(self._get_run(conn, source))
+            except RunNotFound:
+                raise StoreCorrupt(
+                    f"run {chain[-1].run_id} is forked from {source}, which is not in the store"
+                ) from None
+        return chain
 
-        return await self._read(op)
+    def _read_events(
+        self, conn: sqlite3.Connection, run_id: str, after_seq: int, limit: int | None
+    ) -> list[EventRecord]:
+        records: list[EventRecord] = []
+        with _snapshot(conn):
+            chain = self._chain(conn, run_id)
+            last_seqs = {info.run_id: info.last_seq for info in chain}
+            low = 0
+            for rid, upto in lineage_segments(chain):
+                high = last_seqs[rid] if upto is None else upto
+                start = max(after_seq, low)
+                want = high - start
+                if limit is not None:
+                    want = min(want, limit - len(records))
+                low = high
+                if want <= 0:
+                    continue  # before after_seq, or past the limit
+                # of the run's own log, one event more: to notice events past its last_seq
+                own = upto is None
+                rows = conn.execute(
+                    "SELECT seq, type, version, ts, body FROM events "
+                    "WHERE run_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (rid, start, 2**62 if own else high, want + 1 if own else want),
+                ).fetchall()
+                _check_rows(rid, rows, start, want, high, last_seqs[rid])
+                records.extend(EventRecord(*row) for row in rows[:want])
+        return records
+
+    async def read(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        int64("after_seq", after_seq)
+        if limit is not None:
+            check_limit(int64("limit", limit))
+        return await self._read(lambda conn: self._read_events(conn, run_id, after_seq, limit))
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(digests))
 
         def op(conn: sqlite3.Connection) -> dict[str, bytes]:
             found: dict[str, bytes] = {}
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                marks = ",".join("?" * len(chunk))
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
                 found.update(
                     conn.execute(f"SELECT digest, data FROM blobs WHERE digest IN ({marks})", chunk)
                 )
@@ -605,136 +870,89 @@ class SQLiteStore(AsyncResource):
 
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         def op(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
-            row = conn.execute("SELECT seq, body FROM snapshots WHERE run_id = ?", (run_id,))
-            found = row.fetchone()
-            return (found[0], found[1]) if found else None
+            row = conn.execute(
+                "SELECT seq, body FROM snapshots WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return (row[0], row[1]) if row else None
 
         return await self._read(op)
 
     async def get_run(self, run_id: str) -> RunInfo:
-        return await self._read(lambda c: self._get_run(c, run_id))
+        return await self._read(lambda conn: self._get_run(conn, run_id))
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        check_limit(int64("limit", limit))
+        pattern = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix) + "*"
         return await self._read(
-            lambda c: [
-                _run_info(r)
-                for r in c.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT ?",
-                    (escaped + "%", limit),
+            lambda conn: [
+                _run_info(row)
+                for row in conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id GLOB ? "
+                    "ORDER BY created_at, rowid LIMIT ?",
+                    (pattern, limit),
                 )
             ]
         )
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunInfo]:
-        where, params = ("WHERE status = ?", [status]) if status else ("", [])
-        return await self._read(
-            lambda c: [
-                _run_info(r)
-                for r in c.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT ?",
-                    (*params, limit),
-                )
-            ]
-        )
-
-    # -- leases -------------------------------------------------------------------------
-
-    @staticmethod
-    def _take_lease(
-        conn: sqlite3.Connection,
-        info: RunInfo,
-        owner: str,
-        lease_s: float,
-        now: float,
-        steal_from: str | None = None,
-    ) -> RunInfo | None:
-        free = info.lease_owner in (None, owner, steal_from)
-        if not free and (info.lease_expires_at or 0) > now:
-            return None
-        recovered = 1 if info.lease_owner not in (None, owner) else 0
-        conn.execute(
-            "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, recoveries = recoveries + ? "
-            "WHERE run_id = ?",
-            (owner, now + lease_s, recovered, info.run_id),
-        )
-        return msgspec.structs.replace(
-            info,
-            lease_owner=owner,
-            lease_expires_at=now + lease_s,
-            recoveries=info.recoveries + recovered,
-        )
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, lease_s: float, *, steal_from: str | None = None
-    ) -> RunInfo | None:
-        return await self._write(
-            lambda c: self._take_lease(
-                c, self._get_run(c, run_id), owner, lease_s, time.time(), steal_from
-            )
-        )
-
-    async def renew_leases(self, owner: str, run_ids: Sequence[str], lease_s: float) -> set[str]:
-        def op(conn: sqlite3.Connection) -> set[str]:
-            expires = time.time() + lease_s
-            lost = set()
-            for rid in run_ids:
-                cursor = conn.execute(
-                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?",
-                    (expires, rid, owner),
-                )
-                if cursor.rowcount == 0:
-                    lost.add(rid)
-            return lost
-
-        return await self._write(op) if run_ids else set()
-
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE run_id = ? AND lease_owner = ?",
-                (run_id, owner),
-            )
-        )
-
-    async def claim_runs(
-        self, owner: str, lease_s: float, limit: int, *, max_recoveries: int
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 50,
     ) -> list[RunInfo]:
-        def op(conn: sqlite3.Connection) -> list[RunInfo]:
-            now = time.time()
-            rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'running' "
-                "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
-                "ORDER BY created_at LIMIT ?",
-                (now, limit * 2 + 10),
-            ).fetchall()
-            claimed: list[RunInfo] = []
-            for info in map(_run_info, rows):
-                if len(claimed) >= limit:
-                    break
-                if info.lease_owner is not None and info.recoveries >= max_recoveries:
-                    conn.execute(
-                        "UPDATE runs SET status = 'dead', lease_owner = NULL, "
-                        "lease_expires_at = NULL WHERE run_id = ?",
-                        (info.run_id,),
-                    )
-                    continue
-                taken = self._take_lease(conn, info, owner, lease_s, now)
-                if taken is not None:
-                    claimed.append(taken)
-            return claimed
+        check_limit(int64("limit", limit))
+        where = [
+            f"{column} = ?"
+            for column, value in (("status", status), ("parent_run_id", parent_run_id))
+            if value is not None
+        ]
+        params = [value for value in (status, parent_run_id) if value is not None]
+        sql = (
+            f"SELECT {_RUN_COLUMNS} FROM runs "
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + "ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        )
+        return await self._read(
+            lambda conn: [_run_info(row) for row in conn.execute(sql, (*params, limit))]
+        )
 
-        return await self._write(op)
+    # -- the inbox ---------------------------------------------------------------------
 
-    async def set_status(self, run_id: str, status: str) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            if (
-                conn.execute(
-                    "UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id)
-                ).rowcount
-                == 0
-            ):
-                raise RunNotFound(run_id)
+    async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]:
+        int64("after_id", after_id)
 
-        await self._write(op)
+        def op(conn: sqlite3.Connection) -> list[InboxItem]:
+            with _snapshot(conn):
+                if (
+                    conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                    is None
+                ):
+                    raise RunNotFound(run_id)
+                rows = conn.execute(
+                    "SELECT id, key, type, version, ts, body FROM inbox "
+                    "WHERE run_id = ? AND id > ? ORDER BY id",
+                    (run_id, after_id),
+                ).fetchall()
+            return [InboxItem(row[0], row[1], EventRecord(0, *row[2:])) for row in rows]
+
+        return await self._read(op)
+
+
+def _check_rows(
+    run_id: str, rows: list[Any], start: int, want: int, high: int, last_seq: int
+) -> None:
+    """Events ``start + 1 ..`` as read must be all there, in order, and end where the row says."""
+    got = min(len(rows), want)
+    if got < want or (got and rows[got - 1][0] != start + got):
+        seqs = {row[0] for row in rows[:want]}
+        missing = next(s for s in range(start + 1, start + want + 1) if s not in seqs)
+        raise StoreCorrupt(
+            f"run {run_id}: event {missing} is missing from its log, which its row says "
+            f"ends at event {last_seq} (the store is damaged)"
+        )
+    if len(rows) > want and rows[want][0] > high:
+        raise StoreCorrupt(
+            f"run {run_id}: its log goes on past event {high}, where its row says it ends "
+            "(the store is damaged)"
+        )
