@@ -295,7 +295,8 @@ async def test_resume_incomplete_picks_up_runs_whose_owner_died(db_url: str) -> 
         effects.append(f"charge {amount}")
         return "charged"
 
-    agent = Agent(name="ops", model=ScriptedModel(["done"]), tools=[remember, charge])
+    calls = [tool_call("remember", note="n"), tool_call("charge", amount=5)]
+    agent = Agent(name="ops", model=ScriptedModel([calls, "done"]), tools=[remember, charge])
     # what a SIGKILL between intent and outcome leaves behind: intents, no outcomes,
     # and a lease nobody renews
     async with Runtime(db_url) as rt:

@@ -425,10 +425,10 @@ async def test_cancelling_a_parent_cancels_its_subtree(store: Store) -> None:
         result = await run.cancel()
         assert result is not None and result.status == "cancelled"
         children = await _settled_children(rt, run.run_id)
+        endings = [(await events_of(rt, child.run_id))[-1] for child in children]
     assert [c.status for c in children] == ["cancelled"] * 3
-    for child in children:
-        events = await events_of(rt, child.run_id)
-        assert isinstance(events[-1], RunCancelled) and events[-1].by == f"parent {run.run_id}"
+    for ending in endings:
+        assert isinstance(ending, RunCancelled) and ending.by == f"parent {run.run_id}"
 
 
 class FanOutTo(FanOut):

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 import msgspec
 
-from autonomic._resource import AsyncResource
+from autonomic._resource import SharedResource
 from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunEnded, RunNotFound
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import (
@@ -44,7 +44,7 @@ def _records(first_seq: int, events: Sequence[NewEvent]) -> list[EventRecord]:
     ]
 
 
-class InMemoryStore(AsyncResource):
+class InMemoryStore(SharedResource):
     """Keeps everything in dicts; same contract as the SQLite store, nothing survives exit."""
 
     def __init__(self, url: str = "memory://") -> None:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from autonomic._resource import AsyncResource
+from autonomic._resource import SharedResource
 from autonomic.errors import (
     AutonomicError,
     ConcurrencyConflict,
@@ -292,7 +292,7 @@ class _PlainCommit(BatchedOp):
         return results
 
 
-class SQLiteStore(AsyncResource):
+class SQLiteStore(SharedResource):
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``; ``?synchronous=full`` for fsync."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -314,7 +314,7 @@ class SQLiteStore(AsyncResource):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def _open(self) -> None:
         if sqlite3.sqlite_version_info < _MIN_SQLITE:
             raise StoreError(
                 f"the SQLite store needs SQLite {'.'.join(map(str, _MIN_SQLITE))} or newer; "
@@ -327,7 +327,7 @@ class SQLiteStore(AsyncResource):
             self._wconn = await loop.run_in_executor(self._writer, self._connect, True)
             self._rconn = await loop.run_in_executor(self._reader, self._connect, False)
         except BaseException:
-            await self.close()
+            await self._close()
             raise
         self._group = GroupCommit(
             _Transactions(self._wconn, self.path, self._inline),
@@ -379,7 +379,7 @@ class SQLiteStore(AsyncResource):
                 raise store_error(self.path, "open", e) from e
             raise
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         if self._group is not None:
             await self._group.drain()
             self._group = None
