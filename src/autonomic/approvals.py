@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +101,15 @@ def load_approval_key(provider: SecretsProvider) -> bytes:
 
 
 class ApprovalSigner:
-    """Signs and checks decisions on one run's approval requests."""
+    """Signs and checks decisions on approval requests. The key is read when first
+    needed, so a runtime that never meets an approval never needs one."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes | Callable[[], bytes]) -> None:
         self._key = key
 
     def _mac(self, *parts: object) -> str:
+        if callable(self._key):
+            self._key = self._key()
         return hmac.new(self._key, _canonical.encode(parts), hashlib.sha256).hexdigest()
 
     def grant(

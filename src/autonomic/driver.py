@@ -25,7 +25,14 @@ from autonomic.agent import Agent
 from autonomic.approvals import ApprovalSigner, approval_digest
 from autonomic.checks import checked_response
 from autonomic.digest import RequestDigester
-from autonomic.errors import AgentNotFound, LeaseLost, ModelUnavailable, StoreCorrupt, StoreError
+from autonomic.errors import (
+    AgentNotFound,
+    ConfigError,
+    LeaseLost,
+    ModelUnavailable,
+    StoreCorrupt,
+    StoreError,
+)
 from autonomic.events import (
     TERMINAL_EVENTS,
     ActionCompleted,
@@ -779,7 +786,10 @@ class Driver:
                     )
                 if key != approval_key(event.digest):
                     return "it was delivered under another key"
-                why = self.signer.refusal(state.run_id, request, event)
+                try:
+                    why = self.signer.refusal(state.run_id, request, event)
+                except ConfigError as e:
+                    return f"it cannot be verified here: {e}"
                 if why is not None:
                     return why
                 self.record(event)

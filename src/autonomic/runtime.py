@@ -189,8 +189,7 @@ class Runtime:
     async def __aenter__(self) -> Self:
         await self.store.open()
         try:
-            key = await asyncio.to_thread(load_approval_key, self.secrets)
-            self._signer = ApprovalSigner(key)
+            self._signer = ApprovalSigner(lambda: load_approval_key(self.secrets))
             self._supervisor = Supervisor(
                 self.store,
                 self.bus,
