@@ -28,7 +28,6 @@ from autonomic.events import (
     ChildSpawned,
     Event,
     GuardTripped,
-    ModelCalled,
     ModelResponded,
     Resumed,
     RunCancelled,
@@ -56,7 +55,7 @@ __all__ = [
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 """Statuses a run never leaves. ``dead`` is not one: a person may resume a dead run."""
 
-CORE_FOLD_VERSION = 2
+CORE_FOLD_VERSION = 3
 """Bumped whenever a core reducer changes, so that older snapshots are folded again."""
 
 S = TypeVar("S")
@@ -153,6 +152,7 @@ class RunState(msgspec.Struct, kw_only=True, gc=False):
     transcripts: dict[str, list[Message]] = msgspec.field(default_factory=dict)
     """Responses to model calls of every other purpose (critic, plan, compact...)."""
     model_calls: int = 0
+    """Model calls answered. A call a crash interrupted has a ``ModelCalled`` and no answer."""
     usage: Usage = Usage()
     cost: float = 0.0
     unpriced_calls: int = 0
@@ -248,13 +248,9 @@ def _run_forked(s: RunState, e: RunForked, ts: float) -> None:
     s.active_before, s.active_since = 0.0, ts
 
 
-@folds(ModelCalled)
-def _model_called(s: RunState, e: ModelCalled, ts: float) -> None:
-    s.model_calls += 1
-
-
 @folds(ModelResponded)
 def _model_responded(s: RunState, e: ModelResponded, ts: float) -> None:
+    s.model_calls += 1
     s.usage = s.usage + e.usage
     if e.cost is None:
         s.unpriced_calls += 1
