@@ -24,6 +24,9 @@ import sys
 __all__ = ["main"]
 
 READY = b"R"
+NAMES_ROOM = 1 << 19
+"""Bytes of record headers and names the report may spend: half of what the host takes
+beyond the files themselves (``wire.REPORT_OVERHEAD``)."""
 _CATEGORIES = {errno.EFBIG: "file_size", errno.ENOSPC: "disk_full", errno.EMFILE: "open_files"}
 _SIGPIPE, _SIGXFSZ = 13, 25
 
@@ -184,11 +187,13 @@ def _run_argv(argv: list[str]) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _read_file(path: str, limit: int) -> bytes | None:
-    """Up to ``limit + 1`` bytes of a regular file, never through a symlink; else None."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+def _read_file(name: str, dir_fd: int, inode: int, limit: int) -> bytes | None:
+    """Up to ``limit + 1`` bytes of the regular file ``inode`` at ``name`` in ``dir_fd``,
+    never through a symlink, never blocking on a FIFO; else None."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_ino != inode:
             return None
         chunks, size = [], 0
         while size <= limit:
@@ -202,23 +207,53 @@ def _read_file(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
+def _regular(name: str, dir_fd: int) -> os.stat_result | None:
+    """The lstat of ``name`` in ``dir_fd`` if it is a regular file, else None."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _link_counts(root: str) -> dict[int, int]:
+    """How many names each regular file under ``root`` has there."""
+    counts: dict[int, int] = {}
+    for _, _, names, dir_fd in os.fwalk(root):
+        for name in names:
+            info = _regular(name, dir_fd)
+            if info is not None:
+                counts[info.st_ino] = counts.get(info.st_ino, 0) + 1
+    return counts
+
+
 def _collect(root: str, inputs: dict[str, bytes], budget: int) -> list[bytes]:
-    """Records for the files that are new or changed, within ``budget`` bytes in all."""
-    records = []
-    for directory, subdirs, names in os.walk(root):
+    """Records for the regular files that are new or changed, within ``budget`` bytes
+    of data and ``NAMES_ROOM`` of names.
+
+    It walks by directory fds and never follows a symlink, so a directory swapped for a
+    link meanwhile leads nowhere outside ``root``. A file with more hard links than are
+    found under ``root`` is also linked from outside it, and is left out.
+    """
+    links = _link_counts(root)
+    records: list[bytes] = []
+    room = NAMES_ROOM
+    for directory, subdirs, names, dir_fd in os.fwalk(root):
         subdirs.sort()
         for name in sorted(names):
-            path = os.path.join(directory, name)
-            rel = os.path.relpath(path, root)
-            known = inputs.get(rel)
+            info = _regular(name, dir_fd)
+            if info is None or info.st_nlink > links.get(info.st_ino, 0):
+                continue
+            rel = os.path.relpath(os.path.join(directory, name), root)
+            room -= 64 + len(rel.encode("utf-8", "surrogateescape"))
+            if room < 0:
+                return [*records, _record(b"V", "too_many_files")]
+            known, size = inputs.get(rel), info.st_size
             try:
-                info = os.lstat(path)
-                if not stat.S_ISREG(info.st_mode):
+                unchanged = known is not None and len(known) == size
+                if unchanged and _read_file(name, dir_fd, info.st_ino, size) == known:
                     continue
-                size = info.st_size
-                if known is not None and len(known) == size and _read_file(path, size) == known:
-                    continue
-                data = _read_file(path, budget) if size <= budget else b""
+                data = _read_file(name, dir_fd, info.st_ino, budget) if size <= budget else b""
             except OSError:
                 continue
             if data is None:
