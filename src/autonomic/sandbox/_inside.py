@@ -83,38 +83,128 @@ def _set_rlimits(limits: list[tuple[str, int, int]]) -> None:
 
 def _relay(path: str, port: int) -> None:
     """Carry each connection to 127.0.0.1:port (the sandbox's own loopback) to the egress
-    proxy's Unix socket at ``path``, in daemon threads: standard proxy settings then work.
+    proxy's Unix socket at ``path``: standard proxy settings then work.
+
+    One daemon thread serves every connection, without blocking: a thread per
+    connection would cost the code a process slot and, under RLIMIT_AS, 8 MiB of
+    address space each, and a relay that cannot start one would stop relaying at all.
     """
+    import contextlib
+    import selectors
     import socket
     import threading
+    import time
 
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", port))
     server.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    peer: dict[socket.socket, socket.socket] = {}
+    unsent: dict[socket.socket, bytes] = {}
+    """Bytes read from a socket, not yet written to its peer."""
+    ended: set[socket.socket] = set()
+    """Sockets that reached end of stream: their peer is half-closed once it has all."""
 
-    def pump(source: socket.socket, sink: socket.socket) -> None:
+    def watch(sock: socket.socket) -> None:
+        """Wait for what ``sock`` can do next: read, if what it sent has been passed on;
+        write, if its peer sent something."""
+        events = 0
+        if sock not in ended and not unsent[sock]:
+            events |= selectors.EVENT_READ
+        if unsent[peer[sock]]:
+            events |= selectors.EVENT_WRITE
+        if sock in selector.get_map():
+            if events:
+                selector.modify(sock, events)
+            else:
+                selector.unregister(sock)
+        elif events:
+            selector.register(sock, events)
+
+    def close(sock: socket.socket) -> None:
+        for end in (sock, peer[sock]):
+            if end in selector.get_map():
+                selector.unregister(end)
+            end.close()
+            ended.discard(end)
+            del peer[end], unsent[end]
+
+    def shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+
+    def send(sock: socket.socket) -> None:
+        """Write to ``sock`` what its peer sent, half-closing it once that is all. If
+        ``sock`` no longer takes any, stop reading its peer: what ``sock`` itself still
+        has to say (a refusal, say) goes on being relayed."""
+        other = peer[sock]
+        if not unsent[other]:
+            return
         try:
-            while True:
-                data = source.recv(1 << 16)
-                if not data:
-                    break
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
+            unsent[other] = unsent[other][sock.send(unsent[other]) :]
+        except BlockingIOError:
+            return
         except OSError:
-            pass
+            unsent[other] = b""
+            ended.add(other)
+            return
+        if not unsent[other] and other in ended:
+            shut(sock)
+
+    def receive(sock: socket.socket) -> None:
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            unsent[sock] = data
+            send(peer[sock])
+        elif sock not in ended:
+            ended.add(sock)
+            shut(peer[sock])
+
+    def accept() -> None:
+        try:
+            client = server.accept()[0]
+        except OSError:  # out of descriptors, say: wait for the code to free some
+            time.sleep(0.05)
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(path)
+        except OSError:
+            client.close()
+            upstream.close()
+            return
+        for end, other in ((client, upstream), (upstream, client)):
+            end.setblocking(False)
+            peer[end], unsent[end] = other, b""
+            selector.register(end, selectors.EVENT_READ)
+
+    def handle(sock: socket.socket, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            send(sock)
+        if mask & selectors.EVENT_READ and sock not in ended and not unsent[sock]:
+            receive(sock)
+        other = peer[sock]
+        if sock in ended and other in ended and not unsent[sock] and not unsent[other]:
+            close(sock)
+        else:
+            watch(sock)
+            watch(other)
 
     def serve() -> None:
         while True:
-            client = server.accept()[0]
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(path)
-            except OSError:
-                client.close()
-                continue
-            for ends in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=ends, daemon=True).start()
+            for key, mask in selector.select():
+                sock = key.fileobj
+                if sock is server:
+                    accept()
+                elif isinstance(sock, socket.socket) and sock in peer:
+                    handle(sock, mask)
 
     threading.Thread(target=serve, daemon=True).start()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ __all__ = ["DEFAULT_CONNECTIONS", "EgressPolicy", "EgressProxy", "EgressRequest"
 _CHUNK = 64 * 1024
 _DEFAULT_PORTS = (80, 443)
 DEFAULT_CONNECTIONS = 16
+_BACKLOG = 16
+"""Connections the kernel queues until they are accepted (or refused)."""
+_PAUSE = 0.1
+"""Seconds to stop accepting when the host is out of descriptors."""
 _UNRECOGNIZED_NAME = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70])
 """A fatal TLS alert, unrecognized_name: how a TLS client learns its server name was refused."""
 
@@ -118,7 +123,7 @@ class EgressProxy:
         self._policy = policy
         self._on_request = on_request
         self._owner = owner
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._folder: str | None = None
         self.path: str | None = None
         self.requests: list[EgressRequest] = []
@@ -133,7 +138,11 @@ class EgressProxy:
         """Listen, and return the socket's path (in a fresh directory ``owner`` can reach)."""
         self._folder = tempfile.mkdtemp(prefix="autonomic-egress-")
         self.path = path = os.path.join(self._folder, "proxy.sock")
-        self._server = await asyncio.start_unix_server(self._serve, path)
+        self._listener = listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(_BACKLOG)
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._accept)
         os.chmod(self._folder, 0o711)
         if self._owner is not None:
             os.chown(path, self._owner, self._owner)
@@ -141,33 +150,62 @@ class EgressProxy:
         return path
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
         if self._folder is not None:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self._folder, "proxy.sock"))
                 os.rmdir(self._folder)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.max_connections:
-            self.refused_connections += 1
-            writer.write(
-                _response(
-                    "503 Service Unavailable",
-                    f"too many connections through the egress proxy at once (limit "
-                    f"{self.max_connections}): close one before opening another",
-                )
-            )
-            writer.close()
-            return
-        task = asyncio.current_task()
-        tasks = {task} if task is not None else set()
-        self._connections |= tasks
+    def _accept(self) -> None:
+        """Take the connections waiting. One over ``max_connections`` is answered 503
+        and closed right here, so that a flood of them holds no descriptors."""
+        assert self._listener is not None
+        for _ in range(_BACKLOG):
+            try:
+                sock = self._listener.accept()[0]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of descriptors: let the kernel queue them meanwhile
+                self._pause()
+                return
+            if len(self._connections) >= self.max_connections:
+                self.refused_connections += 1
+                with contextlib.suppress(OSError):
+                    sock.setblocking(False)
+                    sock.send(self._refusal())
+                sock.close()
+                continue
+            task = asyncio.create_task(self._serve(sock))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    def _pause(self) -> None:
+        """Stop accepting for a moment: the host is out of descriptors."""
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._listener.fileno())
+        loop.call_later(_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
+
+    def _refusal(self) -> bytes:
+        return _response(
+            "503 Service Unavailable",
+            f"too many connections through the egress proxy at once (limit "
+            f"{self.max_connections}): close one before opening another",
+        )
+
+    async def _serve(self, sock: socket.socket) -> None:
+        """Carry one connection (one request, or one tunnel) to its end."""
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
         try:
             await self._proxy(reader, writer)
         except Refused as e:
@@ -176,7 +214,6 @@ class EgressProxy:
         except (OSError, EOFError, asyncio.LimitOverrunError, ValueError):
             pass  # the client went away or spoke nonsense mid-stream: drop it
         finally:
-            self._connections -= tasks
             writer.close()
 
     def _record(self, head: Head, host: str, port: int, refusal: str = "") -> None:
