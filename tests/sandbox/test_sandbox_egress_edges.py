@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from autonomic.sandbox import BwrapSandbox, SandboxLimits
-from autonomic.sandbox.egress import EgressRequest
+from autonomic.sandbox.egress import EgressPolicy, EgressProxy, EgressRequest
 
 from .conftest import LIMITS, requires_bwrap
 
@@ -420,3 +420,62 @@ def test_the_limit_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="egress_connections must be a positive int"):
         SandboxLimits(egress_connections=0)
+
+
+MANY = r"""
+import socket
+tunnels = []
+for _ in range(16):  # all open at once, through the relay on the sandbox's loopback
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=10)
+    s.sendall(f'CONNECT 127.0.0.1:{PORT} HTTP/1.1\r\n\r\n'.encode())
+    tunnels.append(s)
+for s in tunnels:
+    data = b''
+    while b'\r\n\r\n' not in data:
+        data += s.recv(1)
+    assert data.startswith(b'HTTP/1.1 200'), data
+for i, s in enumerate(tunnels):
+    s.sendall(f'GET /{i} HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\n\r\n'.encode())
+answers = []
+for s in tunnels:
+    data = b''
+    while chunk := s.recv(65536):
+        data += chunk
+    answers.append(json.loads(data.partition(b'\r\n\r\n')[2])['line'])
+print(answers == [f'GET /{i} HTTP/1.1' for i in range(16)])
+"""
+
+
+async def test_the_relay_inside_serves_many_connections_at_once(
+    box: tuple[BwrapSandbox, list[EgressRequest]], origin: int
+) -> None:
+    """The relay in the sandbox takes no thread per connection, so many connections at
+    once fit in the code's memory limit (threads' stacks would count against it)."""
+    sandbox, _ = box
+    limits = dataclasses.replace(LIMITS, memory_bytes=160 * 2**20)
+    result = await sandbox.run_python(f"import json\nPORT = {origin}\n{MANY}", limits=limits)
+    assert result.stdout == "True\n", result
+    assert result.ok, result
+
+
+async def test_an_execution_may_make_only_so_many_requests(origin: int) -> None:
+    """Each request becomes an event in the run's log: past the limit they are refused,
+    and a long target is kept only in part."""
+    heard: list[EgressRequest] = []
+    proxy = EgressProxy(EgressPolicy.of([f"127.0.0.1:{origin}"]), heard.append, max_requests=3)
+    path = await proxy.start()
+    long_path = "/" + "p" * 5000
+    statuses = []
+    try:
+        for i in range(5):
+            reader, writer = await asyncio.open_unix_connection(path)
+            target = f"http://127.0.0.1:{origin}{long_path if i == 0 else f'/{i}'}"
+            writer.write(f"GET {target} HTTP/1.1\r\n\r\n".encode())
+            statuses.append((await reader.read()).split(b"\r\n")[0].decode())
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        await proxy.close()
+    assert statuses == ["HTTP/1.1 200 OK"] * 3 + ["HTTP/1.1 429 Too Many Requests"] * 2
+    assert len(heard) == 3 and proxy.refused_requests == 2
+    assert heard[0].target == f"http://127.0.0.1:{origin}{long_path}"[:2048] + "..."

@@ -11,6 +11,7 @@ from autonomic.sandbox import KiB, MiB, SandboxLimits
 from autonomic.sandbox.bwrap import bwrap_argv
 from autonomic.sandbox.cgroup import CgroupStats
 from autonomic.sandbox.confine import prefix_argv, rlimits
+from autonomic.sandbox.httpcheck import Refused, authority, parse_head
 from autonomic.sandbox.interpreter import Interpreter
 from autonomic.sandbox.verdict import Evidence, violations
 from autonomic.sandbox.wire import REPORT_OVERHEAD, Job, ReportReader, encode_request, name_problem
@@ -268,6 +269,10 @@ LIMITS = SandboxLimits(
         (Evidence(False, 0, 1.5), ("cpu time limit 1s exceeded",)),
         (Evidence(False, 0, 0.1, egress_refused=3), ("egress connection limit 16 reached",)),
         (
+            Evidence(False, 0, 0.1, egress_requests_refused=1),
+            ("egress request limit 1000 reached",),
+        ),
+        (
             Evidence(False, 0, 0.1, refused_files={"'a\\nb'": "a control character"}),
             ("produced files refused: 'a\\nb' (a control character)",),
         ),
@@ -292,3 +297,43 @@ def test_public_names_are_importable() -> None:
     for module in (autonomic.sandbox, autonomic.tools.sandboxed):
         for name in module.__all__:
             assert getattr(module, name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Example.COM:8080", ("example.com", 8080)),
+        ("[::1]:80", ("::1", 80)),
+        ("host", ("host", None)),
+        ("user@host", None),
+        ("host:0", None),
+        ("host:65536", None),
+        ("host:", None),
+        ("host name", None),
+        ("a" * 254, None),
+    ],
+)
+def test_authorities_are_read_strictly(text: str, expected: tuple[str, int | None] | None) -> None:
+    if expected is None:
+        with pytest.raises(Refused, match="is not a host with an optional port"):
+            authority(text)
+    else:
+        assert authority(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "problem"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n", "must end with a blank line"),
+        (b"GET  / HTTP/1.1\r\n\r\n", "must be: METHOD TARGET HTTP/1.1"),
+        (b"G(T / HTTP/1.1\r\n\r\n", "the method is not a token"),
+        (b"GET /\x1b HTTP/1.1\r\n\r\n", "has a control character"),
+        (b"GET / HTTP/2.0\r\n\r\n", "only HTTP/1.0 and HTTP/1.1"),
+        (b"GET / HTTP/1.1\r\n folded: x\r\n\r\n", "malformed header line"),
+        (b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", "the X header has a control character"),
+    ],
+)
+def test_request_heads_are_read_strictly(head: bytes, problem: str) -> None:
+    with pytest.raises(Refused, match=problem) as refused:
+        parse_head(head)
+    assert refused.value.status == "400 Bad Request"

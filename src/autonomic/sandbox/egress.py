@@ -42,11 +42,15 @@ from autonomic.sandbox.httpcheck import (
     read_client_hello,
 )
 
-__all__ = ["DEFAULT_CONNECTIONS", "EgressPolicy", "EgressProxy", "EgressRequest"]
+__all__ = ["DEFAULT_CONNECTIONS", "MAX_REQUESTS", "EgressPolicy", "EgressProxy", "EgressRequest"]
 
 _CHUNK = 64 * 1024
 _DEFAULT_PORTS = (80, 443)
 DEFAULT_CONNECTIONS = 16
+MAX_REQUESTS = 1000
+"""Requests one execution may make through the proxy: each one is recorded."""
+_TARGET = 2048
+"""Characters of a request's target kept in its record."""
 _BACKLOG = 16
 """Connections the kernel queues until they are accepted (or refused)."""
 _PAUSE = 0.1
@@ -119,6 +123,7 @@ class EgressProxy:
         *,
         owner: int | None = None,
         max_connections: int = DEFAULT_CONNECTIONS,
+        max_requests: int = MAX_REQUESTS,
     ) -> None:
         self._policy = policy
         self._on_request = on_request
@@ -132,6 +137,9 @@ class EgressProxy:
         """How many connections may be open at once; set per execution."""
         self.refused_connections = 0
         """How many were turned away for being over ``max_connections``."""
+        self.max_requests = max_requests
+        self.refused_requests = 0
+        """How many requests were turned away for being over ``max_requests``."""
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
@@ -217,7 +225,17 @@ class EgressProxy:
             writer.close()
 
     def _record(self, head: Head, host: str, port: int, refusal: str = "") -> None:
-        request = EgressRequest(head.method, host, port, head.target, not refusal, refusal)
+        """Hear of a request; ``Refused`` (429) once ``max_requests`` have been heard,
+        since each becomes an event in the run's log."""
+        if len(self.requests) >= self.max_requests:
+            self.refused_requests += 1
+            raise Refused(
+                "429 Too Many Requests",
+                f"this execution has made {self.max_requests} requests through the egress "
+                "proxy, the most it may: make fewer, larger ones",
+            )
+        target = head.target if len(head.target) <= _TARGET else f"{head.target[:_TARGET]}..."
+        request = EgressRequest(head.method, host, port, target, not refusal, refusal)
         self.requests.append(request)
         if self._on_request is not None:
             self._on_request(request)

@@ -355,6 +355,7 @@ class Guest:
             omitted_files=report.omitted,
             refused_files=report.refused,
             egress_refused=proxy.refused_connections if proxy is not None else 0,
+            egress_requests_refused=proxy.refused_requests if proxy is not None else 0,
             report_refused=reader.rejected,
         )
         return SandboxResult(

@@ -35,6 +35,8 @@ _HOP_BY_HOP = frozenset(
 )
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 """Never dropped, whatever ``Connection`` lists: the body is forwarded as they frame it."""
+_MAX_HOST = 253
+"""The longest DNS name."""
 _TLS_HANDSHAKE = 0x16
 _MAX_HELLO = 1 << 16
 
@@ -97,10 +99,11 @@ def authority(text: str) -> tuple[str, int | None]:
     """``"Example.com:8080"`` → ``("example.com", 8080)``, ``"[::1]"`` → ``("::1", None)``;
     ``Refused`` (400) for anything else (user info, spaces, a bad port)."""
     match = _AUTHORITY.fullmatch(text)
+    host = (match[1] or match[2]) if match else ""
     port = int(match[3]) if match and match[3] else None
-    if match is None or port == 0 or (port or 0) > 65535:
-        raise _bad(f"{text!r} is not a host with an optional port")
-    return (match[1] or match[2]).lower(), port
+    if not 0 < len(host) <= _MAX_HOST or port == 0 or (port or 0) > 65535:
+        raise _bad(f"{text[:300]!r} is not a host with an optional port")
+    return host.lower(), port
 
 
 def absolute_target(target: str) -> tuple[str, int, str]:

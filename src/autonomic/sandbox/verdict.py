@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from autonomic.sandbox.base import SandboxLimits, format_bytes
 from autonomic.sandbox.cgroup import CgroupStats
+from autonomic.sandbox.egress import MAX_REQUESTS
 from autonomic.sandbox.wire import REPORT_OVERHEAD
 
 __all__ = ["Evidence", "violations"]
@@ -39,6 +40,8 @@ class Evidence:
     """Produced files not returned: name (as ``ascii`` shows it) → why."""
     egress_refused: int = 0
     """Connections the egress proxy turned away for being over its limit."""
+    egress_requests_refused: int = 0
+    """Requests it turned away once an execution had made ``MAX_REQUESTS``."""
     report_refused: bool = False
     """The guest's report was malformed or too large, and was dropped."""
 
@@ -71,6 +74,8 @@ def violations(limits: SandboxLimits, seen: Evidence) -> tuple[str, ...]:
             found.append(f"{stream} truncated at {format_bytes(limits.output_bytes)}")
     if seen.egress_refused:
         found.append(f"egress connection limit {limits.egress_connections} reached")
+    if seen.egress_requests_refused:
+        found.append(f"egress request limit {MAX_REQUESTS} reached")
     if seen.omitted_files:
         shown = _listing(sorted(seen.omitted_files))
         found.append(f"produced files truncated at {format_bytes(limits.files_bytes)} ({shown})")
