@@ -33,7 +33,6 @@ class CgroupStats:
     oom_kills: int
     process_limit_hits: int
     peak_memory_bytes: int
-    cpu_seconds: float | None = None
 
 
 def _read(path: Path) -> str:
@@ -158,7 +157,6 @@ class Cgroup:
                 oom_kills=_counter(_read(memory / "memory.oom_control"), "oom_kill"),
                 process_limit_hits=_counter(_read(pids / "pids.events"), "max"),
                 peak_memory_bytes=int(_read(memory / "memory.max_usage_in_bytes")),
-                cpu_seconds=self.cpu_seconds(),
             )
         except (OSError, ValueError):
             return CgroupStats(0, 0, 0)

@@ -331,7 +331,7 @@ class EgressProxy:
         hosts = inner.values("host")
         if len(hosts) > 1:
             raise Refused("400 Bad Request", "more than one Host header")
-        for named in [target[:2]] + [_named(value, 80) for value in hosts]:
+        for named in [target[:2], *(_named(value, 80) for value in hosts)]:
             if named != (host, port):
                 refusal = (
                     f"the request names {named[0]}:{named[1]}, but the tunnel goes to "

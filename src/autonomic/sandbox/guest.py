@@ -4,9 +4,9 @@ An execution ends when the guest sends its end record (the usual case: the resul
 returned at once, before the process tree is torn down) or when the guest dies without
 one (killed by a limit, or by its own hand). A timeout, or the tree's CPU time passing
 its budget, kills its process group, and bwrap's ``--die-with-parent`` and the PID
-namespace take the rest down. The guest is
-reaped through a pidfd, so no thread or signal handler is involved. Every guest is used
-once; ``discard`` kills whatever it left running and frees what it held.
+namespace take the rest down. The guest is reaped through a pidfd, so no thread or
+signal handler is involved. Every guest is used once; ``discard`` kills whatever it left
+running and frees what it held.
 """
 
 from __future__ import annotations
