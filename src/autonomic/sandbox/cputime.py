@@ -19,7 +19,7 @@ import contextlib
 import os
 from collections.abc import Callable
 
-__all__ = ["CpuWatch", "tree_cpu_seconds"]
+__all__ = ["CpuWatch", "tree_cpu_seconds", "tree_pids"]
 
 MIN_INTERVAL = 0.02
 """Seconds between samples near the end of a budget: the most a tree can overrun it by,
@@ -67,6 +67,17 @@ def _children(pid: int) -> list[int]:
         for tid in os.listdir(f"/proc/{pid}/task"):
             text = _read(f"/proc/{pid}/task/{tid}/children") or ""
             found += [int(child) for child in text.split() if child.isdigit()]
+    return found
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants now, parents before their children."""
+    found: list[int] = []
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack += _children(pid)
     return found
 
 

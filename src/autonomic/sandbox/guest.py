@@ -28,7 +28,7 @@ from autonomic.errors import SandboxError
 from autonomic.sandbox.base import ResourceUsage, SandboxLimits, SandboxResult
 from autonomic.sandbox.cgroup import Cgroup, CgroupStats
 from autonomic.sandbox.confine import rlimits
-from autonomic.sandbox.cputime import CpuWatch, tree_cpu_seconds
+from autonomic.sandbox.cputime import CpuWatch, tree_cpu_seconds, tree_pids
 from autonomic.sandbox.egress import EgressProxy
 from autonomic.sandbox.verdict import Evidence, violations
 from autonomic.sandbox.wire import Job, ReportReader, encode_request
@@ -267,9 +267,14 @@ class Guest:
         self._exit.set_result((code if code >= 0 else 128 - code, usage))
 
     def _kill(self) -> None:
-        """SIGKILL the guest's process group and cgroup (what it left behind, too)."""
+        """SIGKILL the guest's process group, and its cgroup or else every descendant it
+        has (what it left behind, too, unless it was orphaned)."""
+        tree = tree_pids(self._process.pid) if self._launch.cgroup is None and self.alive else []
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
+        for pid in tree[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self._launch.cgroup is not None:
             self._launch.cgroup.kill()
 
