@@ -323,7 +323,8 @@ async def test_forged_names_are_refused_by_the_host(sandbox: BwrapSandbox) -> No
         "    raw = name.encode()\n"
         "    return tag + len(raw).to_bytes(4, 'big') + len(data).to_bytes(4, 'big') + raw + data\n"
         "forged = (record(b'F', '../../etc/cron.d/evil', b'x') + record(b'F', '/etc/passwd', b'x')"
-        " + record(b'F', 'ok.txt', b'fine') + record(b'E', '0', b'0.1 0'))\n"
+        " + record(b'F', 'nul\\0byte', b'x') + record(b'F', 'ok.txt', b'fine')"
+        " + record(b'E', '0', b'0.1 0'))\n"
         "for fd in range(3, 20):\n"
         "    try:\n"
         "        if stat.S_ISSOCK(os.fstat(fd).st_mode):\n"
@@ -335,5 +336,5 @@ async def test_forged_names_are_refused_by_the_host(sandbox: BwrapSandbox) -> No
     assert result.files == {"ok.txt": b"fine"}
     assert result.violations == (
         "produced files refused: '../../etc/cron.d/evil' (a '..' part), "
-        "'/etc/passwd' (an absolute path)",
+        "'/etc/passwd' (an absolute path), 'nul\\x00byte' (a control character)",
     )
