@@ -26,18 +26,42 @@ requires_root = pytest.mark.skipif(
 LIMITS = SandboxLimits(timeout=20, cpu_seconds=10, memory_bytes=256 * MiB, scratch_bytes=16 * MiB)
 
 
+def _sandbox_cmdline(pid: str) -> str | None:
+    """The command line of ``pid`` if it is a sandbox's process (bwrap's, or the guest's
+    and what it forked), else None."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        uid = Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return None
+    if GUEST_BOOT in cmdline and (uid == SANDBOX_UID or os.geteuid() != 0):
+        return cmdline
+    return None
+
+
+def _parent(pid: str) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat[stat.rindex(")") + 2 :].split()[1]
+
+
+def _ours(pid: str) -> bool:
+    """Whether a sandbox process was started by this test process, or was orphaned (a
+    leak, whoever left it): other test processes on the machine run sandboxes too."""
+    while True:
+        pid = _parent(pid)
+        if _sandbox_cmdline(pid) is None:
+            return pid in (str(os.getpid()), "1", "0")
+
+
 def _sandbox_processes() -> list[str]:
     """Processes on the host that belong to a sandbox started by this test process."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            uid = entry.stat().st_uid
-        except OSError:
-            continue
-        if GUEST_BOOT in cmdline and (uid == SANDBOX_UID or os.geteuid() != 0):
+        cmdline = _sandbox_cmdline(entry.name) if entry.name.isdigit() else None
+        if cmdline is not None and _ours(entry.name):
             found.append(f"{entry.name}: {cmdline[:80]}")
     return found
 

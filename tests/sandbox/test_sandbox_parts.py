@@ -11,9 +11,10 @@ from autonomic.sandbox import KiB, MiB, SandboxLimits
 from autonomic.sandbox.bwrap import bwrap_argv
 from autonomic.sandbox.cgroup import CgroupStats
 from autonomic.sandbox.confine import prefix_argv, rlimits
+from autonomic.sandbox.httpcheck import Refused, authority, parse_head
 from autonomic.sandbox.interpreter import Interpreter
 from autonomic.sandbox.verdict import Evidence, violations
-from autonomic.sandbox.wire import Job, ReportReader, encode_request
+from autonomic.sandbox.wire import REPORT_OVERHEAD, Job, ReportReader, encode_request, name_problem
 
 
 def _argv(**changes: object) -> list[str]:
@@ -142,9 +143,24 @@ def test_report_reader_takes_records_in_any_chunks() -> None:
         _record(b"E", "oops", b"1 2"),
         _record(b"E", "300", b"1 2"),
         _record(b"E", "0", b"lots"),
-        _record(b"F", "x", b"y" * 2000),
+        _record(b"E", "0", b"nan 2"),
+        _record(b"E", "0", b"inf 2"),
+        _record(b"E", "0", b"-1 2"),
+        _record(b"E", "0", b"1 -2"),
+        _record(b"F", "x", b"y" * (KiB + REPORT_OVERHEAD)),
+        b"F" + (2**31).to_bytes(4, "big") * 2 + b"xx",
     ],
-    ids=["status not a number", "status out of range", "usage garbled", "too large"],
+    ids=[
+        "status not a number",
+        "status out of range",
+        "usage garbled",
+        "cpu not a number",
+        "cpu infinite",
+        "cpu negative",
+        "memory negative",
+        "too large",
+        "a header promising more than the limit",
+    ],
 )
 def test_report_reader_rejects_garbage(stream: bytes) -> None:
     reader = ReportReader(1 * KiB)
@@ -152,10 +168,68 @@ def test_report_reader_rejects_garbage(stream: bytes) -> None:
     assert reader.rejected and not reader.complete and reader.finished
 
 
-def test_report_reader_ignores_a_header_promising_too_much() -> None:
+def test_report_reader_keeps_to_the_files_budget_itself() -> None:
+    """Whatever the guest claims, the host returns at most ``files_bytes`` of files."""
     reader = ReportReader(1 * KiB)
-    reader.feed(b"F" + (2**31).to_bytes(4, "big") * 2 + b"xx")
-    assert not reader.finished and reader.report.files == {}
+    for name in ("a", "b", "c"):
+        reader.feed(_record(b"F", name, b"z" * 400))
+    reader.feed(_record(b"E", "0", b"0.1 0"))
+    assert reader.complete and sorted(reader.report.files) == ["a", "b"]
+    assert reader.report.omitted == {"c": 400}
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../escape", "a '..' part"),
+        ("a/../../b", "a '..' part"),
+        ("..", "a '..' part"),
+        ("/etc/passwd", "an absolute path"),
+        ("", "an empty name"),
+        ("a//b", "an empty or '.' part"),
+        ("./a", "an empty or '.' part"),
+        ("a/", "an empty or '.' part"),
+        ("line\nbreak", "a control character"),
+        ("carriage\rreturn", "a control character"),
+        ("nul\0byte", "a control character"),
+        ("\x1b[31mred", "a control character"),
+        ("next\x85line", "a control character"),
+        ("unicode\u2028line", "a control character"),
+        ("txt.\u202eexe", "a text direction character"),
+        ("x" * 256, "too long"),
+        ("a/" * 2100 + "b", "too long"),
+    ],
+)
+def test_reported_names_must_be_plain_relative_paths(name: str, problem: str) -> None:
+    assert name_problem(name) == problem
+    reader = ReportReader(1 * MiB)
+    reader.feed(
+        _record(b"F", name, b"data") + _record(b"O", name, b"5") + _record(b"E", "0", b"0 0")
+    )
+    assert reader.report.files == {} and reader.report.omitted == {}
+    assert reader.report.refused == {ascii(name): problem}
+
+
+def test_reported_names_that_are_fine() -> None:
+    for name in ("a.txt", "dir/sub/file", "..hidden", "a..b", "é 日本 emoji 🎉", "x" * 255):
+        assert name_problem(name) is None, name
+
+
+def test_reported_names_that_are_not_utf8_or_collide() -> None:
+    raw = b"\xffname"
+    reader = ReportReader(1 * MiB)
+    reader.feed(b"F" + len(raw).to_bytes(4, "big") + (1).to_bytes(4, "big") + raw + b"x")
+    for name in ("dup", "dup", "d/f", "d", "d/f/g", "ok/x"):
+        reader.feed(_record(b"F", name, b"1"))
+    reader.feed(_record(b"E", "0", b"0 0"))
+    report = reader.report
+    assert report.files == {"dup": b"1", "d/f": b"1", "ok/x": b"1"}
+    assert report.refused == {
+        ascii("\udcffname"): "not valid UTF-8",
+        "'dup'": "reported twice, or also as a directory",
+        "'d'": "reported twice, or also as a directory",
+        "'d/f/g'": "under a name reported as a file",
+    }
 
 
 LIMITS = SandboxLimits(
@@ -191,6 +265,25 @@ LIMITS = SandboxLimits(
             Evidence(False, 0, 0.1, omitted_files={f"f{i}": 1 for i in range(7)}),
             ("produced files truncated at 16 MiB (f0, f1, f2, f3, f4 and 2 more)",),
         ),
+        (Evidence(False, 137, 0.5, cpu_exceeded=True), ("cpu time limit 1s exceeded",)),
+        (Evidence(False, 0, 1.5), ("cpu time limit 1s exceeded",)),
+        (Evidence(False, 0, 0.1, egress_refused=3), ("egress connection limit 16 reached",)),
+        (
+            Evidence(False, 0, 0.1, egress_requests_refused=1),
+            ("egress request limit 1000 reached",),
+        ),
+        (
+            Evidence(False, 0, 0.1, refused_files={"'a\\nb'": "a control character"}),
+            ("produced files refused: 'a\\nb' (a control character)",),
+        ),
+        (
+            Evidence(False, 0, 0.1, ["too_many_files"]),
+            ("too many produced files: the rest were not returned",),
+        ),
+        (
+            Evidence(False, 137, 0.1, report_refused=True),
+            ("the sandbox's report was malformed or over 17 MiB, and was dropped",),
+        ),
     ],
 )
 def test_violations_in_words(evidence: Evidence, expected: tuple[str, ...]) -> None:
@@ -204,3 +297,43 @@ def test_public_names_are_importable() -> None:
     for module in (autonomic.sandbox, autonomic.tools.sandboxed):
         for name in module.__all__:
             assert getattr(module, name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Example.COM:8080", ("example.com", 8080)),
+        ("[::1]:80", ("::1", 80)),
+        ("host", ("host", None)),
+        ("user@host", None),
+        ("host:0", None),
+        ("host:65536", None),
+        ("host:", None),
+        ("host name", None),
+        ("a" * 254, None),
+    ],
+)
+def test_authorities_are_read_strictly(text: str, expected: tuple[str, int | None] | None) -> None:
+    if expected is None:
+        with pytest.raises(Refused, match="is not a host with an optional port"):
+            authority(text)
+    else:
+        assert authority(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "problem"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n", "must end with a blank line"),
+        (b"GET  / HTTP/1.1\r\n\r\n", "must be: METHOD TARGET HTTP/1.1"),
+        (b"G(T / HTTP/1.1\r\n\r\n", "the method is not a token"),
+        (b"GET /\x1b HTTP/1.1\r\n\r\n", "has a control character"),
+        (b"GET / HTTP/2.0\r\n\r\n", "only HTTP/1.0 and HTTP/1.1"),
+        (b"GET / HTTP/1.1\r\n folded: x\r\n\r\n", "malformed header line"),
+        (b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", "the X header has a control character"),
+    ],
+)
+def test_request_heads_are_read_strictly(head: bytes, problem: str) -> None:
+    with pytest.raises(Refused, match=problem) as refused:
+        parse_head(head)
+    assert refused.value.status == "400 Bad Request"

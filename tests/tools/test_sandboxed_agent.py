@@ -46,6 +46,13 @@ async def test_code_runs_sandboxed_and_each_request_is_an_event(
         f"    urllib.request.urlopen('http://other.example.test:{other}/b')\n"
         "except urllib.error.HTTPError as e:\n"
         "    print('refused', e.code)\n"
+        # the allowed host's address, but another site's name: refused as well
+        f"fronted = urllib.request.Request('http://api.example.test:{allowed}/c',\n"
+        "                                 headers={'Host': 'evil.example.test'})\n"
+        "try:\n"
+        "    urllib.request.urlopen(fronted)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print('fronting refused', e.code)\n"
     )
     tool = run_python(
         allow_hosts=[f"api.example.test:{allowed}"],
@@ -63,8 +70,14 @@ async def test_code_runs_sandboxed_and_each_request_is_an_event(
     events = [s.event for s in stored]
     (done,) = [e for e in events if isinstance(e, ActionCompleted)]
     assert "hello" in done.observation and "refused 403" in done.observation
+    assert "fronting refused 403" in done.observation
     egress = [(e.host, e.port, e.allowed) for e in events if isinstance(e, EgressRequested)]
-    assert egress == [("api.example.test", allowed, True), ("other.example.test", other, False)]
+    assert egress == [
+        ("api.example.test", allowed, True),
+        ("other.example.test", other, False),
+        ("evil.example.test", 80, False),
+    ]
     trace = render_trace(stored)
     assert f"egress GET api.example.test:{allowed} allowed" in trace
     assert f"egress GET other.example.test:{other} refused" in trace
+    assert "egress GET evil.example.test:80 refused" in trace

@@ -24,6 +24,9 @@ import sys
 __all__ = ["main"]
 
 READY = b"R"
+NAMES_ROOM = 1 << 19
+"""Bytes of record headers and names the report may spend: half of what the host takes
+beyond the files themselves (``wire.REPORT_OVERHEAD``)."""
 _CATEGORIES = {errno.EFBIG: "file_size", errno.ENOSPC: "disk_full", errno.EMFILE: "open_files"}
 _SIGPIPE, _SIGXFSZ = 13, 25
 
@@ -80,38 +83,128 @@ def _set_rlimits(limits: list[tuple[str, int, int]]) -> None:
 
 def _relay(path: str, port: int) -> None:
     """Carry each connection to 127.0.0.1:port (the sandbox's own loopback) to the egress
-    proxy's Unix socket at ``path``, in daemon threads: standard proxy settings then work.
+    proxy's Unix socket at ``path``: standard proxy settings then work.
+
+    One daemon thread serves every connection, without blocking: a thread per
+    connection would cost the code a process slot and, under RLIMIT_AS, 8 MiB of
+    address space each, and a relay that cannot start one would stop relaying at all.
     """
+    import contextlib
+    import selectors
     import socket
     import threading
+    import time
 
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", port))
     server.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    peer: dict[socket.socket, socket.socket] = {}
+    unsent: dict[socket.socket, bytes] = {}
+    """Bytes read from a socket, not yet written to its peer."""
+    ended: set[socket.socket] = set()
+    """Sockets that reached end of stream: their peer is half-closed once it has all."""
 
-    def pump(source: socket.socket, sink: socket.socket) -> None:
+    def watch(sock: socket.socket) -> None:
+        """Wait for what ``sock`` can do next: read, if what it sent has been passed on;
+        write, if its peer sent something."""
+        events = 0
+        if sock not in ended and not unsent[sock]:
+            events |= selectors.EVENT_READ
+        if unsent[peer[sock]]:
+            events |= selectors.EVENT_WRITE
+        if sock in selector.get_map():
+            if events:
+                selector.modify(sock, events)
+            else:
+                selector.unregister(sock)
+        elif events:
+            selector.register(sock, events)
+
+    def close(sock: socket.socket) -> None:
+        for end in (sock, peer[sock]):
+            if end in selector.get_map():
+                selector.unregister(end)
+            end.close()
+            ended.discard(end)
+            del peer[end], unsent[end]
+
+    def shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+
+    def send(sock: socket.socket) -> None:
+        """Write to ``sock`` what its peer sent, half-closing it once that is all. If
+        ``sock`` no longer takes any, stop reading its peer: what ``sock`` itself still
+        has to say (a refusal, say) goes on being relayed."""
+        other = peer[sock]
+        if not unsent[other]:
+            return
         try:
-            while True:
-                data = source.recv(1 << 16)
-                if not data:
-                    break
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
+            unsent[other] = unsent[other][sock.send(unsent[other]) :]
+        except BlockingIOError:
+            return
         except OSError:
-            pass
+            unsent[other] = b""
+            ended.add(other)
+            return
+        if not unsent[other] and other in ended:
+            shut(sock)
+
+    def receive(sock: socket.socket) -> None:
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            unsent[sock] = data
+            send(peer[sock])
+        elif sock not in ended:
+            ended.add(sock)
+            shut(peer[sock])
+
+    def accept() -> None:
+        try:
+            client = server.accept()[0]
+        except OSError:  # out of descriptors, say: wait for the code to free some
+            time.sleep(0.05)
+            return
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(path)
+        except OSError:
+            client.close()
+            upstream.close()
+            return
+        for end, other in ((client, upstream), (upstream, client)):
+            end.setblocking(False)
+            peer[end], unsent[end] = other, b""
+            selector.register(end, selectors.EVENT_READ)
+
+    def handle(sock: socket.socket, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            send(sock)
+        if mask & selectors.EVENT_READ and sock not in ended and not unsent[sock]:
+            receive(sock)
+        other = peer[sock]
+        if sock in ended and other in ended and not unsent[sock] and not unsent[other]:
+            close(sock)
+        else:
+            watch(sock)
+            watch(other)
 
     def serve() -> None:
         while True:
-            client = server.accept()[0]
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(path)
-            except OSError:
-                client.close()
-                continue
-            for ends in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=ends, daemon=True).start()
+            for key, mask in selector.select():
+                sock = key.fileobj
+                if sock is server:
+                    accept()
+                elif isinstance(sock, socket.socket) and sock in peer:
+                    handle(sock, mask)
 
     threading.Thread(target=serve, daemon=True).start()
 
@@ -184,11 +277,13 @@ def _run_argv(argv: list[str]) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _read_file(path: str, limit: int) -> bytes | None:
-    """Up to ``limit + 1`` bytes of a regular file, never through a symlink; else None."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+def _read_file(name: str, dir_fd: int, inode: int, limit: int) -> bytes | None:
+    """Up to ``limit + 1`` bytes of the regular file ``inode`` at ``name`` in ``dir_fd``,
+    never through a symlink, never blocking on a FIFO; else None."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_ino != inode:
             return None
         chunks, size = [], 0
         while size <= limit:
@@ -202,23 +297,53 @@ def _read_file(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
+def _regular(name: str, dir_fd: int) -> os.stat_result | None:
+    """The lstat of ``name`` in ``dir_fd`` if it is a regular file, else None."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _link_counts(root: str) -> dict[int, int]:
+    """How many names each regular file under ``root`` has there."""
+    counts: dict[int, int] = {}
+    for _, _, names, dir_fd in os.fwalk(root):
+        for name in names:
+            info = _regular(name, dir_fd)
+            if info is not None:
+                counts[info.st_ino] = counts.get(info.st_ino, 0) + 1
+    return counts
+
+
 def _collect(root: str, inputs: dict[str, bytes], budget: int) -> list[bytes]:
-    """Records for the files that are new or changed, within ``budget`` bytes in all."""
-    records = []
-    for directory, subdirs, names in os.walk(root):
+    """Records for the regular files that are new or changed, within ``budget`` bytes
+    of data and ``NAMES_ROOM`` of names.
+
+    It walks by directory fds and never follows a symlink, so a directory swapped for a
+    link meanwhile leads nowhere outside ``root``. A file with more hard links than are
+    found under ``root`` is also linked from outside it, and is left out.
+    """
+    links = _link_counts(root)
+    records: list[bytes] = []
+    room = NAMES_ROOM
+    for directory, subdirs, names, dir_fd in os.fwalk(root):
         subdirs.sort()
         for name in sorted(names):
-            path = os.path.join(directory, name)
-            rel = os.path.relpath(path, root)
-            known = inputs.get(rel)
+            info = _regular(name, dir_fd)
+            if info is None or info.st_nlink > links.get(info.st_ino, 0):
+                continue
+            rel = os.path.relpath(os.path.join(directory, name), root)
+            room -= 64 + len(rel.encode("utf-8", "surrogateescape"))
+            if room < 0:
+                return [*records, _record(b"V", "too_many_files")]
+            known, size = inputs.get(rel), info.st_size
             try:
-                info = os.lstat(path)
-                if not stat.S_ISREG(info.st_mode):
+                unchanged = known is not None and len(known) == size
+                if unchanged and _read_file(name, dir_fd, info.st_ino, size) == known:
                     continue
-                size = info.st_size
-                if known is not None and len(known) == size and _read_file(path, size) == known:
-                    continue
-                data = _read_file(path, budget) if size <= budget else b""
+                data = _read_file(name, dir_fd, info.st_ino, budget) if size <= budget else b""
             except OSError:
                 continue
             if data is None:

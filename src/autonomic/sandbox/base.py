@@ -46,9 +46,11 @@ class SandboxLimits:
     """What one execution may use. Sizes are in bytes, times in seconds.
 
     ``timeout`` is wall-clock time, enforced by the host; ``cpu_seconds`` catches busy
-    loops even when the host is slow. ``processes`` counts threads too. ``output_bytes``
-    caps stdout and stderr each; ``files_bytes`` caps the produced files sent back.
-    ``scratch_bytes`` bounds each writable place (``/scratch`` and ``/tmp``).
+    loops even when the host is slow, and counts every process of the execution
+    together. ``processes`` counts threads too. ``output_bytes`` caps stdout and stderr
+    each; ``files_bytes`` caps the produced files sent back. ``scratch_bytes`` bounds
+    each writable place (``/scratch`` and ``/tmp``). ``egress_connections`` caps the
+    connections open at once through the egress proxy (each holds host descriptors).
     """
 
     timeout: float = 30.0
@@ -60,6 +62,7 @@ class SandboxLimits:
     processes: int = 64
     output_bytes: int = 1 * MiB
     files_bytes: int = 16 * MiB
+    egress_connections: int = 16
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
@@ -73,6 +76,7 @@ class SandboxLimits:
             "processes",
             "output_bytes",
             "files_bytes",
+            "egress_connections",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

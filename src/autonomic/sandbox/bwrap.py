@@ -273,7 +273,7 @@ class BwrapSandbox(GuestSandbox):
             admit=admission,
             other_tasks=other_tasks,
             relay=(EGRESS_SOCKET, EGRESS_PORT) if proxy else None,
-            egress=proxy.requests if proxy else None,
+            proxy=proxy,
             cleanup=cleanup,
         )
 

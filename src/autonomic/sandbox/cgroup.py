@@ -1,4 +1,5 @@
-"""A cgroup (v1) per execution: a memory ceiling and a process count the whole tree shares.
+"""A cgroup (v1) per execution: a memory ceiling, a process count and a CPU-time counter
+that the whole tree shares.
 
 Rlimits are per process, so a fork bomb or many mid-sized processes slip past them; a
 cgroup bounds the tree, and its counters tell afterwards which limit was hit. Only root
@@ -23,7 +24,7 @@ __all__ = ["CONTROLLERS", "Cgroup", "CgroupStats"]
 
 ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "pids", "cpuacct")
-"""cpuacct is optional: it measures the CPU time of a tree killed before it could report."""
+"""cpuacct is optional: it measures the CPU time of the whole tree (see ``cputime``)."""
 _REQUIRED = CONTROLLERS[:2]
 
 
@@ -32,7 +33,6 @@ class CgroupStats:
     oom_kills: int
     process_limit_hits: int
     peak_memory_bytes: int
-    cpu_seconds: float | None = None
 
 
 def _read(path: Path) -> str:
@@ -138,16 +138,25 @@ class Cgroup:
         for path in self._dirs.values():
             _write(path / "cgroup.procs", str(pid))
 
-    def stats(self) -> CgroupStats:
-        memory, pids = self._dirs["memory"], self._dirs["pids"]
+    @property
+    def measures_cpu(self) -> bool:
+        return "cpuacct" in self._dirs
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the tree has used since the cgroup was made (None without cpuacct)."""
         cpuacct = self._dirs.get("cpuacct")
         try:
-            cpu_ns = int(_read(cpuacct / "cpuacct.usage")) if cpuacct else None
+            return int(_read(cpuacct / "cpuacct.usage")) / 1e9 if cpuacct else None
+        except (OSError, ValueError):
+            return None
+
+    def stats(self) -> CgroupStats:
+        memory, pids = self._dirs["memory"], self._dirs["pids"]
+        try:
             return CgroupStats(
                 oom_kills=_counter(_read(memory / "memory.oom_control"), "oom_kill"),
                 process_limit_hits=_counter(_read(pids / "pids.events"), "max"),
                 peak_memory_bytes=int(_read(memory / "memory.max_usage_in_bytes")),
-                cpu_seconds=cpu_ns / 1e9 if cpu_ns is not None else None,
             )
         except (OSError, ValueError):
             return CgroupStats(0, 0, 0)

@@ -2,10 +2,11 @@
 
 An execution ends when the guest sends its end record (the usual case: the result is
 returned at once, before the process tree is torn down) or when the guest dies without
-one (killed by a limit, or by its own hand). A timeout kills its process group, and
-bwrap's ``--die-with-parent`` and the PID namespace take the rest down. The guest is
-reaped through a pidfd, so no thread or signal handler is involved. Every guest is used
-once; ``discard`` kills whatever it left running and frees what it held.
+one (killed by a limit, or by its own hand). A timeout, or the tree's CPU time passing
+its budget, kills its process group, and bwrap's ``--die-with-parent`` and the PID
+namespace take the rest down. The guest is reaped through a pidfd, so no thread or
+signal handler is involved. Every guest is used once; ``discard`` kills whatever it left
+running and frees what it held.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from autonomic.errors import SandboxError
 from autonomic.sandbox.base import ResourceUsage, SandboxLimits, SandboxResult
 from autonomic.sandbox.cgroup import Cgroup, CgroupStats
 from autonomic.sandbox.confine import rlimits
-from autonomic.sandbox.egress import EgressRequest
+from autonomic.sandbox.cputime import CpuWatch, tree_cpu_seconds, tree_pids
+from autonomic.sandbox.egress import EgressProxy
 from autonomic.sandbox.verdict import Evidence, violations
 from autonomic.sandbox.wire import Job, ReportReader, encode_request
 
@@ -45,8 +47,6 @@ START_TIMEOUT = 30.0
 """Seconds a guest may take to start (bwrap set-up and the interpreter's start-up)."""
 DRAIN_GRACE = 2.0
 """Seconds to wait for output after a guest died, for writers it left behind."""
-REPORT_OVERHEAD = 1 << 20
-"""Bytes allowed in the report beyond the produced files (record headers, names)."""
 _CHUNK = 1 << 16
 
 Exit = tuple[int, resource.struct_rusage | None]
@@ -92,8 +92,8 @@ class Launch:
     when no ``setpriv`` could do it in ``argv``). ``admit`` is awaited once the process
     is spawned, before it may become ready (bwrap's cgroup admission). ``other_tasks``
     is set when no cgroup bounds the processes (see ``confine.rlimits``). ``relay`` is
-    where the guest relays proxy connections, and ``egress`` the proxy's log of
-    requests. ``cleanup`` runs on release.
+    where the guest relays connections to its egress ``proxy``. ``cleanup`` runs on
+    release.
     """
 
     argv: tuple[str, ...]
@@ -106,7 +106,7 @@ class Launch:
     admit: Callable[[], Awaitable[None]] | None = None
     other_tasks: int | None = None
     relay: tuple[str, int] | None = None
-    egress: list[EgressRequest] | None = None
+    proxy: EgressProxy | None = None
     cleanup: Callable[[], Awaitable[None]] | None = None
 
     async def release(self) -> None:
@@ -267,9 +267,14 @@ class Guest:
         self._exit.set_result((code if code >= 0 else 128 - code, usage))
 
     def _kill(self) -> None:
-        """SIGKILL the guest's process group and cgroup (what it left behind, too)."""
+        """SIGKILL the guest's process group, and its cgroup or else every descendant it
+        has (what it left behind, too, unless it was orphaned)."""
+        tree = tree_pids(self._process.pid) if self._launch.cgroup is None and self.alive else []
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
+        for pid in tree[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self._launch.cgroup is not None:
             self._launch.cgroup.kill()
 
@@ -309,6 +314,9 @@ class Guest:
                 self._launch.cgroup.configure(limits)
             except OSError as e:
                 raise SandboxError(f"could not set the sandbox's cgroup limits: {e}") from e
+        proxy = self._launch.proxy
+        if proxy is not None:
+            proxy.max_connections = limits.egress_connections
         request = encode_request(
             job,
             limits.files_bytes,
@@ -318,12 +326,14 @@ class Guest:
         pipes, self._pipes = self._pipes, None
         stdout = _Capture(pipes[0], limits.output_bytes)
         stderr = _Capture(pipes[1], limits.output_bytes)
-        reader = ReportReader(limits.files_bytes + REPORT_OVERHEAD)
+        reader = ReportReader(limits.files_bytes)
         reading = asyncio.ensure_future(self._read_report(reader))
+        cpu_watch = CpuWatch(self._cpu_meter(), limits.cpu_seconds, self._kill)
         try:
             started = time.monotonic()
-            timed_out = await self._wait(request, limits, reader, reading)
+            timed_out = await self._wait(request, limits, reader, reading, cpu_watch)
             wall = time.monotonic() - started
+            cpu_watch.sample()
             stats = self._launch.cgroup.stats() if self._launch.cgroup is not None else None
             if not reader.complete:
                 self._kill()
@@ -331,7 +341,7 @@ class Guest:
                 await asyncio.wait(endings, timeout=DRAIN_GRACE)
             stdout.drain()
             stderr.drain()
-            exit_code, cpu, peak = await self._outcome(reader, stats)
+            exit_code, cpu, peak = await self._outcome(reader, stats, cpu_watch.seen)
         finally:
             stdout.close()
             stderr.close()
@@ -342,11 +352,16 @@ class Guest:
             timed_out=timed_out,
             exit_code=exit_code,
             cpu_seconds=cpu,
+            cpu_exceeded=cpu_watch.exceeded,
             categories=report.categories,
             cgroup=stats,
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
             omitted_files=report.omitted,
+            refused_files=report.refused,
+            egress_refused=proxy.refused_connections if proxy is not None else 0,
+            egress_requests_refused=proxy.refused_requests if proxy is not None else 0,
+            report_refused=reader.rejected,
         )
         return SandboxResult(
             exit_code=exit_code,
@@ -355,8 +370,16 @@ class Guest:
             usage=ResourceUsage(wall_seconds=wall, cpu_seconds=cpu, peak_memory_bytes=peak),
             files=report.files,
             violations=violations(limits, evidence),
-            egress=tuple(self._launch.egress or ()),
+            egress=tuple(proxy.requests) if proxy is not None else (),
         )
+
+    def _cpu_meter(self) -> Callable[[], float | None]:
+        """How to measure the tree's CPU time: the cgroup's counter, else ``/proc``."""
+        cgroup = self._launch.cgroup
+        if cgroup is not None and cgroup.measures_cpu:
+            return cgroup.cpu_seconds
+        pid = self._process.pid
+        return lambda: tree_cpu_seconds(pid)
 
     async def _wait(
         self,
@@ -364,24 +387,33 @@ class Guest:
         limits: SandboxLimits,
         reader: ReportReader,
         reading: asyncio.Future[None],
+        cpu_watch: CpuWatch,
     ) -> bool:
-        """Send the request; wait for the end record or the exit. True when it timed out."""
+        """Send the request; wait for the end record or the exit, while ``cpu_watch``
+        guards the CPU budget. True when it timed out."""
+        watching = asyncio.ensure_future(cpu_watch.run())
         try:
             async with asyncio.timeout(limits.timeout):
                 await self._send(request)
                 either: list[asyncio.Future[Any]] = [reading, self._exit]
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if reader.rejected:
+                    self._kill()  # nothing it says from now on counts: do not wait for it
                 if not reader.complete:
                     await asyncio.shield(self._exit)
         except TimeoutError:
             return True
+        finally:
+            watching.cancel()
+            await asyncio.wait([watching])
         return False
 
     async def _outcome(
-        self, reader: ReportReader, stats: CgroupStats | None
+        self, reader: ReportReader, stats: CgroupStats | None, tree_cpu: float
     ) -> tuple[int, float, int]:
         """Exit status, CPU seconds and peak memory: from the end record if one came, else
-        from ``wait4``; for the whole tree from the cgroup, where there is one."""
+        from ``wait4``; the CPU time of the whole tree as the host measured it
+        (``tree_cpu``), and its peak memory from the cgroup, where there is one."""
         report = reader.report
         if report.status is not None:
             code, cpu, peak = report.status, report.cpu_seconds, report.peak_memory_bytes
@@ -390,9 +422,8 @@ class Guest:
             cpu = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
             peak = usage.ru_maxrss * 1024 if usage is not None else 0
         if stats is not None:
-            cpu = max(cpu, stats.cpu_seconds or 0.0)
             peak = stats.peak_memory_bytes or peak
-        return code, cpu, peak
+        return code, max(cpu, tree_cpu), peak
 
     async def _send(self, request: bytes) -> None:
         loop = asyncio.get_running_loop()
