@@ -270,6 +270,7 @@ class EgressRequested(Event, frozen=True, tag=True):
     port: int
     allowed: bool
     target: str = ""
+    reason: str = ""
 
 
 @register_event

@@ -46,8 +46,15 @@ __all__ = ["cost_text", "render_summary", "render_trace", "short", "status_text"
 
 
 def short(text: str, width: int = 100) -> str:
-    flat = " ".join(text.split())
+    """One line of at most ``width`` characters, with control characters (a terminal's
+    escape sequences from sandboxed output, say) shown escaped, never acted on."""
+    flat = " ".join(text.split()).translate(_CONTROL)
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
+    c: f"\\u{c:04x}" for c in range(0x80, 0xA0)
+}
 
 
 def _when(ts: float) -> str:
@@ -204,7 +211,8 @@ def _line(e: Event, requests: dict[str, ActionRequested | ApprovalRequested]) ->
             return f"  ⚠ refused {e.key}: {e.reason}"
         case EgressRequested():
             verdict = "allowed" if e.allowed else "refused"
-            return f"  │  ⇄ egress {e.method} {e.host}:{e.port} {verdict}"
+            why = f" ({short(e.reason, 80)})" if e.reason and not e.allowed else ""
+            return f"  │  ⇄ egress {e.method} {short(e.host, 80)}:{e.port} {verdict}{why}"
         case CircuitChanged():
             why = f" ({e.reason})" if e.reason else ""
             return f"  ⚡ circuit {e.target}: {e.from_state} → {e.to_state}{why}"

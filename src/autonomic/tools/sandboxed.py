@@ -129,6 +129,7 @@ class SandboxTool:
                     request.port,
                     request.allowed,
                     request.target,
+                    request.reason,
                 )
             )
         return format_result(result)
