@@ -149,20 +149,20 @@ async def resume_long_run(folder: Path, rounds: int) -> dict[str, object]:
     url = f"sqlite:///{folder / 'long.db'}"
     times: list[float] = []
     events = 0
-    for i in range(rounds):
-        async with Runtime(url, agents=[agent]) as rt:
-            run = await rt.start(agent, f"long {i}")
+    # one runtime drives runs until they wait; another (a worker, say) wakes them later
+    async with Runtime(url, wake=False) as first, Runtime(url, wake=False) as second:
+        for i in range(rounds):
+            run = await first.start(agent, f"long {i}")
             await run.wait_until_waiting()
-            events = (await rt.get_run(run.run_id)).last_seq
-            await rt.signal(run.run_id, "go")
-        async with Runtime(url, agents=[agent], wake=False) as rt:
-            async with rt.bus.subscribe(f"run:{run.run_id}") as changes:
+            events = (await first.get_run(run.run_id)).last_seq
+            await second.signal(run.run_id, "go")
+            async with second.bus.subscribe(f"run:{run.run_id}") as changes:
                 started = time.perf_counter()
-                await rt.resume(run.run_id)
-                while (await rt.get_run(run.run_id)).last_seq == events:
+                await second.resume(run.run_id, agent=agent)
+                while (await second.get_run(run.run_id)).last_seq == events:
                     await changes.next(1.0)
                 times.append((time.perf_counter() - started) * 1000)
-            await rt.handle(run.run_id).wait()
+            await second.handle(run.run_id).wait()
     return {
         "scenario": "resume_long_run",
         "events_before": events,

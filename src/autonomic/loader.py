@@ -15,7 +15,7 @@ from autonomic.errors import StoreCorrupt
 from autonomic.events import Event, EventRecord, blob_refs, decode_event
 from autonomic.snapshot import decode_snapshot
 from autonomic.state import RunState
-from autonomic.store.base import Store
+from autonomic.store.base import RunInfo, Store
 
 __all__ = ["StoredEvent", "decode_records", "load_state", "read_events"]
 
@@ -40,9 +40,14 @@ async def read_events(
     return await decode_records(store, await store.read(run_id, after_seq, limit))
 
 
-async def load_state(store: Store, run_id: str, *, use_snapshot: bool = True) -> RunState:
-    """The run's current state: its latest usable snapshot plus the events after it."""
-    info = await store.get_run(run_id)
+async def load_state(
+    store: Store, run_id: str, *, use_snapshot: bool = True, info: RunInfo | None = None
+) -> RunState:
+    """The run's current state: its latest usable snapshot plus the events after it.
+
+    ``info`` is the run's row when the caller has just read it (a claim returns it).
+    """
+    info = info or await store.get_run(run_id)
     state: RunState | None = None
     after = 0
     if use_snapshot:

@@ -291,13 +291,9 @@ class Runtime:
             return RunHandle(self, run_id, supervisor.drivers.get(run_id))
         supervisor.reserve(run_id)
         try:
-            info = await self.store.get_run(run_id)
-            holder = info.lease_owner
-            dead = holder if holder and owner_is_dead_here(holder) else None
-            claim = await self.store.claim_run(
-                run_id, self.owner, self.lease_s, steal_from=dead, revive=True
-            )
+            claim = await self._claim(run_id)
             if claim is None:
+                holder = (await self.store.get_run(run_id)).lease_owner
                 raise LeaseLost(
                     f"run {run_id} is being driven by {holder}; wait for its lease to expire "
                     f"(up to {self.lease_s:g}s after that process stops)"
@@ -309,6 +305,18 @@ class Runtime:
             self.registry.register(agent)
         driver = await supervisor.adopt(claim, "resumed", agent=agent, model=model)
         return RunHandle(self, run_id, driver)
+
+    async def _claim(self, run_id: str) -> Claim | None:
+        """Take the run's lease by hand: free, expired, or held by a process here that died."""
+        claim = await self.store.claim_run(run_id, self.owner, self.lease_s, revive=True)
+        if claim is not None:
+            return claim
+        holder = (await self.store.get_run(run_id)).lease_owner
+        if holder is None or not owner_is_dead_here(holder):
+            return None
+        return await self.store.claim_run(
+            run_id, self.owner, self.lease_s, steal_from=holder, revive=True
+        )
 
     async def resume_incomplete(self, limit: int = 1000) -> list[RunHandle]:
         """Claim and drive, now, every run ready to be driven whose agent can be loaded
@@ -415,12 +423,7 @@ class Runtime:
         supervisor = self.supervisor
         supervisor.reserve(run_id)
         try:
-            info = await self.store.get_run(run_id)
-            holder = info.lease_owner
-            dead = holder if holder and owner_is_dead_here(holder) else None
-            claim = await self.store.claim_run(
-                run_id, self.owner, self.lease_s, steal_from=dead, revive=True
-            )
+            claim = await self._claim(run_id)
         except RunEnded:
             supervisor.unreserve(run_id)
             return

@@ -171,7 +171,7 @@ class Supervisor:
         """
         run_id = claim.info.run_id
         try:
-            state = await load_state(self.store, run_id)
+            state = await load_state(self.store, run_id, info=claim.info)
             if claim.info.status != "dead" and claim.info.recoveries > self.max_recoveries:
                 await self.bury(claim, state)
                 return None
