@@ -29,10 +29,8 @@ class AgentRegistry:
         known = self._agents.get(agent.name)
         if known is agent:
             return
-        if known is not None and known.digest() != agent.digest():
-            log.warning(
-                "agent %r is registered again with another spec; using the new one", agent.name
-            )
+        if known is not None:
+            log.debug("agent %r is registered again; its runs go on with the new one", agent.name)
         self._agents[agent.name] = agent
         for child in agent.team().values():
             self._agents.setdefault(child.name, child)
