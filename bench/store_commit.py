@@ -33,6 +33,8 @@ def written() -> int:
         if line.startswith("wchar:"):
             return int(line.split()[1])
     return 0
+
+
 Committer = Callable[[str, int, list[NewEvent]], Awaitable[int]]
 
 
@@ -46,7 +48,7 @@ async def start_run(store: Any, run_id: str) -> Committer:
     started = [NewEvent("RunStarted", 1, time.time(), b'{"goal":"g","agent":"a"}')]
     info = await store.create_run(NewRun(run_id, "a", "g"), started, owner=OWNER, lease_s=600)
     if not hasattr(store, "commit"):
-        return lambda rid, seq, events: store.append(rid, seq, events, owner=OWNER)  # type: ignore[no-any-return]
+        return lambda rid, seq, events: store.append(rid, seq, events, owner=OWNER)
     from autonomic.store.base import Commit, Lease
 
     lease = Lease(OWNER, info.lease_epoch)
