@@ -33,7 +33,9 @@ def written() -> int:
         if line.startswith("wchar:"):
             return int(line.split()[1])
     return 0
-Committer = Callable[[str, int, list[NewEvent]], Awaitable[int]]
+
+
+Committer = Callable[[str, int, list[NewEvent]], Awaitable[Any]]
 
 
 def two_events(i: int) -> list[NewEvent]:
@@ -46,15 +48,16 @@ async def start_run(store: Any, run_id: str) -> Committer:
     started = [NewEvent("RunStarted", 1, time.time(), b'{"goal":"g","agent":"a"}')]
     info = await store.create_run(NewRun(run_id, "a", "g"), started, owner=OWNER, lease_s=600)
     if not hasattr(store, "commit"):
-        return lambda rid, seq, events: store.append(rid, seq, events, owner=OWNER)  # type: ignore[no-any-return]
+        return lambda rid, seq, events: store.append(rid, seq, events, owner=OWNER)
     from autonomic.store.base import Commit, Lease
 
     lease = Lease(OWNER, info.lease_epoch)
+    return lambda rid, seq, events: store.commit(Commit(rid, seq, events, lease))
 
-    async def commit(rid: str, seq: int, events: list[NewEvent]) -> int:
-        return (await store.commit(Commit(rid, seq, events, lease))).last_seq  # type: ignore[no-any-return]
 
-    return commit
+def last_seq(result: Any) -> int:
+    """What a commit returned: the new log end (previous API) or a Committed."""
+    return result if isinstance(result, int) else result.last_seq
 
 
 async def single_run(commits: int, folder: Path) -> dict[str, object]:
@@ -63,7 +66,7 @@ async def single_run(commits: int, folder: Path) -> dict[str, object]:
         seq = 1
         started, cpu_started, bytes_before = time.perf_counter(), time.process_time(), written()
         for i in range(commits):
-            seq = await commit("solo", seq, two_events(i))
+            seq = last_seq(await commit("solo", seq, two_events(i)))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         io = written() - bytes_before
     return {
@@ -84,7 +87,7 @@ async def many_runs(runs: int, commits_each: int, folder: Path) -> dict[str, obj
         async def drive(i: int, commit: Committer) -> None:
             seq = 1
             for n in range(commits_each):
-                seq = await commit(f"run{i}", seq, two_events(n))
+                seq = last_seq(await commit(f"run{i}", seq, two_events(n)))
 
         started, cpu_started, bytes_before = time.perf_counter(), time.process_time(), written()
         await asyncio.gather(*(drive(i, c) for i, c in enumerate(committers)))

@@ -209,7 +209,7 @@ def new_run_info(
 def check_limit(limit: int | None) -> None:
     """Refuse a negative ``limit``, which backends would read differently."""
     if limit is not None and limit < 0:
-        raise ConfigError(f"limit must be 0 or more, not {limit}")
+        raise ConfigError("limit must be 0 or more")
 
 
 def check_wait(commit: Commit, status: str) -> None:
