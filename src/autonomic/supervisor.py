@@ -283,7 +283,9 @@ class Supervisor:
         task.add_done_callback(self._background.discard)
 
     async def _heartbeat(self) -> None:
-        interval = self.lease_s / 3
+        # renewing also tells a run about mail (a cancellation from another process),
+        # so it happens at least every other poll
+        interval = min(self.lease_s / 3, 2 * self.poll_s)
         while True:
             await asyncio.sleep(interval)
             leases = [(run_id, d.lease) for run_id, d in self.drivers.items()]
