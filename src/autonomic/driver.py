@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, assert_never
 
 from autonomic._text import safe_str
@@ -151,17 +151,8 @@ def unknown_outcome(tool: str, available: bool) -> str:
     )
 
 
-async def _to_the_end(task: asyncio.Future[T]) -> tuple[T, bool]:
-    """Await ``task`` to its end even if the caller is cancelled meanwhile; returns its
-    result and whether a cancellation arrived (the caller re-raises it afterwards)."""
-    cancelled = False
-    while True:
-        try:
-            return await asyncio.shield(task), cancelled
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
+class _WallTimeUp(Exception):
+    """The run's wall-time limit passed (checked between steps, enforced during effects)."""
 
 
 async def _verdict(result: T | Awaitable[T]) -> T:
@@ -203,6 +194,10 @@ class Driver:
         """Set when a cancellation arrived: the run records it and ends."""
         self.failure: BaseException | None = None
         """Why the driver stopped without ending the run (store failure, lease lost)."""
+        self.task: asyncio.Task[None] | None = None
+        self._committing = False
+        self._interrupted = False
+        self._deadline = 0.0
         self.drained = 0
         """The newest inbox item read into the log."""
         self._consumed = 0
@@ -251,7 +246,11 @@ class Driver:
             release=release,
         )
         self._batch = []
-        committed, cancelled = await _to_the_end(asyncio.ensure_future(self.store.commit(commit)))
+        self._committing = True
+        try:
+            committed = await self.store.commit(commit)
+        finally:
+            self._committing = False
         self.committed_seq = committed.last_seq
         self._consumed = self.drained
         if committed.inbox_last > self.drained:
@@ -261,7 +260,8 @@ class Driver:
             self.host.children_created(
                 [(run.run_id, Lease(self.lease.owner, 1)) for run, _ in children]
             )
-        if cancelled:
+        if self._interrupted:
+            self._interrupted = False
             raise asyncio.CancelledError
         # a waiting run is snapshotted too, so that waking it reads little
         due = self.snapshot_every if wait is None else min(self.snapshot_every, 16)
@@ -270,6 +270,17 @@ class Driver:
             await self.store.put_snapshot(self.state.run_id, self.state.seq, body, blobs)
             self.snapshot_seq = self.state.seq
         return committed
+
+    def interrupt(self, cancel_by: str | None = None) -> None:
+        """Stop what the run is doing now: to cancel it (``cancel_by``), or because this
+        process lost it. A commit in flight is never cut: the interruption waits for it,
+        so the log and the driver never disagree about what was written."""
+        if cancel_by is not None and self.cancel_by is None:
+            self.cancel_by = cancel_by
+        if self._committing:
+            self._interrupted = True
+        elif self.task is not None:
+            self.task.cancel()
 
     def notice_mail(self, inbox_last: int) -> None:
         """Something arrived in the run's inbox: read it at the next step boundary."""
@@ -297,34 +308,32 @@ class Driver:
         except asyncio.CancelledError:
             if self.cancel_by is not None:
                 # interrupted to cancel the run: record that, whatever it was doing
-                await _to_the_end(asyncio.ensure_future(self._cancel(self.cancel_by)))
+                await asyncio.shield(self._cancel(self.cancel_by))
                 return
             # the process is leaving: keep what is known, and let another process go on
             with contextlib.suppress(StoreError):
-                await _to_the_end(asyncio.ensure_future(self.commit(release=True)))
+                await asyncio.shield(self.commit(release=True))
             raise
 
     async def _run(self, resumed: str | None) -> None:
         state = self.state
         waited = state.waiting
         limit = f"wall-time limit of {self.agent.max_wall_s:g}s reached"
-        timeout = asyncio.timeout(self.agent.max_wall_s - state.active_seconds(time.time()))
+        left = self.agent.max_wall_s - state.active_seconds(time.time())
+        self._deadline = asyncio.get_running_loop().time() + left
         try:
             if resumed is not None:
                 self.record(Resumed(by=self.lease.owner, reason=resumed))
-            async with timeout:
-                if waited is not None and waited.wake_at and waited.wake_at <= time.time():
-                    self.record(TimerFired(waited.wake_at))
-                await self._drain()
-                if self.cancel_by is not None:
-                    await self._cancel(self.cancel_by)
-                    return
-                if state.pending:
-                    await self._recover_pending()
-                await self._loop()
-        except TimeoutError:
-            if not timeout.expired():
-                raise
+            if waited is not None and waited.wake_at and waited.wake_at <= time.time():
+                self.record(TimerFired(waited.wake_at))
+            await self._drain()
+            if self.cancel_by is not None:
+                await self._cancel(self.cancel_by)
+                return
+            if state.pending:
+                await self._recover_pending()
+            await self._loop()
+        except _WallTimeUp:
             self._end(RunFailed(limit), f"interrupted: {limit}")
         except (asyncio.CancelledError, StoreError):
             raise
@@ -355,8 +364,10 @@ class Driver:
         await self._finish()
 
     async def _loop(self) -> None:
-        state = self.state
+        state, loop = self.state, asyncio.get_running_loop()
         while state.status == "running":
+            if loop.time() >= self._deadline:
+                raise _WallTimeUp
             if self._mail:
                 await self._drain()
                 if self.cancel_by is not None:
@@ -468,7 +479,9 @@ class Driver:
         await self.commit()
         started = time.perf_counter()
         try:
-            raw = await model.complete(request)
+            raw = await self._effect(model.complete(request))
+        except _WallTimeUp:
+            raise
         except ModelUnavailable as e:
             if e.retry_after is not None and e.retry_after >= self.agent.suspend_after_s:
                 wake_at = time.time() + e.retry_after
@@ -621,10 +634,25 @@ class Driver:
             )
 
         if len(requests) == 1:
-            return [await run(requests[0])]
+            return [await self._effect(run(requests[0]))]
+        return await self._effect(self._all(map(run, requests)))
+
+    @staticmethod
+    async def _all(calls: Iterable[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run(r)) for r in requests]
+            tasks = [group.create_task(call) for call in calls]
         return [t.result() for t in tasks]
+
+    async def _effect(self, effect: Awaitable[T]) -> T:
+        """Await a model call or tools within the run's wall-time limit."""
+        timeout = asyncio.timeout_at(self._deadline)
+        try:
+            async with timeout:
+                return await effect
+        except TimeoutError:
+            if timeout.expired():
+                raise _WallTimeUp from None
+            raise
 
     async def _recover_pending(self) -> None:
         """Settle actions whose outcome the log does not know (their process died)."""

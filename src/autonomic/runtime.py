@@ -408,8 +408,7 @@ class Runtime:
             raise ConfigError(str(e)) from None
         driver, task = supervisor.drivers.get(run_id), supervisor.tasks.get(run_id)
         if driver is not None and task is not None:
-            driver.cancel_by = by
-            task.cancel()
+            driver.interrupt(by)
             await asyncio.wait([task])
         if not supervisor.busy(run_id):
             await self._cancel_unattended(run_id, by)

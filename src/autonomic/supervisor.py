@@ -135,6 +135,7 @@ class Supervisor:
         self._starting.discard(run_id)
         self.drivers[run_id] = driver
         task = asyncio.create_task(self._drive(driver, resumed), name=f"run-{run_id}")
+        driver.task = task
         self.tasks[run_id] = task
         task.add_done_callback(lambda t: self._done(run_id, t))
         return driver
@@ -304,22 +305,21 @@ class Supervisor:
                 if run_id in lost:
                     log.warning("run %s: lease lost, another process drives it now", run_id)
                     driver.failure = LeaseLost(f"run {run_id} is driven by another process now")
-                    task.cancel()
+                    driver.interrupt()
                     continue
                 driver.renewed(at)
                 inbox_last = mail.get(run_id, 0)
                 if inbox_last > driver.drained:
                     driver.notice_mail(inbox_last)
-                    self._in_background(self._check_for_cancel(driver, task))
+                    self._in_background(self._check_for_cancel(driver))
 
-    async def _check_for_cancel(self, driver: Driver, task: asyncio.Task[None]) -> None:
+    async def _check_for_cancel(self, driver: Driver) -> None:
         """Mail for a run busy in a long step: a cancellation must not wait for it to end."""
         with contextlib.suppress(StoreError):
             for item in await self.store.read_inbox(driver.state.run_id, driver.drained):
                 if item.key == CANCEL_KEY and driver.cancel_by is None:
                     event = decode_event(item.record)
-                    driver.cancel_by = event.by if isinstance(event, CancelRequested) else "?"
-                    task.cancel()
+                    driver.interrupt(event.by if isinstance(event, CancelRequested) else "?")
                     return
 
     async def _claim_loop(self) -> None:
