@@ -151,10 +151,6 @@ def unknown_outcome(tool: str, available: bool) -> str:
     )
 
 
-class _WallTimeUp(Exception):
-    """The run's wall-time limit passed (checked between steps, enforced during effects)."""
-
-
 async def _verdict(result: T | Awaitable[T]) -> T:
     return await result if inspect.isawaitable(result) else result
 
@@ -179,7 +175,9 @@ class Driver:
         secrets: SecretsProvider,
         signer: ApprovalSigner,
         snapshot_every: int,
+        mail: bool = True,
     ) -> None:
+        """``mail``: the run's inbox may hold something to read before the first step."""
         self.store, self.host, self.agent, self.model, self.state = store, host, agent, model, state
         self.lease, self.lease_s = lease, lease_s
         self.secrets, self.signer = secrets, signer
@@ -197,11 +195,13 @@ class Driver:
         self.task: asyncio.Task[None] | None = None
         self._committing = False
         self._interrupted = False
+        self._timed_out = False
         self._deadline = 0.0
         self.drained = 0
         """The newest inbox item read into the log."""
         self._consumed = 0
-        self._mail = True  # read the inbox once at start
+        self._mail = mail
+        self._released = False
         self._batch: list[NewEvent] = []
         self._new_children: list[tuple[NewRun, Sequence[NewEvent]]] = []
         self._snapshots = SnapshotWriter()
@@ -229,7 +229,9 @@ class Driver:
         deliveries: Sequence[Delivery] = (),
     ) -> Committed | None:
         """Write what was recorded since the last commit, in one transaction."""
-        if not (self._batch or release or deliveries or self.drained > self._consumed):
+        if self._released or not (
+            self._batch or release or deliveries or self.drained > self._consumed
+        ):
             return None
         children, self._new_children = self._new_children, []
         commit = Commit(
@@ -253,6 +255,7 @@ class Driver:
             self._committing = False
         self.committed_seq = committed.last_seq
         self._consumed = self.drained
+        self._released = release
         if committed.inbox_last > self.drained:
             self._mail = True
         self.host.committed(self.state.run_id, committed, self.state.status)
@@ -303,6 +306,10 @@ class Driver:
 
     async def run(self, resumed: str | None = None) -> None:
         """Drive the run until it ends, waits, or this process must stop driving it."""
+        loop = asyncio.get_running_loop()
+        left = self.agent.max_wall_s - self.state.active_seconds(time.time())
+        self._deadline = loop.time() + left
+        timer = loop.call_at(self._deadline, self._time_up)
         try:
             await self._run(resumed)
         except asyncio.CancelledError:
@@ -310,17 +317,29 @@ class Driver:
                 # interrupted to cancel the run: record that, whatever it was doing
                 await asyncio.shield(self._cancel(self.cancel_by))
                 return
+            if self._timed_out:
+                await asyncio.shield(self._out_of_time())
+                return
             # the process is leaving: keep what is known, and let another process go on
             with contextlib.suppress(StoreError):
                 await asyncio.shield(self.commit(release=True))
             raise
+        finally:
+            timer.cancel()
+
+    def _time_up(self) -> None:
+        """The wall-time limit passed: stop whatever runs now (a commit ends first)."""
+        self._timed_out = True
+        self.interrupt()
+
+    async def _out_of_time(self) -> None:
+        limit = f"wall-time limit of {self.agent.max_wall_s:g}s reached"
+        self._end(RunFailed(limit), f"interrupted: {limit}")
+        await self._finish()
 
     async def _run(self, resumed: str | None) -> None:
         state = self.state
         waited = state.waiting
-        limit = f"wall-time limit of {self.agent.max_wall_s:g}s reached"
-        left = self.agent.max_wall_s - state.active_seconds(time.time())
-        self._deadline = asyncio.get_running_loop().time() + left
         try:
             if resumed is not None:
                 self.record(Resumed(by=self.lease.owner, reason=resumed))
@@ -333,8 +352,6 @@ class Driver:
             if state.pending:
                 await self._recover_pending()
             await self._loop()
-        except _WallTimeUp:
-            self._end(RunFailed(limit), f"interrupted: {limit}")
         except (asyncio.CancelledError, StoreError):
             raise
         except BaseException as e:  # a strategy's or guard's bug, SystemExit included
@@ -366,8 +383,9 @@ class Driver:
     async def _loop(self) -> None:
         state, loop = self.state, asyncio.get_running_loop()
         while state.status == "running":
-            if loop.time() >= self._deadline:
-                raise _WallTimeUp
+            if loop.time() >= self._deadline:  # a strategy that never yields
+                self._time_up()
+                await asyncio.sleep(0)
             if self._mail:
                 await self._drain()
                 if self.cancel_by is not None:
@@ -479,9 +497,7 @@ class Driver:
         await self.commit()
         started = time.perf_counter()
         try:
-            raw = await self._effect(model.complete(request))
-        except _WallTimeUp:
-            raise
+            raw = await model.complete(request)
         except ModelUnavailable as e:
             if e.retry_after is not None and e.retry_after >= self.agent.suspend_after_s:
                 wake_at = time.time() + e.retry_after
@@ -634,25 +650,14 @@ class Driver:
             )
 
         if len(requests) == 1:
-            return [await self._effect(run(requests[0]))]
-        return await self._effect(self._all(map(run, requests)))
+            return [await run(requests[0])]
+        return await self._all(map(run, requests))
 
     @staticmethod
     async def _all(calls: Iterable[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(call) for call in calls]
         return [t.result() for t in tasks]
-
-    async def _effect(self, effect: Awaitable[T]) -> T:
-        """Await a model call or tools within the run's wall-time limit."""
-        timeout = asyncio.timeout_at(self._deadline)
-        try:
-            async with timeout:
-                return await effect
-        except TimeoutError:
-            if timeout.expired():
-                raise _WallTimeUp from None
-            raise
 
     async def _recover_pending(self) -> None:
         """Settle actions whose outcome the log does not know (their process died)."""

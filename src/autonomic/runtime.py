@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -132,7 +132,7 @@ class RunHandle:
 
 
 def new_run_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return secrets.token_hex(8)
 
 
 class Runtime:
@@ -254,7 +254,8 @@ class Runtime:
         except BaseException:
             supervisor.unreserve(run_id)
             raise
-        driver = supervisor.drive(agent, model, state, Lease(self.owner, info.lease_epoch), None)
+        lease = Lease(self.owner, info.lease_epoch)
+        driver = supervisor.drive(agent, model, state, lease, None, mail=info.inbox_last > 0)
         return RunHandle(self, run_id, driver)
 
     async def submit(

@@ -117,7 +117,14 @@ class Supervisor:
         self._starting.discard(run_id)
 
     def drive(
-        self, agent: Agent, model: Model, state: RunState, lease: Lease, resumed: str | None
+        self,
+        agent: Agent,
+        model: Model,
+        state: RunState,
+        lease: Lease,
+        resumed: str | None,
+        *,
+        mail: bool = True,
     ) -> Driver:
         run_id = state.run_id
         driver = Driver(
@@ -131,6 +138,7 @@ class Supervisor:
             secrets=self.secrets,
             signer=self.signer,
             snapshot_every=self.snapshot_every,
+            mail=mail,
         )
         self._starting.discard(run_id)
         self.drivers[run_id] = driver
@@ -192,7 +200,9 @@ class Supervisor:
                     retry_at=time.time() + min(60.0, self.poll_s * 2.0**claim.info.recoveries),
                 )
             raise
-        return self.drive(agent, resolved, state, claim.lease, reason)
+        return self.drive(
+            agent, resolved, state, claim.lease, reason, mail=claim.info.inbox_last > 0
+        )
 
     def _check_spec(self, agent: Agent, state: RunState) -> None:
         if not state.agent_digest or agent.digest() == state.agent_digest:

@@ -184,6 +184,27 @@ def _abandon(task: asyncio.Task[Any]) -> None:
         task.add_done_callback(_abandoned.discard)
 
 
+async def _finished(task: asyncio.Task[Any], limit_s: float | None) -> bool:
+    """Wait for ``task`` at most ``limit_s`` seconds; whether it finished. (What
+    ``asyncio.wait`` does for one task, without its bookkeeping for many.)"""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(limit_s, wake) if limit_s is not None else None
+    try:
+        await waiter
+    finally:
+        task.remove_done_callback(wake)
+        if timer is not None:
+            timer.cancel()
+    return task.done()
+
+
 async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel a tool that ran out of time; give it ``CANCEL_GRACE_S`` to clean up, no more."""
     task.cancel()
@@ -222,7 +243,7 @@ async def _try_once(
     timeout = tool.timeout
     task = asyncio.create_task(_invoke(tool, request, context, options.max_output_chars))
     try:
-        done, _ = await asyncio.wait((task,), timeout=timeout)
+        done = await _finished(task, timeout)
     except asyncio.CancelledError:  # the caller is being cancelled: so is the tool
         _abandon(task)
         raise
