@@ -96,9 +96,7 @@ def _branch(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def decision_schema(
-    tools: Sequence[ToolSpec], *, without: Collection[str] = ()
-) -> dict[str, Any]:
+def decision_schema(tools: Sequence[ToolSpec], *, without: Collection[str] = ()) -> dict[str, Any]:
     """A schema whose instances are exactly one call of one of ``tools`` (but those named in
     ``without``), or a final answer."""
     defs: dict[str, Any] = {}

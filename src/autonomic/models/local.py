@@ -121,9 +121,9 @@ class LocalModel:
                 break
             without |= {repeated}
         if without:
-            tools = ", ".join(sorted(without))
-            repairs = [*response.meta.get("repaired", ()), f"repeated a call of {tools}; decided again"]
-            response = msgspec.structs.replace(response, meta={**response.meta, "repaired": repairs})
+            note = f"repeated a call of {', '.join(sorted(without))}; decided again"
+            meta = {**response.meta, "repaired": [*response.meta.get("repaired", ()), note]}
+            response = msgspec.structs.replace(response, meta=meta)
         return response
 
     async def _generate(
