@@ -14,7 +14,7 @@ from autonomic import Agent, Runtime, tool
 from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, ModelResponded
 from autonomic.loader import read_events
 
-pytest.importorskip("llama_cpp", reason='needs pip install "autonomic[local]"')
+pytest.importorskip("xllamacpp", reason='needs pip install "autonomic[local]"')
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ async def test_the_embedded_model_runs_an_agent_durably(tmp_path: Path, goal: st
     agent = Agent(
         name="local-demo",
         instructions="Use a tool when it helps, then answer in one sentence.",
-        model="local",
+        model="local:tiny",
         tools=[add, weather],
         max_steps=4,
     )
