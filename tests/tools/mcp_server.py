@@ -1,7 +1,8 @@
 """A real MCP server for the MCP tool tests, written with the SDK's MCPServer.
 
-``python mcp_server.py stdio`` serves over stdin and stdout; ``python mcp_server.py http``
-serves streamable HTTP on a free port of 127.0.0.1, and prints the port once it listens.
+``python mcp_server.py stdio`` serves over stdin and stdout; ``python mcp_server.py http
+[PORT]`` serves streamable HTTP on 127.0.0.1 (a free port by default), and prints the port
+once it listens.
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def crash() -> str:
     os._exit(3)
 
 
-async def serve_http() -> None:
+async def serve_http(port: int = 0) -> None:
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen()
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
@@ -125,7 +127,7 @@ async def serve_http() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["http"]:
-        anyio.run(serve_http)
+    if sys.argv[1:2] == ["http"]:
+        anyio.run(serve_http, int(sys.argv[2]) if sys.argv[2:] else 0)
     else:
         server.run("stdio")

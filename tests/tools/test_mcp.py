@@ -286,3 +286,39 @@ def test_without_the_sdk_the_module_asks_for_the_extra(monkeypatch: pytest.Monke
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(MissingExtra, match=r'pip install "autonomic\[mcp\]"'):
         importlib.import_module("autonomic.tools.mcp")
+
+
+async def test_a_restarted_http_server_gets_a_new_session() -> None:
+    """The same URL, a new server process: the next call (not idempotent) opens a new session."""
+
+    def start(port: int) -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen(
+            [sys.executable, str(SERVER), "http", str(port)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], START_S)
+        assert ready, f"the MCP server did not start within {START_S:g}s"
+        return proc, int(proc.stdout.readline())
+
+    first, port = start(0)
+    try:
+        async with mcp_tools(http(f"http://127.0.0.1:{port}/mcp")) as toolset:
+            tools = {t.spec.name: t for t in toolset}
+            assert not tools["pid"].idempotent
+            before = await tools["pid"].invoke({}, CONTEXT)
+            first.kill()
+            first.wait()
+            second, _ = start(port)
+            try:
+                after = await tools["pid"].invoke({}, CONTEXT)
+            finally:
+                second.kill()
+                second.wait()
+                assert second.stdout is not None
+                second.stdout.close()
+    finally:
+        first.kill()
+        first.wait()
+        assert first.stdout is not None
+        first.stdout.close()
+    assert after == str(second.pid) != before
