@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .model_fakes import FakeServer, Reply, Request, ServerFactory
+from .model_fakes import FakeServer, Reply, Request, ServerFactory, smallest_bundled
 
 SERVER_START_LIMIT = 100.0
 LLAMA_SERVER = Path(__file__).with_name("llama_server.py")
@@ -52,12 +52,12 @@ def _ready(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama.cpp's own server (``llama_server.py``) serving the tiny bundled model; yields
-    its ``/v1`` base URL."""
+    """llama.cpp's own server (``llama_server.py``) serving the smallest bundled model;
+    yields its ``/v1`` base URL."""
     pytest.importorskip("xllamacpp", reason='needs pip install "autonomic[local]"')
-    from autonomic.models.bundled import TINY
+    from autonomic.models.bundled import bundled_path
 
-    model = TINY.path()
+    model = bundled_path(smallest_bundled())
     port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     command = [sys.executable, str(LLAMA_SERVER), str(model), str(port)]

