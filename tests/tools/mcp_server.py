@@ -7,6 +7,7 @@ once it listens.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sys
@@ -24,11 +25,28 @@ from mcp.types import (
     ResourceLink,
     TextContent,
     TextResourceContents,
+    Tool,
     ToolAnnotations,
+    ToolExecution,
 )
 from pydantic import BaseModel
 
-server = MCPServer("autonomic-test")
+TASKS_ONLY = {"long_job"}
+
+
+class TestServer(MCPServer):
+    """Marks the tools in TASKS_ONLY as runnable only as MCP tasks (``taskSupport:
+    required``), which MCPServer's decorator cannot say."""
+
+    async def list_tools(self) -> list[Tool]:
+        required = ToolExecution(task_support="required")
+        return [
+            tool.model_copy(update={"execution": required}) if tool.name in TASKS_ONLY else tool
+            for tool in await super().list_tools()
+        ]
+
+
+server = TestServer("autonomic-test")
 
 # The smallest valid PNG: one transparent pixel.
 PIXEL = bytes.fromhex(
@@ -111,6 +129,19 @@ def pid() -> int:
 
 
 @server.tool()
+def long_job(size: int) -> str:
+    """A job the server runs only as an MCP task."""
+    return f"done {size}"
+
+
+@server.tool()
+def snapshot() -> dict[str, object]:
+    """A JSON result that carries a 300 KB image as base64, as some servers send them."""
+    data = base64.b64encode(bytes(range(256)) * 1200).decode()
+    return {"caption": "the dashboard", "image": {"mimeType": "image/png", "data": data}}
+
+
+@server.tool()
 def crash() -> str:
     """Kills the server process in the middle of the call."""
     os._exit(3)
@@ -126,7 +157,16 @@ async def serve_http(port: int = 0) -> None:
     await uvicorn.Server(config).serve(sockets=[sock])
 
 
+def speak_the_handshake_protocol_only() -> None:
+    """Answer as servers deployed today do (the 2025-11-25 handshake, with HTTP sessions and
+    task support flags): without ``server/discover`` the client falls back to it."""
+    server._lowlevel_server._request_handlers.pop("server/discover")
+
+
 if __name__ == "__main__":
+    if "legacy" in sys.argv:
+        sys.argv.remove("legacy")
+        speak_the_handshake_protocol_only()
     if sys.argv[1:2] == ["http"]:
         anyio.run(serve_http, int(sys.argv[2]) if sys.argv[2:] else 0)
     else:
