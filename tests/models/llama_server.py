@@ -7,13 +7,10 @@ Serves on 127.0.0.1:PORT, prints its address once it listens, and stops on SIGTE
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import xllamacpp
+from autonomic.models._llamacpp import extra_buffers_allowed, xllamacpp
 
 
 def main(model: str, port: int) -> None:
@@ -25,6 +22,7 @@ def main(model: str, port: int) -> None:
     params.hostnames = ["127.0.0.1"]
     params.port = port
     params.verbosity = -1
+    params.no_extra_bufts = not extra_buffers_allowed()  # as the embedded model: no AMX unproved
     server = xllamacpp.Server(params)
     print(server.listening_address, flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -56,8 +56,14 @@ def test_a_build_this_cpu_cannot_run_is_refused_in_one_line(
     monkeypatch.setattr(_llamacpp, "system_info", lambda: "CPU : AVX = 1 | AVX512 = 1 |")
     monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx"}))
     with pytest.raises(ConfigError, match="needs AVX512, which this CPU lacks") as raised:
-        _llamacpp._check_cpu()
+        _llamacpp.extra_buffers_allowed()
     assert "\n" not in str(raised.value)
+
+
+def test_a_build_without_amx_keeps_its_extra_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_llamacpp, "system_info", lambda: "CPU : AVX2 = 1 | REPACK = 1 |")
+    monkeypatch.setattr(_cpu, "amx_runs", lambda: pytest.fail("no AMX probe needed"))
+    assert _llamacpp.extra_buffers_allowed()
 
 
 @pytest.mark.parametrize(("runs", "use"), [(True, True), (False, False)])
@@ -67,7 +73,7 @@ def test_an_amx_build_uses_amx_only_where_it_runs(
     monkeypatch.setattr(_llamacpp, "system_info", lambda: "CPU : AVX2 = 1 | AMX_INT8 = 1 |")
     monkeypatch.setattr(_cpu, "cpu_flags", lambda: frozenset({"avx2", "amx_int8"}))
     monkeypatch.setattr(_cpu, "amx_runs", lambda: runs)
-    assert _llamacpp._check_cpu() is use
+    assert _llamacpp.extra_buffers_allowed() is use
 
 
 @pytest.mark.parametrize(("given", "seen"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])

@@ -38,7 +38,7 @@ except ImportError as e:  # the package is there but its library cannot be loade
         "(--model openai:...@URL)"
     ) from None
 
-__all__ = ["Engine", "engine", "system_info"]
+__all__ = ["Engine", "engine", "extra_buffers_allowed", "system_info"]
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -48,8 +48,9 @@ def system_info() -> str:
     return str(xllamacpp.get_system_info())
 
 
-def _check_cpu() -> bool:
-    """Refuse a build this CPU cannot run; whether AMX may be used."""
+def extra_buffers_allowed() -> bool:
+    """Refuse a build this CPU cannot run; whether llama.cpp's extra buffer types may be
+    used: not when the build has AMX and AMX does not run here (they are its only way in)."""
     features = _cpu.build_features(system_info())
     missing = _cpu.missing_features(features, _cpu.cpu_flags())
     if missing:
@@ -58,7 +59,7 @@ def _check_cpu() -> bool:
             "reinstall it for this machine (pip install --force-reinstall --no-binary xllamacpp "
             "xllamacpp) or run a model on a server (--model openai:...@URL)"
         )
-    return "AMX_INT8" in features and _cpu.amx_runs()
+    return "AMX_INT8" not in features or _cpu.amx_runs()
 
 
 def _check_file(path: Path) -> None:
@@ -76,7 +77,7 @@ class Engine:
 
     def __init__(self, path: Path, n_ctx: int, n_threads: int | None) -> None:
         _check_file(path)
-        amx = _check_cpu()
+        extra_buffers = extra_buffers_allowed()
         self.path = path
         self.tool_role = True  # until its chat template refuses tool messages
         self._dir = tempfile.mkdtemp(prefix="autonomic-llama-")
@@ -86,7 +87,7 @@ class Engine:
         params.n_parallel = 1
         params.verbosity = -1
         params.warmup = False
-        params.no_extra_bufts = not amx and "AMX_INT8" in _cpu.build_features(system_info())
+        params.no_extra_bufts = not extra_buffers
         params.hostnames = [os.path.join(self._dir, "llama.sock")]
         if n_threads is not None:
             params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
