@@ -175,7 +175,8 @@ async def test_a_damaged_model_is_a_one_line_error_not_a_crash(
     model: LocalModel, tmp_path: Any
 ) -> None:
     damaged = tmp_path / "damaged.gguf"
-    damaged.write_bytes(model.path.read_bytes()[: 1 << 20])
+    with model.path.open("rb") as whole:
+        damaged.write_bytes(whole.read(1 << 20))
     with pytest.raises(ModelError, match=r"llama\.cpp could not load") as raised:
         await LocalModel(damaged).load()
     assert "\n" not in str(raised.value)

