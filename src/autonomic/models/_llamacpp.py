@@ -96,8 +96,9 @@ class Engine:
         except RuntimeError:
             self.close()
             raise ModelError(
-                f"llama.cpp could not load {path}: an architecture this build does not know, "
-                "a damaged file, or not enough memory"
+                f"llama.cpp could not load {path} (an architecture this build does not know, "
+                "a damaged file, or not enough memory): check the file, or upgrade llama.cpp "
+                "with pip install -U xllamacpp"
             ) from None
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
