@@ -53,7 +53,7 @@ def forced_call(text: str) -> ModelRequest:
 
 async def test_forced_tool_call(llama_server: str) -> None:
     async with OpenAIModel(
-        "smollm2", base_url=llama_server, max_tokens=64, schema_format="json_object"
+        "smollm2", base_url=llama_server, max_tokens=160, schema_format="json_object"
     ) as model:
         response = await model.complete(forced_call("What is 2 plus 3?"))
     (call,) = response.tool_calls
@@ -63,11 +63,12 @@ async def test_forced_tool_call(llama_server: str) -> None:
 
 async def test_streamed_tool_call(llama_server: str) -> None:
     async with OpenAIModel(
-        "smollm2", base_url=llama_server, max_tokens=64, schema_format="json_object"
+        "smollm2", base_url=llama_server, max_tokens=160, schema_format="json_object"
     ) as model:
         chunks = [c async for c in model.stream(forced_call("What is 2 plus 3?"))]
     final = chunks[-1].response
     assert final is not None
+    assert len(final.tool_calls) == 1, final.text
     (call,) = final.tool_calls
     assert call.name == "add" and call.error is None
 
@@ -112,7 +113,7 @@ async def test_a_tool_loop_goes_on_after_the_first_call(llama_server: str) -> No
     """The second call carries the assistant turn with tool calls and the tool's result;
     the server must take it (llama-cpp-python's answered 500 to ``"content": null``)."""
     async with OpenAIModel(
-        "smollm2", base_url=llama_server, max_tokens=64, schema_format="json_object"
+        "smollm2", base_url=llama_server, max_tokens=160, schema_format="json_object"
     ) as model:
         first = await model.complete(forced_call("What is 2 plus 3?"))
         (call,) = first.tool_calls
