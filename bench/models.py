@@ -1,8 +1,9 @@
 """Benchmark of the model layer; prints JSON.
 
-    PYTHONPATH=src python bench/models.py [--calls 2000] [--skip-local] [--threads N]
+    PYTHONPATH=src python bench/models.py [--calls 2000] [--skip-local] [--local tiny|brain]
+                                          [--threads N]
 
-- the embedded model (bundled SmolLM2-135M through llama.cpp): load time, prompt and
+- a bundled model through llama.cpp (SmolLM2-135M by default): load time, prompt and
   generation tokens per second, latency of one schema-constrained tool call;
 - the time the OpenAI-compatible adapter and the wrapper stack add to a call: the
   difference from a bare ``httpx`` request to the same zero-latency fake server, on
@@ -23,7 +24,7 @@ import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
@@ -240,29 +241,27 @@ def _completer(model: Model, request: ModelRequest) -> Call:
     return lambda i: model.complete(request)
 
 
-async def _local_model(threads: int | None) -> dict[str, Any]:
-    from autonomic.models import local
+async def _local_model(name: str, threads: int | None) -> dict[str, Any]:
+    from autonomic.models._llamacpp import engine
     from autonomic.models.local import LocalModel
 
-    model = LocalModel(max_tokens=128, n_threads=threads)
+    model = LocalModel(name, max_tokens=128, n_threads=threads)
     load_s = await model.load()
-    engine = local._engine(model.path, 2048, threads)
+    loaded = engine(model.path, 4096, threads)
     long_prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
 
-    def timed(max_tokens: int) -> tuple[float, dict[str, Any]]:
-        cast(Any, engine.llama).reset()
-        start = time.perf_counter()
-        result = engine.llama.create_chat_completion(
-            messages=[{"role": "user", "content": long_prompt + " Write a long story."}],
-            max_tokens=max_tokens,
-            temperature=0.0,
+    def timed(max_tokens: int) -> dict[str, Any]:
+        return loaded.chat(
+            {
+                "messages": [{"role": "user", "content": long_prompt + " Write a long story."}],
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+                "cache_prompt": False,
+            }
         )
-        return time.perf_counter() - start, cast(dict[str, Any], result)
 
-    prompt_s, prompt_result = await asyncio.to_thread(timed, 1)
-    gen_s, gen_result = await asyncio.to_thread(timed, 128)
-    prompt_tokens = prompt_result["usage"]["prompt_tokens"]
-    generated = gen_result["usage"]["completion_tokens"] - 1
+    timings = (await asyncio.to_thread(timed, 128))["timings"]
+    prompt_tokens = timings["prompt_n"]
     latencies, valid, calls = [], 0, 0
     for goal in GOALS * 2:
         start = time.perf_counter()
@@ -275,8 +274,8 @@ async def _local_model(threads: int | None) -> dict[str, Any]:
         "threads": threads or "llama.cpp default",
         "load_s": round(load_s, 3),
         "prompt_tokens": prompt_tokens,
-        "prompt_tokens_per_s": round(prompt_tokens / prompt_s, 1),
-        "generation_tokens_per_s": round(generated / (gen_s - prompt_s), 1),
+        "prompt_tokens_per_s": round(timings["prompt_per_second"], 1),
+        "generation_tokens_per_s": round(timings["predicted_per_second"], 1),
         "constrained_tool_call": {
             "runs": len(latencies),
             "mean_s": round(statistics.mean(latencies), 3),
@@ -292,6 +291,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--local", default="tiny", help="bundled model: tiny or brain")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     args = parser.parse_args()
     report: dict[str, Any] = {
@@ -304,7 +304,7 @@ async def main() -> None:
         "wrappers_in_memory_us": await _wrappers_in_memory(args.calls),
     }
     if not args.skip_local:
-        report["embedded_model"] = await _local_model(args.threads)
+        report["embedded_model"] = await _local_model(args.local, args.threads)
     print(json.dumps(report, indent=2))
 
 

@@ -1,7 +1,12 @@
 """autonomic: a durable, event-driven runtime for autonomous LLM agents.
 
 A run is an append-only log of typed events; strategies are pure; the runtime does all I/O.
+The sandbox (Linux only) is imported when one of its names is first used, so that
+``import autonomic`` works on every platform.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from autonomic.agent import Agent, load_agent
 from autonomic.approvals import PendingApproval
@@ -60,13 +65,6 @@ from autonomic.models import (
 )
 from autonomic.resilience import CircuitOpen
 from autonomic.runtime import RunHandle, RunResult, Runtime, run_sync
-from autonomic.sandbox import (
-    Sandbox,
-    SandboxLimits,
-    SandboxResult,
-    UnsafeSandboxWarning,
-    open_sandbox,
-)
 from autonomic.state import RunState, folds, register_slot
 from autonomic.steps import (
     Approval,
@@ -88,8 +86,37 @@ from autonomic.strategies import AgentView, ReAct, Strategy
 from autonomic.tools import FunctionTool, Tool, ToolContext, tool
 from autonomic.tools.awaiting import AgentTool, sleep
 from autonomic.tools.options import ToolOptions
-from autonomic.tools.sandboxed import run_python, run_shell
 from autonomic.tools.secrets import EnvSecrets, FileSecrets, SecretsProvider
+
+if TYPE_CHECKING:
+    from autonomic.sandbox import (
+        Sandbox,
+        SandboxLimits,
+        SandboxResult,
+        UnsafeSandboxWarning,
+        open_sandbox,
+    )
+    from autonomic.tools.sandboxed import run_python, run_shell
+
+_LAZY = {
+    "Sandbox": "autonomic.sandbox",
+    "SandboxLimits": "autonomic.sandbox",
+    "SandboxResult": "autonomic.sandbox",
+    "UnsafeSandboxWarning": "autonomic.sandbox",
+    "open_sandbox": "autonomic.sandbox",
+    "run_python": "autonomic.tools.sandboxed",
+    "run_shell": "autonomic.tools.sandboxed",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autonomic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Agent",

@@ -115,11 +115,18 @@ class ModelError(AutonomicError):
 
 
 class ModelUnavailable(ModelError):
-    """A transient failure worth retrying: rate limit, server error, timeout."""
+    """A transient failure worth retrying: rate limit, server error, timeout.
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    ``max_attempts`` caps the attempts worth making when the failure may well not be
+    transient after all (an HTTP 500 is often a request the server cannot handle).
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, max_attempts: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.max_attempts = max_attempts
 
 
 class MalformedOutput(ModelError):

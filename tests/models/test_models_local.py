@@ -1,4 +1,5 @@
-"""The embedded llama.cpp model with the bundled SmolLM2-135M: structure, never answers."""
+"""The embedded llama.cpp model: structure with the smallest bundled model (never its
+answers), and the bundled brain solving a goal end to end."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ from typing import Any
 
 import pytest
 
-from autonomic.errors import ConfigError
+from autonomic.errors import ConfigError, ModelError
 from autonomic.models import Message, Model, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
-from .model_fakes import ADD, WEATHER
+from .model_fakes import ADD, WEATHER, smallest_bundled
 
-pytest.importorskip("llama_cpp", reason='needs pip install "autonomic[local]"')
+pytest.importorskip("xllamacpp", reason='needs pip install "autonomic[local]"')
 
-from autonomic.models import local
+from autonomic import Agent, Runtime, tool
+from autonomic.events import ActionRequested
+from autonomic.loader import read_events
+from autonomic.models import _llamacpp
+from autonomic.models.bundled import BRAIN
 from autonomic.models.constrained import decision_schema
-from autonomic.models.local import LocalModel
+from autonomic.models.local import LocalModel, grammar
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +51,16 @@ def assert_decision(response: ModelResponse) -> None:
 
 @pytest.fixture(scope="module")
 def model() -> LocalModel:
-    return LocalModel(max_tokens=96)
+    return LocalModel(smallest_bundled(), max_tokens=96)
 
 
 async def test_loads_once_and_is_shared(model: LocalModel) -> None:
-    assert isinstance(model, Model) and model.name == "local"
+    assert isinstance(model, Model) and model.name == f"local:{smallest_bundled()}"
     assert await model.load() >= 0.0
-    other = LocalModel()
+    other = LocalModel(model.path)
     await other.load()
-    assert local._engine(model.path, 2048, None) is local._engine(other.path, 2048, None)
+    assert other.name == f"local:{model.path}"
+    assert _llamacpp.engine(model.path, 4096, None) is _llamacpp.engine(other.path, 4096, None)
 
 
 @pytest.mark.parametrize("goal", GOALS)
@@ -132,9 +138,64 @@ def test_nested_schemas_compile_to_a_grammar() -> None:
         },
     )
     schema = decision_schema((nested, ADD))
-    assert local._grammar(json.dumps(schema)) is not None
+    valid = grammar(schema)
+    assert _llamacpp.xllamacpp.json_schema_to_grammar(json.dumps(schema))
+    assert valid.startswith("%llguidance") and json.loads(valid.split("%json ", 1)[1])["anyOf"]
+
+
+async def test_a_call_repeating_an_earlier_one_is_decided_again(model: LocalModel) -> None:
+    """A small model loops on a call whose result it has; the repeat is never returned."""
+    done = ToolCall("call_0_0", "add", {"a": 2, "b": 3})
+    history: list[Message] = [Message("user", "What is 2 plus 3?")]
+    for _ in range(3):
+        history += [
+            Message("assistant", tool_calls=(done,)),
+            Message("tool", "5", tool_call_id=done.id),
+        ]
+        response = await model.complete(ModelRequest(tuple(history), tools=(ADD,)))
+        assert all((c.name, c.arguments) != ("add", {"a": 2, "b": 3}) for c in response.tool_calls)
+        if response.tool_calls:
+            done = response.tool_calls[0]
 
 
 def test_a_missing_file_is_a_config_error(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match="no GGUF"):
         LocalModel(tmp_path / "absent.gguf")
+
+
+async def test_a_file_that_is_not_a_model_is_a_one_line_error(tmp_path: Any) -> None:
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model")
+    with pytest.raises(ConfigError, match="not a GGUF model file") as raised:
+        await LocalModel(text).load()
+    assert "\n" not in str(raised.value)
+
+
+async def test_a_damaged_model_is_a_one_line_error_not_a_crash(
+    model: LocalModel, tmp_path: Any
+) -> None:
+    damaged = tmp_path / "damaged.gguf"
+    with model.path.open("rb") as whole:
+        damaged.write_bytes(whole.read(1 << 20))
+    with pytest.raises(ModelError, match=r"llama\.cpp could not load") as raised:
+        await LocalModel(damaged).load()
+    assert "\n" not in str(raised.value)
+
+
+@tool
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression such as "12*(3+4)" and return the number."""
+    a, b = expression.replace(" ", "").split("*")
+    return str(int(a) * int(b))
+
+
+@pytest.mark.skipif(not BRAIN.installed(), reason='needs pip install "autonomic[brain]"')
+async def test_the_brain_solves_a_tool_goal_end_to_end() -> None:
+    agent = Agent(name="brain", model="local:brain", tools=[calculator], max_steps=4)
+    async with Runtime("memory://") as runtime:
+        run = await runtime.start(agent, "What is 1234 * 5678?")
+        result = await run.wait(check=False)
+        events = [s.event for s in await read_events(runtime.store, run.run_id)]
+    calls = [e for e in events if isinstance(e, ActionRequested)]
+    assert calls and calls[0].tool == "calculator"
+    assert result.status == "completed" and "7006652" in (result.answer or "")

@@ -8,7 +8,17 @@ import httpx
 import pytest
 
 from autonomic.errors import ConfigError, MalformedOutput, ModelError, ModelUnavailable
-from autonomic.models import Message, Model, ModelRequest, StreamingModel, ToolCall, ToolSpec
+from autonomic.models import (
+    CircuitBreakerModel,
+    Message,
+    Model,
+    ModelRequest,
+    Retrying,
+    StreamingModel,
+    ToolCall,
+    ToolSpec,
+    resolve_model,
+)
 from autonomic.models.openai import OpenAIModel
 
 from .model_fakes import ADD, Reply, ServerFactory
@@ -78,7 +88,7 @@ async def test_request_wire_format(fake_server: ServerFactory) -> None:
         "function": {"name": "add", "description": ADD.description, "parameters": ADD.parameters},
     }
     assistant, tool = body["messages"][2], body["messages"][3]
-    assert assistant["content"] is None
+    assert assistant["content"] == ""  # a string: null makes llama-cpp-python's server fail
     assert assistant["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a":2,"b":3}'}
     assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "5"}
 
@@ -228,6 +238,61 @@ async def test_connection_refused_is_unavailable() -> None:
     async with OpenAIModel("m", base_url="http://127.0.0.1:9/v1") as model:
         with pytest.raises(ModelUnavailable):
             await model.complete(ask())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+async def test_an_httpx2_client_fails_like_any_other(
+    fake_server: ServerFactory, stream: bool
+) -> None:
+    """The MCP SDK's httpx fork raises its own errors; they are still transport errors."""
+    httpx2 = pytest.importorskip("httpx2")
+    server = await fake_server([Reply(drop=True)])
+    async with httpx2.AsyncClient() as client:
+        model = OpenAIModel("m", base_url=f"{server.url}/v1", http_client=client)
+        with pytest.raises(ModelUnavailable, match="connection failed"):
+            if stream:
+                _ = [chunk async for chunk in model.stream(ask())]
+            else:
+                await model.complete(ask())
+    async with httpx2.AsyncClient() as client:
+        model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", http_client=client)
+        with pytest.raises(ModelUnavailable):
+            await model.complete(ask())
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(500, 2), (502, 4), (503, 4), (429, 4)])
+async def test_a_500_is_tried_once_more_other_transient_statuses_four_times(
+    fake_server: ServerFactory, status: int, attempts: int
+) -> None:
+    server = await fake_server([Reply(status, {"error": {"message": "failed"}})])
+    async with OpenAIModel("m", base_url=f"{server.url}/v1") as inner:
+        model = Retrying(inner, attempts=4, base_delay=0.0, jitter=0.0)
+        with pytest.raises(ModelUnavailable, match=f"HTTP {status}"):
+            await model.complete(ask())
+    assert len(server.requests) == attempts
+
+
+async def test_a_model_string_retries_and_breaks_by_default(fake_server: ServerFactory) -> None:
+    server = await fake_server(
+        [Reply(503, {"error": {"message": "busy"}}), Reply(body=completion({"content": "ok"}))]
+    )
+    model = resolve_model(f"openai:m@{server.url}/v1")
+    assert isinstance(model, Retrying) and isinstance(model.inner, CircuitBreakerModel)
+    adapter = model.inner.inner
+    assert isinstance(adapter, OpenAIModel)
+    async with adapter:
+        response = await model.complete(ask())
+    assert response.text == "ok" and response.meta["attempts"] == 2
+
+
+async def test_a_model_string_without_resilience_fails_at_once(fake_server: ServerFactory) -> None:
+    server = await fake_server([Reply(503, {"error": {"message": "busy"}})])
+    model = resolve_model(f"openai:m@{server.url}/v1", resilience=None)
+    assert isinstance(model, OpenAIModel)
+    async with model:
+        with pytest.raises(ModelUnavailable):
+            await model.complete(ask())
+    assert len(server.requests) == 1
 
 
 def stream_of(*chunks: dict[str, Any], done: bool = True) -> Reply:

@@ -9,7 +9,12 @@ import pytest
 from autonomic.errors import MalformedOutput
 from autonomic.models import ToolCall, ToolSpec
 from autonomic.models.base import Message
-from autonomic.models.constrained import decision_messages, decision_schema, read_decision
+from autonomic.models.constrained import (
+    decision_messages,
+    decision_schema,
+    read_decision,
+    repeated_call,
+)
 from autonomic.models.repair import calls_from_text, make_call, match_tool_name, parse_arguments
 
 from .model_fakes import ADD, WEATHER
@@ -100,27 +105,34 @@ def test_decision_schema_hoists_definitions() -> None:
     schema = decision_schema((nested, ADD))
     assert set(schema["$defs"]) == {"t0_Trip"}
     book = schema["anyOf"][0]["properties"]
-    assert book["action"] == {"const": "book"}
+    assert book["tool"] == {"const": "book"}
     assert book["arguments"]["properties"]["trip"] == {"$ref": "#/$defs/t0_Trip"}
-    assert schema["anyOf"][-1]["properties"]["action"] == {"const": "final_answer"}
+    assert schema["anyOf"][-1]["properties"]["tool"] == {"const": "final_answer"}
+
+
+def test_the_schema_has_one_branch_per_tool_and_can_leave_one_out() -> None:
+    names = [b["properties"]["tool"]["const"] for b in decision_schema(TOOLS)["anyOf"]]
+    assert names == ["add", "get_weather", "final_answer"]
+    without = decision_schema(TOOLS, without={"add"})["anyOf"]
+    assert [b["properties"]["tool"]["const"] for b in without] == ["get_weather", "final_answer"]
 
 
 def test_answer_action_avoids_a_tool_of_that_name() -> None:
     clash = ToolSpec("final_answer", "x", {"type": "object", "properties": {}})
-    assert decision_schema((clash,))["anyOf"][-1]["properties"]["action"] == {"const": "finish"}
+    assert decision_schema((clash,))["anyOf"][-1]["properties"]["tool"] == {"const": "finish"}
 
 
 @pytest.mark.parametrize(
     ("output", "text", "call"),
     [
         (
-            '{"action": "add", "arguments": {"a": 1, "b": 2}}',
+            '{"tool": "add", "arguments": {"a": 1, "b": 2}}',
             "",
             ToolCall("c", "add", {"a": 1, "b": 2}),
         ),
-        ('{"action": "final_answer", "text": "done"}', "done", None),
-        ('{"action": "final_answer", "text": "cut sh', "cut sh", None),
-        ('{"action": "add", "arguments": {"a": 1, "b"', "", "error"),
+        ('{"tool": "final_answer", "arguments": {"text": "done"}}', "done", None),
+        ('{"tool": "final_answer", "arguments": {"text": "cut sh', "cut sh", None),
+        ('{"tool": "add", "arguments": {"a": 1, "b"', "", "error"),
     ],
     ids=["call", "answer", "answer-cut-short", "call-cut-short"],
 )
@@ -141,19 +153,40 @@ def test_read_decision_rejects_garbage() -> None:
 
 
 def test_decision_messages_render_calls_and_results() -> None:
+    history = (
+        Message("system", "Be brief."),
+        Message("user", "2+3?"),
+        Message("assistant", tool_calls=(ToolCall("c1", "add", {"a": 2, "b": 3}),)),
+        Message("tool", "5", tool_call_id="c1"),
+    )
+    rendered = decision_messages(history, TOOLS)
+    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "tool"]
+    system = rendered[0]["content"]
+    assert system.startswith("Be brief.") and "- add(a, b): Add two numbers." in system
+    assert system.index("- final_answer(text)") < system.index("- add(a, b)")
+    assert "Never make up a value" in system
+    assert rendered[2]["content"] == '{"tool": "add", "arguments": {"a": 2, "b": 3}}'
+    assert rendered[3]["content"].startswith("add: 5\n\nGoal: 2+3?\nIf the observation answers")
+    as_user = decision_messages(history, TOOLS, tool_role=False)
+    assert as_user[3]["role"] == "user"
+    assert as_user[3]["content"].startswith("Observation from add: 5")
+
+
+def test_only_the_last_of_several_results_carries_the_reminder() -> None:
+    calls = (ToolCall("c1", "add", {"a": 1, "b": 1}), ToolCall("c2", "add", {"a": 2, "b": 2}))
     rendered = decision_messages(
         (
-            Message("system", "Be brief."),
-            Message("user", "2+3?"),
-            Message("assistant", tool_calls=(ToolCall("c1", "add", {"a": 2, "b": 3}),)),
-            Message("tool", "5", tool_call_id="c1"),
+            Message("user", "Add twice."),
+            Message("assistant", tool_calls=calls),
+            Message("tool", "2", tool_call_id="c1"),
+            Message("tool", "4", tool_call_id="c2"),
         ),
         TOOLS,
     )
-    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
-    assert (
-        "Be brief." in rendered[0]["content"]
-        and "- add(a: number, b: number)" in rendered[0]["content"]
-    )
-    assert rendered[2]["content"] == '{"action": "add", "arguments": {"a": 2, "b": 3}}'
-    assert rendered[3]["content"].startswith("add returned: 5")
+    assert [m["content"].count("Goal:") for m in rendered[-2:]] == [0, 1]
+
+
+def test_a_repeated_call_is_found_by_tool_and_arguments() -> None:
+    earlier = (Message("assistant", tool_calls=(ToolCall("c1", "add", {"a": 2, "b": 3}),)),)
+    assert repeated_call((ToolCall("c2", "add", {"b": 3, "a": 2}),), earlier) == "add"
+    assert repeated_call((ToolCall("c2", "add", {"a": 2, "b": 4}),), earlier) is None

@@ -1,11 +1,13 @@
 """A real MCP server for the MCP tool tests, written with the SDK's MCPServer.
 
-``python mcp_server.py stdio`` serves over stdin and stdout; ``python mcp_server.py http``
-serves streamable HTTP on a free port of 127.0.0.1, and prints the port once it listens.
+``python mcp_server.py stdio`` serves over stdin and stdout; ``python mcp_server.py http
+[PORT]`` serves streamable HTTP on 127.0.0.1 (a free port by default), and prints the port
+once it listens.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sys
@@ -23,11 +25,28 @@ from mcp.types import (
     ResourceLink,
     TextContent,
     TextResourceContents,
+    Tool,
     ToolAnnotations,
+    ToolExecution,
 )
 from pydantic import BaseModel
 
-server = MCPServer("autonomic-test")
+TASKS_ONLY = {"long_job"}
+
+
+class TestServer(MCPServer):
+    """Marks the tools in TASKS_ONLY as runnable only as MCP tasks (``taskSupport:
+    required``), which MCPServer's decorator cannot say."""
+
+    async def list_tools(self) -> list[Tool]:
+        required = ToolExecution(task_support="required")
+        return [
+            tool.model_copy(update={"execution": required}) if tool.name in TASKS_ONLY else tool
+            for tool in await super().list_tools()
+        ]
+
+
+server = TestServer("autonomic-test")
 
 # The smallest valid PNG: one transparent pixel.
 PIXEL = bytes.fromhex(
@@ -110,22 +129,45 @@ def pid() -> int:
 
 
 @server.tool()
+def long_job(size: int) -> str:
+    """A job the server runs only as an MCP task."""
+    return f"done {size}"
+
+
+@server.tool()
+def snapshot() -> dict[str, object]:
+    """A JSON result that carries a 300 KB image as base64, as some servers send them."""
+    data = base64.b64encode(bytes(range(256)) * 1200).decode()
+    return {"caption": "the dashboard", "image": {"mimeType": "image/png", "data": data}}
+
+
+@server.tool()
 def crash() -> str:
     """Kills the server process in the middle of the call."""
     os._exit(3)
 
 
-async def serve_http() -> None:
+async def serve_http(port: int = 0) -> None:
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen()
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
     await uvicorn.Server(config).serve(sockets=[sock])
 
 
+def speak_the_handshake_protocol_only() -> None:
+    """Answer as servers deployed today do (the 2025-11-25 handshake, with HTTP sessions and
+    task support flags): without ``server/discover`` the client falls back to it."""
+    server._lowlevel_server._request_handlers.pop("server/discover")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["http"]:
-        anyio.run(serve_http)
+    if "legacy" in sys.argv:
+        sys.argv.remove("legacy")
+        speak_the_handshake_protocol_only()
+    if sys.argv[1:2] == ["http"]:
+        anyio.run(serve_http, int(sys.argv[2]) if sys.argv[2:] else 0)
     else:
         server.run("stdio")

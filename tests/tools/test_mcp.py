@@ -159,6 +159,15 @@ async def test_other_content_is_described_in_words(tools: dict[str, MCPTool]) ->
     )
 
 
+async def test_binary_data_in_a_json_result_is_described_not_pasted(
+    tools: dict[str, MCPTool],
+) -> None:
+    observation = await tools["snapshot"].invoke({}, CONTEXT)
+    assert len(observation) < 300
+    assert '"caption": "the dashboard"' in observation
+    assert "[binary data, 307200 bytes]" in observation
+
+
 async def test_bad_arguments_fail_against_the_schema(tools: dict[str, MCPTool]) -> None:
     with pytest.raises(ToolError) as caught:
         await tools["add"].invoke({"a": "two"}, CONTEXT)
@@ -286,3 +295,58 @@ def test_without_the_sdk_the_module_asks_for_the_extra(monkeypatch: pytest.Monke
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(MissingExtra, match=r'pip install "autonomic\[mcp\]"'):
         importlib.import_module("autonomic.tools.mcp")
+
+
+def start_http(port: int = 0, *, legacy: bool = False) -> tuple[subprocess.Popen[str], int]:
+    """The test server on ``port`` (a free one by default); ``legacy``: speaking only the
+    handshake protocol (HTTP sessions, task flags), as most deployed servers do."""
+    args = [sys.executable, str(SERVER), "http", str(port), *(["legacy"] if legacy else [])]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], START_S)
+    assert ready, f"the MCP server did not start within {START_S:g}s"
+    return proc, int(proc.stdout.readline())
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["2026-07-28", "handshake-sessions"])
+async def test_a_restarted_http_server_gets_a_new_session(legacy: bool) -> None:
+    """The same URL, a new server process, which answers the old session with 404
+    "Session not found": the next call (not idempotent) runs on a new session."""
+    first, port = start_http(legacy=legacy)
+    second: subprocess.Popen[str] | None = None
+    try:
+        async with mcp_tools(http(f"http://127.0.0.1:{port}/mcp")) as toolset:
+            tools = {t.spec.name: t for t in toolset}
+            assert not tools["pid"].idempotent
+            before = await tools["pid"].invoke({}, CONTEXT)
+            stop(first)
+            second, _ = start_http(port, legacy=legacy)
+            after = await tools["pid"].invoke({}, CONTEXT)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                stop(proc)
+    assert second is not None and after == str(second.pid) != before
+
+
+async def test_tools_that_need_mcp_tasks_are_not_offered() -> None:
+    proc, port = start_http(legacy=True)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        async with mcp_tools(http(url)) as toolset:
+            names = {t.spec.name for t in toolset}
+        assert "long_job" not in names and "add" in names
+        with pytest.raises(ConfigError, match="can only be run as an MCP task"):
+            async with mcp_tools(http(url), include=["long_job", "add"]):
+                pass
+        async with mcp_tools(http(url), exclude=["long_job"]) as toolset:
+            assert "long_job" not in {t.spec.name for t in toolset}
+    finally:
+        stop(proc)

@@ -13,6 +13,9 @@ from autonomic.errors import ModelError, ModelUnavailable
 __all__ = ["is_loopback", "retry_after", "status_error"]
 
 _TRANSIENT = frozenset({408, 409, 425, 429})
+# A 500 is as often a request the server cannot handle (llama-cpp-python's server answers
+# a message it rejects with 500) as a passing fault: worth one more try, not four.
+_ATTEMPTS_AFTER_500 = 2
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -37,10 +40,12 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def status_error(status: int, detail: str, headers: Mapping[str, str], where: str) -> ModelError:
-    """The error for an HTTP failure: transient ones (429, 5xx...) are ``ModelUnavailable``."""
+    """The error for an HTTP failure: transient ones (429, 5xx...) are ``ModelUnavailable``;
+    a 500 is tried once more at most."""
     message = f"{where}: HTTP {status}: {detail[:500]}".rstrip(": ")
     if status in _TRANSIENT or status >= 500:
-        return ModelUnavailable(message, retry_after=retry_after(headers))
+        attempts = _ATTEMPTS_AFTER_500 if status == 500 else None
+        return ModelUnavailable(message, retry_after=retry_after(headers), max_attempts=attempts)
     return ModelError(message)
 
 

@@ -1,12 +1,18 @@
 """Decisions as JSON for a constrained decoder: every output is a valid tool call or an answer.
 
-A small local model cannot be trusted to write a tool call in free text (in our tests it
-never did). Constraining its output to the JSON schema built here, an ``anyOf`` over
-``{"action": TOOL, "arguments": {...}}`` for each tool and ``{"action": "final_answer",
-"text": ...}``, makes every output parse. The choice is the *value* of one key: with
-SmolLM2-135M that picked a fitting tool for 4 of 5 simple goals, where a choice between
-keys (``{"tool": ...}`` or ``{"answer": ...}``) never picked a tool. The conversation is
-rendered in the same format so the model sees its past decisions as it wrote them.
+A small local model cannot be trusted to write a tool call in free text, nor in its chat
+template's own tool format (Qwen2.5-Coder-1.5B never wrote its ``<tool_call>`` tags). Its
+output is constrained instead to the JSON schema built here: an ``anyOf`` with one branch
+per tool, ``{"tool": NAME, "arguments": {...}}``, where the arguments are that tool's
+schema, and one for ``final_answer`` with ``{"text": ...}``. The choice of tool is the
+*value* of one key, which small models make far better than a choice between keys.
+
+The prompt is the one that worked best in our measurements (9 of 12 goals solved end to
+end by the 1.5B model, 2 of 12 without the rules): the tools as ``name(arguments):
+description``, two rules that let the model answer at once when no tool is needed and stop
+once an observation answers the goal, and after each tool result a reminder of the goal.
+The conversation is rendered in the same JSON, so the model sees its past decisions as it
+wrote them.
 """
 
 from __future__ import annotations
@@ -14,20 +20,41 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from autonomic.errors import MalformedOutput
 from autonomic.models.base import Message, ToolCall, ToolSpec
 from autonomic.models.repair import Repaired, make_call, parse_arguments
 
-__all__ = ["answer_action", "decision_messages", "decision_schema", "read_decision"]
+__all__ = [
+    "answer_action",
+    "decision_messages",
+    "decision_schema",
+    "read_decision",
+    "repeated_call",
+]
 
 _REF = "#/$defs/"
-_ACTION = re.compile(r'"action"\s*:\s*"([^"]+)"')
+_TOOL = re.compile(r'"tool"\s*:\s*"([^"]+)"')
 _ANSWER_NAMES = ("final_answer", "finish", "final_answer_")
 _TEXT_START = re.compile(r'"text"\s*:\s*"')
-_AFTER_RESULT = "If that answers the task, reply with {}."
+_FORMAT = """\
+Reply with one JSON object only: {"tool": "<tool name>", "arguments": {"<argument name>": \
+"<value>"}}
+After each tool call you get an observation. Use it to decide the next call.
+
+Rules:
+- If the goal needs no tool (for example a greeting, a translation or general knowledge), \
+call {answer} at once.
+- When an observation contains what the goal asks for, call {answer} with the answer; \
+do not search again.
+- Never make up a value: a number or name that is neither in the goal nor in an observation \
+must come from a tool."""
+_REMINDER = (
+    "If the observation answers the goal, call {answer} with the answer. Otherwise call the "
+    "tool that is still needed."
+)
 
 
 def _renamed_refs(node: Any, renames: dict[str, str]) -> Any:
@@ -60,22 +87,26 @@ def answer_action(tools: Sequence[ToolSpec]) -> str:
     return next(n for n in _ANSWER_NAMES if n not in names)
 
 
-def decision_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """A schema whose instances are exactly one call of one of ``tools``, or a final answer."""
+def _branch(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"tool": {"const": name}, "arguments": arguments},
+        "required": ["tool", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def decision_schema(tools: Sequence[ToolSpec], *, without: Collection[str] = ()) -> dict[str, Any]:
+    """A schema whose instances are exactly one call of one of ``tools`` (but those named in
+    ``without``), or a final answer."""
     defs: dict[str, Any] = {}
-    options: list[dict[str, Any]] = [
-        {
-            "type": "object",
-            "properties": {
-                "action": {"const": tool.name},
-                "arguments": _hoisted(tool.parameters, f"t{index}_", defs),
-            },
-            "required": ["action", "arguments"],
-        }
+    options = [
+        _branch(tool.name, _hoisted(tool.parameters, f"t{index}_", defs))
         for index, tool in enumerate(tools)
+        if tool.name not in without
     ]
-    answer = {"action": {"const": answer_action(tools)}, "text": {"type": "string"}}
-    options.append({"type": "object", "properties": answer, "required": ["action", "text"]})
+    text = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    options.append(_branch(answer_action(tools), text))
     schema: dict[str, Any] = {"anyOf": options}
     if defs:
         schema["$defs"] = defs
@@ -83,43 +114,61 @@ def decision_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
 
 
 def _instructions(tools: Sequence[ToolSpec]) -> str:
-    lines = ["You can take these actions:"]
+    answer = answer_action(tools)
+    lines = ["You complete the user's goal by calling tools, one call per reply.", "", "Tools:"]
+    lines.append(
+        f"- {answer}(text): give the final answer to the user and stop. Use it as soon as "
+        "you know the answer, or right away if no tool is needed."
+    )
     for tool in tools:
-        properties = tool.parameters.get("properties", {})
-        arguments = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in properties.items())
+        arguments = ", ".join(tool.parameters.get("properties", {}))
         lines.append(f"- {tool.name}({arguments}): {tool.description}")
-    lines.append(f"- {answer_action(tools)}(text: string): Give the final answer.")
-    lines.append('Reply with JSON: {"action": NAME, "arguments": {...}}.')
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + _FORMAT.replace("{answer}", answer)
 
 
-def _decision_text(call: ToolCall) -> str:
-    return json.dumps({"action": call.name, "arguments": call.arguments})
+def _decision_text(name: str, arguments: dict[str, Any]) -> str:
+    return json.dumps({"tool": name, "arguments": arguments}, ensure_ascii=False)
 
 
 def decision_messages(
-    messages: Sequence[Message], tools: Sequence[ToolSpec]
+    messages: Sequence[Message], tools: Sequence[ToolSpec], *, tool_role: bool = True
 ) -> list[dict[str, str]]:
-    """Chat messages for a model without native tool calling, with the tools explained."""
+    """Chat messages for a model without native tool calling, with the tools explained.
+
+    Tool results go back as ``tool`` messages, which a chat template renders its own way
+    (Qwen's as ``<tool_response>``: with them the 1.5B model stopped to answer after 9 of
+    12 observations, against 4 of 12 as user turns), or as user turns when ``tool_role``
+    is false, for templates that know no ``tool`` role. The last result of a turn ends
+    with the goal (the first user message) and a reminder to answer once it can.
+    """
     names = {c.id: c.name for m in messages for c in m.tool_calls}
     answer = answer_action(tools)
+    goal = next((m.content for m in messages if m.role == "user"), None)
+    reminder = _REMINDER.replace("{answer}", answer)
+    reminder = f"Goal: {goal}\n{reminder}" if goal else reminder
     system = [m.content for m in messages if m.role == "system" and m.content]
     if tools:
         system.append(_instructions(tools))
     out = [{"role": "system", "content": "\n\n".join(system)}] if system else []
-    for message in messages:
+    for index, message in enumerate(messages):
         if message.role == "system":
             continue
         if message.role == "tool":
             tool = message.name or names.get(message.tool_call_id or "", "the tool")
-            result = f"{tool} returned: {message.content}\n{_AFTER_RESULT.format(answer)}"
-            out.append({"role": "user", "content": result})
+            content = f"{tool}: {message.content}"
+            following = messages[index + 1 :]
+            if not following or following[0].role != "tool":
+                content += f"\n\n{reminder}"
+            if tool_role:
+                out.append({"role": "tool", "content": content})
+            else:
+                out.append({"role": "user", "content": f"Observation from {content}"})
         elif message.tool_calls:
-            decisions = [_decision_text(c) for c in message.tool_calls]
+            decisions = [_decision_text(c.name, c.arguments) for c in message.tool_calls]
             out.append({"role": "assistant", "content": "\n".join(decisions)})
         elif message.role == "assistant" and tools:
-            said = {"action": answer, "text": message.content}
-            out.append({"role": "assistant", "content": json.dumps(said)})
+            said = _decision_text(answer, {"text": message.content})
+            out.append({"role": "assistant", "content": said})
         else:
             out.append({"role": message.role, "content": message.content})
     return out
@@ -129,11 +178,11 @@ def _cut_short(
     output: str, tools: Sequence[ToolSpec], call_id: str
 ) -> tuple[str, tuple[ToolCall, ...], tuple[str, ...]]:
     """A decision cut off by the token limit: the answer so far, or a call marked failed."""
-    action = _ACTION.search(output)
-    if action is None:
+    tool = _TOOL.search(output)
+    if tool is None:
         raise MalformedOutput(f"the local model's output is not a decision: {output[:200]!r}")
-    if action.group(1) == answer_action(tools):
-        text = _TEXT_START.search(output, action.end())
+    if tool.group(1) == answer_action(tools):
+        text = _TEXT_START.search(output, tool.end())
         partial = output[text.end() :].rstrip("\\") if text else ""
         try:
             answer = json.loads(f'"{partial}"')
@@ -141,7 +190,7 @@ def _cut_short(
             answer = partial
         return str(answer), (), ("the answer was cut off at the token limit",)
     error = f"the call was cut off before its arguments were complete: {output[:200]!r}"
-    return "", (ToolCall(call_id, action.group(1), {}, error),), ()
+    return "", (ToolCall(call_id, tool.group(1), {}, error),), ()
 
 
 def read_decision(
@@ -151,11 +200,22 @@ def read_decision(
     parsed: Repaired = parse_arguments(output)
     if parsed.error is not None:
         return _cut_short(output, tools, call_id)
-    action = parsed.value.get("action")
-    if action == answer_action(tools):
-        return str(parsed.value.get("text", "")), (), parsed.repairs
-    if isinstance(action, str):
-        arguments = parsed.value.get("arguments", {})
-        call, repairs = make_call(call_id, action, arguments, tools)
+    tool = parsed.value.get("tool")
+    arguments = parsed.value.get("arguments", {})
+    if tool == answer_action(tools):
+        text = arguments.get("text", "") if isinstance(arguments, dict) else ""
+        return str(text), (), parsed.repairs
+    if isinstance(tool, str):
+        call, repairs = make_call(call_id, tool, arguments, tools)
         return "", (call,), parsed.repairs + repairs
     raise MalformedOutput(f"the local model's output is not a decision: {output[:200]!r}")
+
+
+def repeated_call(calls: Sequence[ToolCall], messages: Sequence[Message]) -> str | None:
+    """The tool of a call in ``calls`` that repeats one already made, arguments and all.
+
+    Its result is already in the conversation; small models under greedy decoding repeat
+    a call over and over instead of reading it.
+    """
+    made = [(c.name, c.arguments) for m in messages for c in m.tool_calls]
+    return next((c.name for c in calls if (c.name, c.arguments) in made), None)

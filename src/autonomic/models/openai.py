@@ -10,6 +10,7 @@ handled in one place, and so that a call adds well under a millisecond of overhe
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
@@ -53,6 +54,16 @@ def _api_key(base_url: str, explicit: str | None) -> str | None:
     return os.environ.get("OPENAI_API_KEY") or None
 
 
+def _errors_of(client: object) -> tuple[type[Exception], type[Exception]]:
+    """The timeout and transport error classes of the package ``client`` comes from."""
+    package = sys.modules.get(type(client).__module__.partition(".")[0]) if client else None
+    timeout = getattr(package, "TimeoutException", None)
+    transport = getattr(package, "TransportError", None)
+    if isinstance(timeout, type) and isinstance(transport, type):
+        return timeout, transport
+    return httpx.TimeoutException, httpx.TransportError
+
+
 def _wire_call(call: ToolCall) -> dict[str, Any]:
     function = {"name": call.name, "arguments": msgspec.json.encode(call.arguments).decode()}
     return {"id": call.id, "type": "function", "function": function}
@@ -66,7 +77,8 @@ def _wire_message(message: Message) -> dict[str, Any]:
     if message.name:
         wire["name"] = message.name
     if message.tool_calls:
-        wire["content"] = message.content or None
+        # Content stays a string, "" when empty: null (or no content at all) on a turn with
+        # tool calls makes some servers fail (llama-cpp-python's answers 500).
         wire["tool_calls"] = [_wire_call(c) for c in message.tool_calls]
     return wire
 
@@ -149,7 +161,8 @@ class OpenAIModel:
     ``schema_format="json_object"`` sends a response schema the way llama-cpp-python's
     server reads it (``{"type": "json_object", "schema": ...}``) instead of OpenAI's
     ``json_schema``. ``http_client`` (proxies, TLS, a mock transport) is used as given
-    and closed by whoever made it.
+    and closed by whoever made it; it may be an ``httpx.AsyncClient`` or a client with the
+    same API from another package (``httpx2``), whose errors are mapped the same way.
     """
 
     def __init__(
@@ -165,7 +178,7 @@ class OpenAIModel:
         schema_format: Literal["json_schema", "json_object"] = "json_schema",
         price: Price | None = None,
         prices: PriceTable | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: httpx.AsyncClient | Any = None,
     ) -> None:
         if not model:
             raise ConfigError("an OpenAI-compatible model needs a model id: openai:gpt-4o-mini")
@@ -186,6 +199,7 @@ class OpenAIModel:
         self._unknown_price = FREE if is_loopback(self.base_url) else None
         self._prices = prices
         self._given_client = http_client
+        self._timeout_errors, self._transport_errors = _errors_of(http_client)
         self._url = f"{self.base_url}/chat/completions"
         self._headers = dict(_JSON)
         if self._api_key:
@@ -241,9 +255,9 @@ class OpenAIModel:
             response = await self._http().post(
                 self._url, content=self._body(request, stream=False), headers=self._headers
             )
-        except httpx.TimeoutException as e:
+        except self._timeout_errors as e:
             raise ModelUnavailable(f"{self._name}: timed out ({type(e).__name__})") from None
-        except httpx.TransportError as e:
+        except self._transport_errors as e:
             raise ModelUnavailable(f"{self._name}: connection failed: {e!r:.300}") from None
         if response.status_code >= 400:
             raise status_error(response.status_code, response.text, response.headers, self._name)
@@ -281,9 +295,9 @@ class OpenAIModel:
                         raise MalformedOutput(detail) from None
                     if text:
                         yield ModelChunk(text=text)
-        except httpx.TimeoutException as e:
+        except self._timeout_errors as e:
             raise ModelUnavailable(f"{self._name}: timed out ({type(e).__name__})") from None
-        except httpx.TransportError as e:
+        except self._transport_errors as e:
             raise ModelUnavailable(f"{self._name}: connection failed: {e!r:.300}") from None
         if not state.done and state.finish_reason is None:
             raise ModelUnavailable(f"{self._name}: the stream ended before the answer did")

@@ -1,7 +1,8 @@
 """Retrying transient model failures with exponential backoff, jitter and Retry-After.
 
 Only ``ModelUnavailable`` (rate limits, 5xx, timeouts, dropped connections, an open
-breaker) is retried: a 400 or 401 fails the same way every time, so it is raised at once.
+breaker) is retried: a 400 or 401 fails the same way every time, so it is raised at once,
+and a failure that caps its own attempts (an HTTP 500) gets no more than that.
 A server that asks for a longer wait than ``max_delay`` is not waited on inside the
 call; the error goes up so the runtime can suspend the run instead of holding a worker.
 """
@@ -45,7 +46,8 @@ class Retrying(ModelWrapper):
             try:
                 response = await self.inner.complete(request)
             except ModelUnavailable as e:
-                if attempt >= self.attempts or (e.retry_after or 0.0) > self.max_delay:
+                limit = min(self.attempts, e.max_attempts or self.attempts)
+                if attempt >= limit or (e.retry_after or 0.0) > self.max_delay:
                     raise
                 await self._sleep(
                     backoff_delay(

@@ -23,7 +23,7 @@ try:
     from mcp.client.stdio import stdio_client
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.exceptions import MCPError
-    from mcp.types import CONNECTION_CLOSED, CallToolResult
+    from mcp.types import CONNECTION_CLOSED, INVALID_REQUEST, CallToolResult
     from mcp.types import Tool as RemoteTool
 except ImportError as e:
     raise MissingExtra("mcp", "MCP tools") from e
@@ -34,6 +34,7 @@ __all__ = [
     "MCPServerParams",
     "RemoteTool",
     "Session",
+    "SessionExpired",
     "StdioServer",
     "Unreachable",
     "http",
@@ -116,6 +117,16 @@ class Unreachable(Disconnected):
     """No session could be opened, so no call was sent."""
 
 
+class SessionExpired(Unreachable):
+    """The server no longer knows this session (it restarted, or ended it) and refused the
+    request unseen: HTTP 404 "Session not found", or 400 for a missing session. The MCP
+    spec says to start a new session."""
+
+
+def _expired(error: MCPError) -> bool:
+    return error.code == INVALID_REQUEST and "session" in error.message.lower()
+
+
 def describe(error: BaseException | None) -> str:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
@@ -172,6 +183,8 @@ class Session:
         try:
             return await client.call_tool(name, arguments)
         except MCPError as e:
+            if _expired(e):
+                raise SessionExpired(e.message) from e
             if e.code == CONNECTION_CLOSED:
                 raise Disconnected(describe(self._error)) from e
             raise
@@ -183,7 +196,12 @@ class Session:
         tools: list[RemoteTool] = []
         cursor: str | None = None
         for _ in range(_MAX_LIST_PAGES):
-            page = await client.list_tools(cursor=cursor)
+            try:
+                page = await client.list_tools(cursor=cursor)
+            except MCPError as e:
+                if _expired(e):
+                    raise SessionExpired(e.message) from e
+                raise
             tools.extend(page.tools)
             cursor = page.next_cursor
             if cursor is None:

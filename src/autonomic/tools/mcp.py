@@ -33,6 +33,7 @@ from autonomic.tools._mcp_session import (
     MCPServerParams,
     RemoteTool,
     Session,
+    SessionExpired,
     StdioServer,
     Unreachable,
     http,
@@ -68,6 +69,10 @@ log = logging.getLogger("autonomic.tools.mcp")
 
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 _MAX_ARGUMENT_ERRORS = 5
+# A run this long of base64 is binary data (an image in a JSON result, say), which a model
+# cannot read: it is replaced by its size. (1 KiB: a 300 KB image was 16,000 characters of
+# an observation, all of them noise.)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{1024,}={0,2}")
 
 
 # -- what the model sees ---------------------------------------------------------------
@@ -78,9 +83,13 @@ def _size(data: str) -> str:
     return f"{len(data) * 3 // 4 - data.count('=')} bytes"
 
 
+def _without_binary(text: str) -> str:
+    return _BASE64_RUN.sub(lambda m: f"[binary data, {_size(m.group())}]", text)
+
+
 def _render_block(block: ContentBlock) -> str:
     if isinstance(block, TextContent):
-        return block.text
+        return _without_binary(block.text)
     if isinstance(block, ImageContent | AudioContent):
         return f"[{block.type}: {block.mime_type}, {_size(block.data)}]"
     if isinstance(block, ResourceLink):
@@ -90,7 +99,7 @@ def _render_block(block: ContentBlock) -> str:
         if isinstance(resource, BlobResourceContents):
             kind = resource.mime_type or "binary"
             return f"[resource {resource.uri}: {kind}, {_size(resource.blob)}]"
-        return f"[resource {resource.uri}]\n{resource.text}"
+        return f"[resource {resource.uri}]\n{_without_binary(resource.text)}"
     return f"[{block.type} content]"
 
 
@@ -103,7 +112,7 @@ def _render(result: CallToolResult) -> str:
     parts = [_render_block(block) for block in result.content]
     has_text = any(isinstance(block, TextContent) for block in result.content)
     if result.structured_content is not None and not has_text:
-        parts.insert(0, observation_text(result.structured_content))
+        parts.insert(0, _without_binary(observation_text(result.structured_content)))
     return "\n".join(parts)
 
 
@@ -146,6 +155,12 @@ def _untitled(schema: Any) -> Any:
     if isinstance(schema, dict):
         return {key: value for key, value in schema.items() if key != "title"}
     return schema
+
+
+def _needs_a_task(tool: RemoteTool) -> bool:
+    """Whether the server only runs ``tool`` as an MCP task (``taskSupport: required``):
+    a plain call would fail, so the model is not offered it."""
+    return tool.execution is not None and tool.execution.task_support == "required"
 
 
 # -- the tools -------------------------------------------------------------------------
@@ -264,16 +279,24 @@ class MCPTools(AsyncResource, Sequence[MCPTool]):
             raise
 
     async def refresh(self) -> None:
-        """List the server's tools (again), connecting if need be."""
-        session = self._session()
-        try:
-            remote = await session.list_tools()
-        except (Disconnected, MCPError) as e:
-            await self._discard(session)
-            raise ToolError(
-                f"cannot list the tools of MCP server {self.server}: {e}", retryable=True
-            ) from e
-        self._tools = self._select(remote)
+        """List the server's tools (again), connecting if need be; a session the server
+        has forgotten is replaced once."""
+        for attempt in (1, 2):
+            session = self._session()
+            try:
+                remote = await session.list_tools()
+            except SessionExpired:
+                await self._discard(session)
+                if attempt == 1:
+                    continue
+                raise
+            except (Disconnected, MCPError) as e:
+                await self._discard(session)
+                raise ToolError(
+                    f"cannot list the tools of MCP server {self.server}: {e}", retryable=True
+                ) from e
+            self._tools = self._select(remote)
+            return
 
     def load(self) -> Self:
         """List the tools now, from synchronous code such as a module defining an agent.
@@ -292,6 +315,15 @@ class MCPTools(AsyncResource, Sequence[MCPTool]):
             await self.close()
 
     def _select(self, remote: list[RemoteTool]) -> tuple[MCPTool, ...]:
+        tasks_only = {tool.name for tool in remote if _needs_a_task(tool)}
+        named = set(self._include or ()) | set(self._rename) | set(self._timeouts)
+        if tasks_only & named:
+            raise ConfigError(
+                f"MCP tool {sorted(tasks_only & named)[0]!r} of {self.server} can only be run as "
+                "an MCP task, which autonomic does not support; leave it out"
+            )
+        if tasks_only:
+            log.info("MCP server %s: hiding %s (they need MCP tasks)", self.server, tasks_only)
         names = {tool.name for tool in remote}
         for option, keys in (
             ("include", self._include or ()),
@@ -312,7 +344,7 @@ class MCPTools(AsyncResource, Sequence[MCPTool]):
             tool
             for tool in remote
             if (self._include is None or tool.name in self._include)
-            and tool.name not in self._exclude
+            and tool.name not in self._exclude | tasks_only
         ]
         tools = tuple(self._tool(remote_tool) for remote_tool in chosen)
         seen: dict[str, str] = {}
@@ -363,9 +395,12 @@ class MCPTools(AsyncResource, Sequence[MCPTool]):
 
     async def _call(self, tool: MCPTool, arguments: dict[str, Any]) -> CallToolResult:
         """Call ``tool`` through this loop's session. A lost session is replaced, and an
-        idempotent call sent once more on the new one."""
+        idempotent call sent once more on the new one; so is any call that a server which
+        forgot the session refused unseen."""
         try:
             return await self._call_once(tool, arguments)
+        except SessionExpired:
+            pass
         except Disconnected as e:
             if isinstance(e, Unreachable) or not tool.idempotent:
                 raise self._lost(tool, e) from e
