@@ -82,7 +82,16 @@ from autonomic.steps import (
     Step,
     ToolCalls,
 )
-from autonomic.store.base import Commit, Committed, Delivery, Lease, NewRun, Store, Wait
+from autonomic.store.base import (
+    Commit,
+    Committed,
+    Delivery,
+    InboxItem,
+    Lease,
+    NewRun,
+    Store,
+    Wait,
+)
 from autonomic.tools.awaiting import AwaitingTool
 from autonomic.tools.executor import Outcome, execute_action, refusal
 from autonomic.tools.secrets import SecretsProvider
@@ -202,6 +211,9 @@ class Driver:
         self._new_children: list[tuple[NewRun, Sequence[NewEvent]]] = []
         self._snapshots = SnapshotWriter()
         self._digester = RequestDigester()
+        self._store_failed: StoreError | None = None
+        """Set when a commit failed: the log may not hold what the state does, so this
+        driver must write nothing more (resuming folds the run again from the store)."""
 
     # -- recording and committing ---------------------------------------------------------
 
@@ -242,7 +254,17 @@ class Driver:
             release=release,
         )
         self._batch = []
-        committed, cancelled = await _to_the_end(asyncio.ensure_future(self.store.commit(commit)))
+        if self._store_failed is not None:
+            raise self._store_failed
+        try:
+            committed, cancelled = await _to_the_end(
+                asyncio.ensure_future(self.store.commit(commit))
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._store_failed = self._store_error(e)
+            raise self._store_failed from e
         self.committed_seq = committed.last_seq
         self._consumed = self.drained
         if committed.inbox_last > self.drained:
@@ -258,9 +280,18 @@ class Driver:
         due = self.snapshot_every if wait is None else min(self.snapshot_every, 16)
         if self.state.seq - self.snapshot_seq >= due and (wait is not None or not release):
             body, blobs = self._snapshots.encode(self.state)
-            await self.store.put_snapshot(self.state.run_id, self.state.seq, body, blobs)
+            try:
+                await self.store.put_snapshot(self.state.run_id, self.state.seq, body, blobs)
+            except Exception as e:  # a snapshot is a cache: the events are committed
+                log.warning("run %s: could not store a snapshot: %s", self.state.run_id, e)
             self.snapshot_seq = self.state.seq
         return committed
+
+    def _store_error(self, error: BaseException) -> StoreError:
+        """What the store raised, as a StoreError (a store's bug or an OSError included)."""
+        if isinstance(error, StoreError):
+            return error
+        return StoreError(f"run {self.state.run_id}: the store failed: {_describe(error)}")
 
     def notice_mail(self, inbox_last: int) -> None:
         """Something arrived in the run's inbox: read it at the next step boundary."""
@@ -748,9 +779,12 @@ class Driver:
     async def _drain(self) -> None:
         """Read the inbox into the log: decisions, signals, children's ends, cancellation."""
         self._mail = False
-        items = await self.store.read_inbox(self.state.run_id, self.drained)
-        refs = [d for item in items for d in blob_refs(item.record)]
-        blobs = await self.store.get_blobs(refs) if refs else None
+        try:
+            items = await self.store.read_inbox(self.state.run_id, self.drained)
+            refs = [d for item in items for d in _inbox_blob_refs(item)]
+            blobs = await self.store.get_blobs(refs) if refs else None
+        except Exception as e:
+            raise self._store_error(e) from e
         for item in items:
             self.drained = max(self.drained, item.id)
             try:
@@ -851,6 +885,14 @@ class Driver:
             self._new_children.append((child, [encode_event(started, time.time())]))
             ids.append(child_id)
         return ids
+
+
+def _inbox_blob_refs(item: InboxItem) -> list[str]:
+    """The blobs an inbox item refers to; none when it is unreadable (it is refused)."""
+    try:
+        return blob_refs(item.record)
+    except StoreCorrupt:
+        return []
 
 
 def _cancelling() -> bool:
