@@ -173,6 +173,13 @@ class SpawnRefused(Exception):
     """A child run that must not be started (unknown agent, cycle, too deep)."""
 
 
+def _reraise_cancellation(error: BaseException) -> None:
+    """Re-raise ``error`` if it is this task being cancelled; a CancelledError that user
+    code raised while nobody cancels is just another failure."""
+    if isinstance(error, asyncio.CancelledError) and _cancelling():
+        raise error
+
+
 class Driver:
     """Drives one run in this process while it holds the run's lease."""
 
@@ -344,16 +351,20 @@ class Driver:
                 if state.pending:
                     await self._recover_pending()
                 await self._loop()
-        except TimeoutError:
-            if not timeout.expired():
-                raise
-            self._end(RunFailed(limit), f"interrupted: {limit}")
-        except (asyncio.CancelledError, StoreError):
+        except StoreError:
             raise
-        except BaseException as e:  # a strategy's or guard's bug, SystemExit included
-            self._end(
-                RunFailed(f"internal error: {_describe(e)}"), "interrupted by an internal error"
-            )
+        except BaseException as e:
+            _reraise_cancellation(e)
+            if self.cancel_by is not None and isinstance(e, asyncio.CancelledError):
+                raise
+            if isinstance(e, TimeoutError) and timeout.expired():
+                self._end(RunFailed(limit), f"interrupted: {limit}")
+            else:  # a strategy's, guard's or model's bug: SystemExit and a stray
+                # CancelledError (one that nobody asked for) included
+                self._end(
+                    RunFailed(f"internal error: {_describe(e)}"),
+                    "interrupted by an internal error",
+                )
         if state.status != "waiting":
             await self._finish()
 
@@ -409,7 +420,8 @@ class Driver:
         state, agent = self.state, self.agent
         try:
             step: object = agent.strategy.next_step(state, self.view)
-        except Exception as e:
+        except BaseException as e:
+            _reraise_cancellation(e)
             self.record(RunFailed(f"strategy {agent.strategy.name!r} raised {_describe(e)}"))
             return None
         if not isinstance(step, ModelCall | ToolCalls | Spawn | Await | Record | Finish | Fail):
