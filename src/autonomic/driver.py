@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar, assert_never
 
-from autonomic._text import safe_str
+from autonomic._text import clean_text, safe_str
 from autonomic.agent import Agent
 from autonomic.approvals import ApprovalSigner, approval_digest
 from autonomic.checks import checked_response
@@ -57,7 +58,7 @@ from autonomic.events import (
     encode_event,
     event_types,
 )
-from autonomic.guards.base import Deny, RequireApproval, Rewrite
+from autonomic.guards.base import Allow, Deny, Guard, RequireApproval, Rewrite
 from autonomic.lifecycle import (
     approval_key,
     cancellation_events,
@@ -173,11 +174,45 @@ class SpawnRefused(Exception):
     """A child run that must not be started (unknown agent, cycle, too deep)."""
 
 
+class _Broken(Exception):
+    """A guard raised or answered nonsense: the run cannot go on safely, and fails with
+    this message."""
+
+
+_STEPS = (ModelCall, ToolCalls, Spawn, Await, Record, Finish, Fail)
+
+
 def _reraise_cancellation(error: BaseException) -> None:
     """Re-raise ``error`` if it is this task being cancelled; a CancelledError that user
     code raised while nobody cancels is just another failure."""
     if isinstance(error, asyncio.CancelledError) and _cancelling():
         raise error
+
+
+async def _ask(guard: Guard, hook: Callable[[], object]) -> object:
+    """A guard's verdict; _Broken when the guard raises."""
+    try:
+        return await _verdict(hook())
+    except BaseException as e:
+        _reraise_cancellation(e)
+        raise _Broken(f"guard {_name(guard)!r} raised {_describe(e)}") from None
+
+
+def _name(guard: Guard) -> str:
+    name = getattr(guard, "name", None)
+    return clean_text(name) if isinstance(name, str) and name else type(guard).__name__
+
+
+def _text(value: object) -> str:
+    """Text from user code (a reason, a rationale) that the log can hold."""
+    return clean_text(value) if isinstance(value, str) else safe_str(value)
+
+
+def _recordable(event: object) -> bool:
+    """May a strategy or guard record ``event``: a registered type that is not one only
+    the driver records."""
+    kind = type(event)
+    return event_types().get(kind.__name__) is kind and not isinstance(event, _CONTROL_EVENTS)
 
 
 class Driver:
@@ -233,8 +268,38 @@ class Driver:
         self._batch.append(encoded)
         if observe:
             for guard in self.agent.guards:
-                for extra in guard.observe(state, event):
+                for extra in self._observed(guard, event):
                     self.record(extra, observe=False)
+
+    def _observed(self, guard: Guard, event: Event) -> Sequence[Event]:
+        """The events ``guard`` adds after ``event``; _Broken when it raises or answers
+        anything but events of its own. Nothing is added after the run has ended."""
+        try:
+            extras = guard.observe(self.state, event)
+        except BaseException as e:
+            _reraise_cancellation(e)
+            raise _Broken(
+                f"guard {_name(guard)!r} raised {_describe(e)} observing {type(event).__name__}"
+            ) from None
+        if not isinstance(extras, list | tuple):
+            raise _Broken(
+                f"guard {_name(guard)!r} observed {type(event).__name__} and returned a "
+                f"{type(extras).__name__}, not a list of events"
+            )
+        for extra in extras:
+            if not _recordable(extra):
+                raise _Broken(
+                    f"guard {_name(guard)!r} tried to record a {type(extra).__name__}: only "
+                    "registered event types of its own may be recorded"
+                )
+        if extras and self.state.terminal:
+            log.warning(
+                "run %s: guard %r asked to record events after the run ended; dropped",
+                self.state.run_id,
+                _name(guard),
+            )
+            return ()
+        return extras
 
     async def commit(
         self,
@@ -361,19 +426,20 @@ class Driver:
                 self._end(RunFailed(limit), f"interrupted: {limit}")
             else:  # a strategy's, guard's or model's bug: SystemExit and a stray
                 # CancelledError (one that nobody asked for) included
-                self._end(
-                    RunFailed(f"internal error: {_describe(e)}"),
-                    "interrupted by an internal error",
-                )
+                why = str(e) if isinstance(e, _Broken) else f"internal error: {_describe(e)}"
+                if state.terminal:
+                    log.error("run %s, after it ended: %s", state.run_id, why)
+                self._end(RunFailed(why), "interrupted by an internal error")
         if state.status != "waiting":
             await self._finish()
 
     def _end(self, ending: Event, why: str) -> None:
+        """End the run now (the guards are not asked: one of them may be why it ends)."""
         if self.state.terminal:
             return
         for action_id in list(self.state.pending):
-            self.record(ActionFailed(action_id, why))
-        self.record(ending)
+            self.record(ActionFailed(action_id, why), observe=False)
+        self.record(ending, observe=False)
 
     async def _finish(self) -> None:
         """The final commit of this driver: the run ended (or stays running for another
@@ -424,7 +490,7 @@ class Driver:
             _reraise_cancellation(e)
             self.record(RunFailed(f"strategy {agent.strategy.name!r} raised {_describe(e)}"))
             return None
-        if not isinstance(step, ModelCall | ToolCalls | Spawn | Await | Record | Finish | Fail):
+        if not isinstance(step, _STEPS):
             self.record(
                 RunFailed(
                     f"strategy {agent.strategy.name!r} returned a {type(step).__name__}, "
@@ -440,18 +506,29 @@ class Driver:
             )
             return None
         for guard in agent.guards:
-            verdict = await _verdict(guard.check(state, step))
+            verdict = await _ask(guard, functools.partial(guard.check, state, step))
             if isinstance(verdict, Rewrite):
+                if not isinstance(verdict.step, _STEPS):
+                    raise _Broken(
+                        f"guard {_name(guard)!r} rewrote the step into a "
+                        f"{type(verdict.step).__name__}, which is not a step"
+                    )
                 step = verdict.step
             elif isinstance(verdict, Deny):
-                self.record(GuardTripped(guard.name, verdict.reason))
+                reason = _text(verdict.reason)
+                self.record(GuardTripped(_name(guard), reason))
                 if isinstance(step, ToolCalls):
                     for call in step.calls:
-                        request = self._request(call, step.rationale)
-                        self.record(ActionFailed(request.action_id, f"denied: {verdict.reason}"))
+                        request = self._request(call, _text(step.rationale))
+                        self.record(ActionFailed(request.action_id, f"denied: {reason}"))
                 else:
-                    self.record(RunFailed(f"{guard.name}: {verdict.reason}"))
+                    self.record(RunFailed(f"{_name(guard)}: {reason}"))
                 return None
+            elif not isinstance(verdict, Allow):
+                raise _Broken(
+                    f"guard {_name(guard)!r} returned a {type(verdict).__name__}, not a "
+                    "verdict (Allow, Deny or Rewrite)"
+                )
         return step
 
     async def _perform(self, step: Step) -> None:
@@ -479,10 +556,9 @@ class Driver:
                 assert_never(step)
 
     def _record_own(self, step: Record) -> None:
-        names = event_types()
         for event in step.events:
             kind = type(event)
-            if names.get(kind.__name__) is not kind or isinstance(event, _CONTROL_EVENTS):
+            if not _recordable(event):
                 self.record(
                     RunFailed(
                         f"strategy {self.agent.strategy.name!r} tried to record a "
@@ -569,12 +645,18 @@ class Driver:
     async def _approval_reason(self, call: ToolCall) -> tuple[str | None, str | None]:
         """(why the call needs approval, why it is denied); both None to run it now."""
         for guard in self.agent.guards:
-            verdict = await _verdict(guard.check_call(self.state, call))
+            verdict = await _ask(guard, functools.partial(guard.check_call, self.state, call))
             if isinstance(verdict, Deny):
-                self.record(GuardTripped(guard.name, verdict.reason))
-                return None, f"denied by {guard.name}: {verdict.reason}"
+                reason = _text(verdict.reason)
+                self.record(GuardTripped(_name(guard), reason))
+                return None, f"denied by {_name(guard)}: {reason}"
             if isinstance(verdict, RequireApproval):
-                return verdict.reason or f"{guard.name} requires approval", None
+                return _text(verdict.reason) or f"{_name(guard)} requires approval", None
+            if not isinstance(verdict, Allow):
+                raise _Broken(
+                    f"guard {_name(guard)!r} returned a {type(verdict).__name__} for a tool "
+                    "call, not a verdict (Allow, Deny or RequireApproval)"
+                )
         tool = self.tools.get(call.name)
         policy = getattr(getattr(tool, "options", None), "requires_approval", False)
         if callable(policy):
