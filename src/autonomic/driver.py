@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar, assert_never
 from autonomic._text import clean_text, safe_str
 from autonomic.agent import Agent
 from autonomic.approvals import ApprovalSigner, approval_digest
-from autonomic.checks import checked_response
+from autonomic.checks import checked_call, checked_response
 from autonomic.digest import RequestDigester
 from autonomic.errors import AgentNotFound, LeaseLost, ModelUnavailable, StoreCorrupt, StoreError
 from autonomic.events import (
@@ -213,6 +213,16 @@ def _recordable(event: object) -> bool:
     the driver records."""
     kind = type(event)
     return event_types().get(kind.__name__) is kind and not isinstance(event, _CONTROL_EVENTS)
+
+
+def _checked_calls(step: ToolCalls) -> list[ToolCall]:
+    """A strategy's tool calls, checked as a model's are (a call that cannot run carries
+    its error); empty when ``calls`` is not a sequence."""
+    calls = step.calls
+    if not isinstance(calls, tuple | list):
+        return []
+    seen: set[str] = set()
+    return [checked_call(raw, index, seen)[0] for index, raw in enumerate(calls, 1)]
 
 
 class Driver:
@@ -469,7 +479,19 @@ class Driver:
             before = state.seq
             step = await self._decide()
             if step is not None:
-                await self._perform(step)
+                try:
+                    await self._perform(step)
+                except (StoreError, _Broken):
+                    raise
+                except Exception as e:
+                    self._end(
+                        RunFailed(
+                            f"the {type(step).__name__} step of strategy "
+                            f"{self.agent.strategy.name!r} failed: {_describe(e)}"
+                        ),
+                        "interrupted: its step failed",
+                    )
+                    return
                 if state.seq == before and state.status == "running":
                     self.record(
                         RunFailed(
@@ -518,7 +540,7 @@ class Driver:
                 reason = _text(verdict.reason)
                 self.record(GuardTripped(_name(guard), reason))
                 if isinstance(step, ToolCalls):
-                    for call in step.calls:
+                    for call in _checked_calls(step):
                         request = self._request(call, _text(step.rationale))
                         self.record(ActionFailed(request.action_id, f"denied: {reason}"))
                 else:
@@ -545,7 +567,7 @@ class Driver:
                 self._record_own(step)
             case Finish(answer):
                 if isinstance(answer, str):
-                    self.record(RunCompleted(answer))
+                    self.record(RunCompleted(clean_text(answer)))
                 else:
                     self.record(
                         RunFailed(f"the final answer is a {type(answer).__name__}, not text")
@@ -598,7 +620,8 @@ class Driver:
         latency = round((time.perf_counter() - started) * 1000, 3)
         response = checked_response(raw)
         meta = dict(response.meta)
-        for change in meta.pop("breaker", ()):
+        changes = meta.pop("breaker", ())
+        for change in changes if isinstance(changes, list) else ():
             if isinstance(change, dict):
                 self.record(
                     CircuitChanged(
@@ -668,13 +691,15 @@ class Driver:
         return ("the tool requires approval" if policy else None), None
 
     async def _tool_calls(self, step: ToolCalls) -> None:
-        if not step.calls:
+        calls = _checked_calls(step)
+        if not calls:
             self.record(RunFailed(f"strategy {self.agent.strategy.name!r} asked to call no tools"))
             return
+        rationale = _text(step.rationale)
         planned: list[tuple[ActionRequested, str | None]] = []
-        for call in step.calls:
+        for call in calls:
             if call.error or call.name not in self.tools:
-                request = self._request(call, step.rationale)
+                request = self._request(call, rationale)
                 planned.append((request, refusal(request, self.tools, call.error) or "refused"))
                 continue
             needs, denied = await self._approval_reason(call)
@@ -688,12 +713,12 @@ class Driver:
                         tool=call.name,
                         digest=digest,
                         args=dict(call.arguments),
-                        rationale=step.rationale,
+                        rationale=rationale,
                         reason=needs,
                     )
                 )
             else:
-                planned.append((self._request(call, step.rationale), denied))
+                planned.append((self._request(call, rationale), denied))
         await self._start(planned)
 
     async def _start(self, planned: list[tuple[ActionRequested, str | None]]) -> None:
