@@ -180,6 +180,8 @@ class _Broken(Exception):
 
 
 _STEPS = (ModelCall, ToolCalls, Spawn, Await, Record, Finish, Fail)
+_MAX_BATCH = 256
+"""Events recorded without an effect (a strategy's own notes) are committed this often."""
 
 
 def _reraise_cancellation(error: BaseException) -> None:
@@ -466,6 +468,11 @@ class Driver:
     async def _loop(self) -> None:
         state = self.state
         while state.status == "running":
+            # a strategy whose steps never wait (notes, refused calls) must not hold the
+            # event loop, nor keep its wall-time limit from firing, nor pile up uncommitted
+            await asyncio.sleep(0)
+            if len(self._batch) >= _MAX_BATCH:
+                await self.commit()
             if self._mail:
                 await self._drain()
                 if self.cancel_by is not None:
