@@ -475,6 +475,13 @@ def decode_event(record: EventRecord, blobs: Mapping[str, bytes] | None = None) 
             f"event {record.seq} ({record.type} v{record.version}) was written by a newer "
             "autonomic: upgrade autonomic to read this run"
         )
+    if record.version < cls.VERSION and any(
+        (record.type, v) not in UPGRADES for v in range(record.version, cls.VERSION)
+    ):
+        raise StoreCorrupt(
+            f"event {record.seq} ({record.type} v{record.version}) has a schema version this "
+            f"autonomic cannot upgrade (it reads v{cls.VERSION})"
+        )
     try:
         if record.version == cls.VERSION and _BLOB_REF_BYTES not in record.body:
             event: Event = _DECODERS[cls].decode(record.body)
