@@ -161,6 +161,10 @@ async def _to_the_end(task: asyncio.Future[T]) -> tuple[T, bool]:
         try:
             return await asyncio.shield(task), cancelled
         except asyncio.CancelledError:
+            if task.done() and not task.cancelled():
+                # the cancellation landed as the task finished: its result still counts
+                # (a commit that landed must not be forgotten)
+                return task.result(), True
             if task.done():
                 raise
             cancelled = True
