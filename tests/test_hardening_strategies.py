@@ -72,7 +72,7 @@ class Scripted:
 
     def next_step(self, state: RunState, agent: AgentView) -> Step:
         self.n += 1
-        return self.steps(self.n)  # type: ignore[no-any-return]
+        return self.steps(self.n)
 
 
 def raising(error: BaseException) -> Callable[[int], Any]:
@@ -118,7 +118,7 @@ FAILING_STEPS = [
     ("returns None", lambda n: None, "returned a NoneType, which is not a step"),
     ("returns the step class", lambda n: Finish, "returned a type, which is not a step"),
     ("calls no tools", lambda n: ToolCalls(()), "asked to call no tools"),
-    ("calls tools that are not a tuple", lambda n: ToolCalls(None), "asked to call no tools"),  # type: ignore[arg-type]
+    ("calls tools that are not a tuple", lambda n: ToolCalls(None), "asked to call no tools"),
     (
         "waits for a timer already past",
         lambda n: Await(Timer(at=1.0)),
@@ -132,12 +132,12 @@ FAILING_STEPS = [
     ("waits for nothing", lambda n: Await(), "cannot wait: an Await needs a condition"),
     (
         "waits for a number",
-        lambda n: Await(5),  # type: ignore[arg-type]
+        lambda n: Await(5),
         "cannot wait: a int is not something to wait for",
     ),
     (
         "waits for a signal with no name",
-        lambda n: Await(Signal(5)),  # type: ignore[arg-type]
+        lambda n: Await(Signal(5)),
         "cannot wait: a Signal needs a name",
     ),
     (
@@ -172,13 +172,13 @@ FAILING_STEPS = [
     ),
     (
         "records a string",
-        lambda n: Record(("note",)),  # type: ignore[arg-type]
+        lambda n: Record(("note",)),
         "tried to record a str",
     ),
     ("records nothing", lambda n: Record(()), "asked for Record, which changed nothing"),
     (
         "records an event of the wrong shape",
-        lambda n: Record((Note(5),)),  # type: ignore[arg-type]
+        lambda n: Record((Note(5),)),
         "the Record step of strategy 'hostile' failed: ConfigError: a Note event cannot be "
         "recorded: Expected `str`, got `int`",
     ),
@@ -189,22 +189,22 @@ FAILING_STEPS = [
     ),
     (
         "calls a model with a request that is not one",
-        lambda n: ModelCall(5),  # type: ignore[arg-type]
+        lambda n: ModelCall(5),
         "the ModelCall step of strategy 'hostile' failed: AttributeError",
     ),
     (
         "calls a model for a purpose that is not text",
-        lambda n: ModelCall(ModelRequest(messages=(Message("user", "x"),), purpose=5)),  # type: ignore[arg-type]
+        lambda n: ModelCall(ModelRequest(messages=(Message("user", "x"),), purpose=5)),
         "the ModelCall step of strategy 'hostile' failed: ConfigError: a ModelCalled event",
     ),
     (
         "spawns a child that is not a spec",
-        lambda n: Spawn((5,)),  # type: ignore[arg-type]
+        lambda n: Spawn((5,)),
         "the Spawn step of strategy 'hostile' failed",
     ),
     ("spawns nothing", lambda n: Spawn(()), "asked for Spawn, which changed nothing"),
-    ("finishes with a number", lambda n: Finish(5), "the final answer is a int, not text"),  # type: ignore[arg-type]
-    ("fails with an object", lambda n: Fail(Ellipsis), "Ellipsis"),  # type: ignore[arg-type]
+    ("finishes with a number", lambda n: Finish(5), "the final answer is a int, not text"),
+    ("fails with an object", lambda n: Fail(Ellipsis), "Ellipsis"),
 ]
 
 
@@ -224,10 +224,10 @@ async def test_a_strategy_that_misbehaves_fails_its_run_with_the_reason(
 @pytest.mark.parametrize(
     "call",
     [
-        ToolCall("c1", "echo", [1]),  # type: ignore[arg-type]
+        ToolCall("c1", "echo", [1]),
         ToolCall("c1", "echo", {"text": "\ud83d"}),
         ToolCall("c1", "echo", {"text": object()}),
-        ToolCall("c1", 5, {}),  # type: ignore[arg-type]
+        ToolCall("c1", 5, {}),
         "echo",
     ],
     ids=[
@@ -241,7 +241,7 @@ async def test_a_strategy_that_misbehaves_fails_its_run_with_the_reason(
 async def test_a_strategy_calling_tools_with_garbage_gets_refusals_as_a_model_would(
     store: Store, settled: Any, call: Any
 ) -> None:
-    steps = then_finish(ToolCalls((call,), rationale=7))  # type: ignore[arg-type]
+    steps = then_finish(ToolCalls((call,), rationale=7))
     result, events = await run_to_end(store, settled, agent(steps))
     assert (result.status, result.answer) == ("completed", "done")
     outcomes = [e for e in events if isinstance(e, ActionCompleted | ActionFailed)]
@@ -336,7 +336,7 @@ FAILING_GUARDS = [
     ("check returns True", Hostile(check=lambda s: True), "returned a bool, not a verdict"),
     (
         "check rewrites into garbage",
-        Hostile(check=lambda s: Rewrite(42)),  # type: ignore[arg-type]
+        Hostile(check=lambda s: Rewrite(42)),
         "guard 'hostile' rewrote the step into a int, which is not a step",
     ),
     ("check_call raises", Hostile(call=boom), "guard 'hostile' raised ValueError: guard bug"),
@@ -391,7 +391,7 @@ async def test_a_guard_that_misbehaves_fails_the_run_naming_it_and_nothing_runs(
 async def test_a_denial_with_a_reason_that_is_not_text_is_recorded_as_text(
     store: Store, settled: Any
 ) -> None:
-    guard = Hostile(call=lambda c: Deny(["no", "\ud83d"]))  # type: ignore[arg-type]
+    guard = Hostile(call=lambda c: Deny(["no", "\ud83d"]))
     model = ScriptedModel([tool_call("echo", text="hi"), "done"])
     result, events = await run_to_end(
         store, settled, Agent(name="a", model=model, tools=[echo], guards=[guard])
