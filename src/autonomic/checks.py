@@ -18,7 +18,7 @@ import msgspec
 from autonomic._text import clean_text, safe_str
 from autonomic.messages import ModelResponse, ToolCall, Usage
 
-__all__ = ["checked_response", "json_safe"]
+__all__ = ["checked_call", "checked_response", "json_safe"]
 
 _encoder = msgspec.json.Encoder()
 _MAX_DEPTH = 64
@@ -48,7 +48,11 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     raise ValueError(f"a {type(value).__name__} is not JSON data")
 
 
-def _checked_call(raw: object, index: int, seen: set[str]) -> tuple[ToolCall, str | None]:
+def checked_call(raw: object, index: int, seen: set[str]) -> tuple[ToolCall, str | None]:
+    """A tool call safe to record (``error`` set when it cannot run), and what was wrong.
+
+    ``index`` numbers the call in its step; ``seen`` holds the ids already used there.
+    """
     if not isinstance(raw, ToolCall):
         call = ToolCall(f"call_{index}", "?", error=f"a {type(raw).__name__} is not a tool call")
         return call, call.error
@@ -130,14 +134,14 @@ def checked_response(raw: object) -> ModelResponse:
         raw_calls = ()
     seen: set[str] = set()
     for index, item in enumerate(raw_calls, 1):
-        call, problem = _checked_call(item, index, seen)
+        call, problem = checked_call(item, index, seen)
         calls.append(call)
         if problem:
             problems.append(problem)
     usage = raw.usage if isinstance(raw.usage, Usage) else Usage()
-    if not all(isinstance(n, int) and n >= 0 for n in (usage.input_tokens, usage.output_tokens)):
+    if not all(_count(n) for n in (usage.input_tokens, usage.output_tokens)):
         usage = Usage()
-    cost = raw.cost if isinstance(raw.cost, int | float) and math.isfinite(raw.cost) else None
+    cost = _cost(raw.cost)
     try:
         meta = json_safe(raw.meta) if isinstance(raw.meta, dict) else {}
     except ValueError:
@@ -146,3 +150,20 @@ def checked_response(raw: object) -> ModelResponse:
         meta["malformed"] = "; ".join(problems)
     model = clean_text(raw.model) if isinstance(raw.model, str) else ""
     return ModelResponse(clean_text(text), tuple(calls), usage, model, cost, meta)
+
+
+def _cost(value: object) -> float | None:
+    """A price in USD, or None (unpriced, so counted pessimistically) for anything that is
+    not a finite, non-negative number: ``True``, NaN, a negative cost that would refund a
+    budget."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:
+        return None
+    return cost if math.isfinite(cost) and cost >= 0 else None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63

@@ -73,7 +73,7 @@ async def _resolve_run_id(runtime: Runtime, run_id: str) -> str:
 
 
 def _agent_from_args(args: argparse.Namespace) -> Agent:
-    if args.agent:
+    if args.agent is not None:
         agent = load_agent(args.agent)
     else:
         from autonomic.assistant import assistant
@@ -239,7 +239,7 @@ async def cmd_trace(args: argparse.Namespace, runtime: Runtime) -> int:
 
 async def cmd_resume(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
-    agent = load_agent(args.agent) if args.agent else None
+    agent = load_agent(args.agent) if args.agent is not None else None
     handle = await runtime.resume(run_id, agent=agent, model=args.model)
     print(f"run {run_id} resumed", file=sys.stderr)
     return await _finish(handle, args.json)
@@ -247,7 +247,7 @@ async def cmd_resume(args: argparse.Namespace, runtime: Runtime) -> int:
 
 async def cmd_fork(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
-    agent = load_agent(args.agent) if args.agent else None
+    agent = load_agent(args.agent) if args.agent is not None else None
     handle = await runtime.fork(run_id, args.at, agent=agent, model=args.model)
     print(f"run {handle.run_id} forked from {run_id} at event {args.at}", file=sys.stderr)
     return await _finish(handle, args.json)
@@ -265,7 +265,7 @@ async def cmd_cancel(args: argparse.Namespace, runtime: Runtime) -> int:
 
 async def cmd_replay(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
-    agent = load_agent(args.agent) if args.agent else None
+    agent = load_agent(args.agent) if args.agent is not None else None
     state = await runtime.replay(run_id, agent=agent)
     print(
         f"replayed {state.seq} events of run {run_id}: every step matched the log "

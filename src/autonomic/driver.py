@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, assert_never
 
-from autonomic._text import safe_str
+from autonomic._text import clean_text, safe_str
 from autonomic.agent import Agent
 from autonomic.approvals import ApprovalSigner, approval_digest
-from autonomic.checks import checked_response
+from autonomic.checks import checked_call, checked_response
 from autonomic.digest import RequestDigester
 from autonomic.errors import (
     AgentNotFound,
@@ -64,7 +65,7 @@ from autonomic.events import (
     encode_event,
     event_types,
 )
-from autonomic.guards.base import Deny, RequireApproval, Rewrite
+from autonomic.guards.base import Allow, Deny, Guard, RequireApproval, Rewrite
 from autonomic.lifecycle import (
     approval_key,
     cancellation_events,
@@ -89,7 +90,16 @@ from autonomic.steps import (
     Step,
     ToolCalls,
 )
-from autonomic.store.base import Commit, Committed, Delivery, Lease, NewRun, Store, Wait
+from autonomic.store.base import (
+    Commit,
+    Committed,
+    Delivery,
+    InboxItem,
+    Lease,
+    NewRun,
+    Store,
+    Wait,
+)
 from autonomic.tools.approval import approval_check
 from autonomic.tools.awaiting import AwaitingTool
 from autonomic.tools.executor import Outcome, execute_action, refusal
@@ -159,6 +169,59 @@ class SpawnRefused(Exception):
     """A child run that must not be started (unknown agent, cycle, too deep)."""
 
 
+class _Broken(Exception):
+    """A guard raised or answered nonsense: the run cannot go on safely, and fails with
+    this message."""
+
+
+_STEPS = (ModelCall, ToolCalls, Spawn, Await, Record, Finish, Fail)
+_MAX_BATCH = 256
+"""Events recorded without an effect (a strategy's own notes) are committed this often."""
+
+
+def _reraise_cancellation(error: BaseException) -> None:
+    """Re-raise ``error`` if it is this task being cancelled; a CancelledError that user
+    code raised while nobody cancels is just another failure."""
+    if isinstance(error, asyncio.CancelledError) and _cancelling():
+        raise error
+
+
+async def _ask(guard: Guard, hook: Callable[[], object]) -> object:
+    """A guard's verdict; _Broken when the guard raises."""
+    try:
+        return await _verdict(hook())
+    except BaseException as e:
+        _reraise_cancellation(e)
+        raise _Broken(f"guard {_name(guard)!r} raised {_describe(e)}") from None
+
+
+def _name(guard: Guard) -> str:
+    name = getattr(guard, "name", None)
+    return clean_text(name) if isinstance(name, str) and name else type(guard).__name__
+
+
+def _text(value: object) -> str:
+    """Text from user code (a reason, a rationale) that the log can hold."""
+    return clean_text(value) if isinstance(value, str) else safe_str(value)
+
+
+def _recordable(event: object) -> bool:
+    """May a strategy or guard record ``event``: a registered type that is not one only
+    the driver records."""
+    kind = type(event)
+    return event_types().get(kind.__name__) is kind and not isinstance(event, _CONTROL_EVENTS)
+
+
+def _checked_calls(step: ToolCalls) -> list[ToolCall]:
+    """A strategy's tool calls, checked as a model's are (a call that cannot run carries
+    its error); empty when ``calls`` is not a sequence."""
+    calls = step.calls
+    if not isinstance(calls, tuple | list):
+        return []
+    seen: set[str] = set()
+    return [checked_call(raw, index, seen)[0] for index, raw in enumerate(calls, 1)]
+
+
 class Driver:
     """Drives one run in this process while it holds the run's lease."""
 
@@ -206,6 +269,9 @@ class Driver:
         self._new_children: list[tuple[NewRun, Sequence[NewEvent]]] = []
         self._snapshots = SnapshotWriter()
         self._digester = RequestDigester()
+        self._store_failed: StoreError | None = None
+        """Set when a commit failed: the log may not hold what the state does, so this
+        driver must write nothing more (resuming folds the run again from the store)."""
 
     # -- recording and committing ---------------------------------------------------------
 
@@ -218,8 +284,38 @@ class Driver:
         self._batch.append(encoded)
         if observe:
             for guard in self.agent.guards:
-                for extra in guard.observe(state, event):
+                for extra in self._observed(guard, event):
                     self.record(extra, observe=False)
+
+    def _observed(self, guard: Guard, event: Event) -> Sequence[Event]:
+        """The events ``guard`` adds after ``event``; _Broken when it raises or answers
+        anything but events of its own. Nothing is added after the run has ended."""
+        try:
+            extras = guard.observe(self.state, event)
+        except BaseException as e:
+            _reraise_cancellation(e)
+            raise _Broken(
+                f"guard {_name(guard)!r} raised {_describe(e)} observing {type(event).__name__}"
+            ) from None
+        if not isinstance(extras, list | tuple):
+            raise _Broken(
+                f"guard {_name(guard)!r} observed {type(event).__name__} and returned a "
+                f"{type(extras).__name__}, not a list of events"
+            )
+        for extra in extras:
+            if not _recordable(extra):
+                raise _Broken(
+                    f"guard {_name(guard)!r} tried to record a {type(extra).__name__}: only "
+                    "registered event types of its own may be recorded"
+                )
+        if extras and self.state.terminal:
+            log.warning(
+                "run %s: guard %r asked to record events after the run ended; dropped",
+                self.state.run_id,
+                _name(guard),
+            )
+            return ()
+        return extras
 
     async def commit(
         self,
@@ -248,9 +344,16 @@ class Driver:
             release=release,
         )
         self._batch = []
+        if self._store_failed is not None:
+            raise self._store_failed
         self._committing = True
         try:
             committed = await self.store.commit(commit)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._store_failed = self._store_error(e)
+            raise self._store_failed from e
         finally:
             self._committing = False
         self.committed_seq = committed.last_seq
@@ -263,16 +366,26 @@ class Driver:
             self.host.children_created(
                 [(run.run_id, Lease(self.lease.owner, 1)) for run, _ in children]
             )
-        if self._interrupted:
+        if self._interrupted and self.task is not None:
             self._interrupted = False
-            raise asyncio.CancelledError
+            self.task.cancel()  # what waited for the commit to land
+            await asyncio.sleep(0)
         # a waiting run is snapshotted too, so that waking it reads little
         due = self.snapshot_every if wait is None else min(self.snapshot_every, 16)
         if self.state.seq - self.snapshot_seq >= due and (wait is not None or not release):
             body, blobs = self._snapshots.encode(self.state)
-            await self.store.put_snapshot(self.state.run_id, self.state.seq, body, blobs)
+            try:
+                await self.store.put_snapshot(self.state.run_id, self.state.seq, body, blobs)
+            except Exception as e:  # a snapshot is a cache: the events are committed
+                log.warning("run %s: could not store a snapshot: %s", self.state.run_id, e)
             self.snapshot_seq = self.state.seq
         return committed
+
+    def _store_error(self, error: BaseException) -> StoreError:
+        """What the store raised, as a StoreError (a store's bug or an OSError included)."""
+        if isinstance(error, StoreError):
+            return error
+        return StoreError(f"run {self.state.run_id}: the store failed: {_describe(error)}")
 
     def interrupt(self, cancel_by: str | None = None) -> None:
         """Stop what the run is doing now: to cancel it (``cancel_by``), or because this
@@ -352,21 +465,30 @@ class Driver:
             if state.pending:
                 await self._recover_pending()
             await self._loop()
-        except (asyncio.CancelledError, StoreError):
+        except StoreError:
             raise
-        except BaseException as e:  # a strategy's or guard's bug, SystemExit included
-            self._end(
-                RunFailed(f"internal error: {_describe(e)}"), "interrupted by an internal error"
-            )
+        except BaseException as e:
+            _reraise_cancellation(e)
+            if (self.cancel_by is not None or self._timed_out) and isinstance(
+                e, asyncio.CancelledError
+            ):
+                raise
+            # a strategy's, guard's or model's bug: SystemExit and a stray CancelledError
+            # (one that nobody asked for) included
+            why = str(e) if isinstance(e, _Broken) else f"internal error: {_describe(e)}"
+            if state.terminal:
+                log.error("run %s, after it ended: %s", state.run_id, why)
+            self._end(RunFailed(why), "interrupted by an internal error")
         if state.status != "waiting":
             await self._finish()
 
     def _end(self, ending: Event, why: str) -> None:
+        """End the run now (the guards are not asked: one of them may be why it ends)."""
         if self.state.terminal:
             return
         for action_id in list(self.state.pending):
-            self.record(ActionFailed(action_id, why))
-        self.record(ending)
+            self.record(ActionFailed(action_id, why), observe=False)
+        self.record(ending, observe=False)
 
     async def _finish(self) -> None:
         """The final commit of this driver: the run ended (or stays running for another
@@ -383,9 +505,11 @@ class Driver:
     async def _loop(self) -> None:
         state, loop = self.state, asyncio.get_running_loop()
         while state.status == "running":
-            if loop.time() >= self._deadline:  # a strategy that never yields
+            if loop.time() >= self._deadline:  # steps that never wait: the timer cannot fire
                 self._time_up()
                 await asyncio.sleep(0)
+            if len(self._batch) >= _MAX_BATCH:  # nor may they pile up uncommitted events
+                await self.commit()
             if self._mail:
                 await self._drain()
                 if self.cancel_by is not None:
@@ -399,7 +523,19 @@ class Driver:
             before = state.seq
             step = await self._decide()
             if step is not None:
-                await self._perform(step)
+                try:
+                    await self._perform(step)
+                except (StoreError, _Broken):
+                    raise
+                except Exception as e:
+                    self._end(
+                        RunFailed(
+                            f"the {type(step).__name__} step of strategy "
+                            f"{self.agent.strategy.name!r} failed: {_describe(e)}"
+                        ),
+                        "interrupted: its step failed",
+                    )
+                    return
                 if state.seq == before and state.status == "running":
                     self.record(
                         RunFailed(
@@ -416,10 +552,11 @@ class Driver:
         state, agent = self.state, self.agent
         try:
             step: object = agent.strategy.next_step(state, self.view)
-        except Exception as e:
+        except BaseException as e:
+            _reraise_cancellation(e)
             self.record(RunFailed(f"strategy {agent.strategy.name!r} raised {_describe(e)}"))
             return None
-        if not isinstance(step, ModelCall | ToolCalls | Spawn | Await | Record | Finish | Fail):
+        if not isinstance(step, _STEPS):
             self.record(
                 RunFailed(
                     f"strategy {agent.strategy.name!r} returned a {type(step).__name__}, "
@@ -435,18 +572,29 @@ class Driver:
             )
             return None
         for guard in agent.guards:
-            verdict = await _verdict(guard.check(state, step))
+            verdict = await _ask(guard, functools.partial(guard.check, state, step))
             if isinstance(verdict, Rewrite):
+                if not isinstance(verdict.step, _STEPS):
+                    raise _Broken(
+                        f"guard {_name(guard)!r} rewrote the step into a "
+                        f"{type(verdict.step).__name__}, which is not a step"
+                    )
                 step = verdict.step
             elif isinstance(verdict, Deny):
-                self.record(GuardTripped(guard.name, verdict.reason))
+                reason = _text(verdict.reason)
+                self.record(GuardTripped(_name(guard), reason))
                 if isinstance(step, ToolCalls):
-                    for call in step.calls:
-                        request = self._request(call, step.rationale)
-                        self.record(ActionFailed(request.action_id, f"denied: {verdict.reason}"))
+                    for call in _checked_calls(step):
+                        request = self._request(call, _text(step.rationale))
+                        self.record(ActionFailed(request.action_id, f"denied: {reason}"))
                 else:
-                    self.record(RunFailed(f"{guard.name}: {verdict.reason}"))
+                    self.record(RunFailed(f"{_name(guard)}: {reason}"))
                 return None
+            elif not isinstance(verdict, Allow):
+                raise _Broken(
+                    f"guard {_name(guard)!r} returned a {type(verdict).__name__}, not a "
+                    "verdict (Allow, Deny or Rewrite)"
+                )
         return step
 
     async def _perform(self, step: Step) -> None:
@@ -463,7 +611,7 @@ class Driver:
                 self._record_own(step)
             case Finish(answer):
                 if isinstance(answer, str):
-                    self.record(RunCompleted(answer))
+                    self.record(RunCompleted(clean_text(answer)))
                 else:
                     self.record(
                         RunFailed(f"the final answer is a {type(answer).__name__}, not text")
@@ -474,10 +622,9 @@ class Driver:
                 assert_never(step)
 
     def _record_own(self, step: Record) -> None:
-        names = event_types()
         for event in step.events:
             kind = type(event)
-            if names.get(kind.__name__) is not kind or isinstance(event, _CONTROL_EVENTS):
+            if not _recordable(event):
                 self.record(
                     RunFailed(
                         f"strategy {self.agent.strategy.name!r} tried to record a "
@@ -517,7 +664,8 @@ class Driver:
         latency = round((time.perf_counter() - started) * 1000, 3)
         response = checked_response(raw)
         meta = dict(response.meta)
-        for change in meta.pop("breaker", ()):
+        changes = meta.pop("breaker", ())
+        for change in changes if isinstance(changes, list) else ():
             if isinstance(change, dict):
                 self.record(
                     CircuitChanged(
@@ -564,23 +712,31 @@ class Driver:
     async def _approval_reason(self, call: ToolCall) -> tuple[str | None, str | None]:
         """(why the call needs approval, why it is denied); both None to run it now."""
         for guard in self.agent.guards:
-            verdict = await _verdict(guard.check_call(self.state, call))
+            verdict = await _ask(guard, functools.partial(guard.check_call, self.state, call))
             if isinstance(verdict, Deny):
-                self.record(GuardTripped(guard.name, verdict.reason))
-                return None, f"denied by {guard.name}: {verdict.reason}"
+                reason = _text(verdict.reason)
+                self.record(GuardTripped(_name(guard), reason))
+                return None, f"denied by {_name(guard)}: {reason}"
             if isinstance(verdict, RequireApproval):
-                return verdict.reason or f"{guard.name} requires approval", None
+                return _text(verdict.reason) or f"{_name(guard)} requires approval", None
+            if not isinstance(verdict, Allow):
+                raise _Broken(
+                    f"guard {_name(guard)!r} returned a {type(verdict).__name__} for a tool "
+                    "call, not a verdict (Allow, Deny or RequireApproval)"
+                )
         check = approval_check(self.tools[call.name], dict(call.arguments))
         return (check.reason if check.required else None), None
 
     async def _tool_calls(self, step: ToolCalls) -> None:
-        if not step.calls:
+        calls = _checked_calls(step)
+        if not calls:
             self.record(RunFailed(f"strategy {self.agent.strategy.name!r} asked to call no tools"))
             return
+        rationale = _text(step.rationale)
         planned: list[tuple[ActionRequested, str | None]] = []
-        for call in step.calls:
+        for call in calls:
             if call.error or call.name not in self.tools:
-                request = self._request(call, step.rationale)
+                request = self._request(call, rationale)
                 planned.append((request, refusal(request, self.tools, call.error) or "refused"))
                 continue
             needs, denied = await self._approval_reason(call)
@@ -594,12 +750,12 @@ class Driver:
                         tool=call.name,
                         digest=digest,
                         args=dict(call.arguments),
-                        rationale=step.rationale,
+                        rationale=rationale,
                         reason=needs,
                     )
                 )
             else:
-                planned.append((self._request(call, step.rationale), denied))
+                planned.append((self._request(call, rationale), denied))
         await self._start(planned)
 
     async def _start(self, planned: list[tuple[ActionRequested, str | None]]) -> None:
@@ -785,9 +941,12 @@ class Driver:
     async def _drain(self) -> None:
         """Read the inbox into the log: decisions, signals, children's ends, cancellation."""
         self._mail = False
-        items = await self.store.read_inbox(self.state.run_id, self.drained)
-        refs = [d for item in items for d in blob_refs(item.record)]
-        blobs = await self.store.get_blobs(refs) if refs else None
+        try:
+            items = await self.store.read_inbox(self.state.run_id, self.drained)
+            refs = [d for item in items for d in _inbox_blob_refs(item)]
+            blobs = await self.store.get_blobs(refs) if refs else None
+        except Exception as e:
+            raise self._store_error(e) from e
         for item in items:
             self.drained = max(self.drained, item.id)
             try:
@@ -891,6 +1050,14 @@ class Driver:
             self._new_children.append((child, [encode_event(started, time.time())]))
             ids.append(child_id)
         return ids
+
+
+def _inbox_blob_refs(item: InboxItem) -> list[str]:
+    """The blobs an inbox item refers to; none when it is unreadable (it is refused)."""
+    try:
+        return blob_refs(item.record)
+    except StoreCorrupt:
+        return []
 
 
 def _cancelling() -> bool:

@@ -415,20 +415,36 @@ def blob_digest(data: bytes) -> str:
 
 
 def encode_event(event: Event, ts: float) -> NewEvent:
-    """Encode an event, moving its large string fields into content-addressed blobs."""
+    """Encode an event, moving its large string fields into content-addressed blobs.
+
+    An event that would not read back (a field of the wrong type, a lone surrogate, a
+    type that is not registered) is refused with ConfigError: a log must never hold
+    what cannot be decoded.
+    """
+    cls = type(event)
+    decoder = _DECODERS.get(cls)
+    if decoder is None or _TYPES.get(cls.__name__) is not cls:
+        raise ConfigError(f"{cls.__name__} is not a registered event type (@register_event)")
     blobs: dict[str, bytes] = {}
     replaced: dict[str, str] = {}
-    for name in event.LARGE_FIELDS:
-        value = getattr(event, name)
-        # a short value that merely looks like a reference is stored as a blob too
-        if len(value) > BLOB_THRESHOLD or value.startswith(BLOB_REF):
-            data = value.encode()
-            digest = blob_digest(data)
-            blobs[digest] = data
-            replaced[name] = BLOB_REF + digest
-    if replaced:
-        event = msgspec.structs.replace(event, **replaced)
-    return NewEvent(type(event).__name__, event.VERSION, ts, _encoder.encode(event), blobs)
+    try:
+        for name in event.LARGE_FIELDS:
+            value = getattr(event, name)
+            if not isinstance(value, str):
+                raise TypeError(f"its {name} is a {type(value).__name__}, not a string")
+            # a short value that merely looks like a reference is stored as a blob too
+            if len(value) > BLOB_THRESHOLD or value.startswith(BLOB_REF):
+                data = value.encode()
+                digest = blob_digest(data)
+                blobs[digest] = data
+                replaced[name] = BLOB_REF + digest
+        if replaced:
+            event = msgspec.structs.replace(event, **replaced)
+        body = _encoder.encode(event)
+        decoder.decode(body)
+    except (TypeError, ValueError, msgspec.MsgspecError) as e:
+        raise ConfigError(f"a {cls.__name__} event cannot be recorded: {e}") from None
+    return NewEvent(cls.__name__, event.VERSION, ts, body, blobs)
 
 
 def blob_refs(record: EventRecord) -> list[str]:
@@ -459,6 +475,13 @@ def decode_event(record: EventRecord, blobs: Mapping[str, bytes] | None = None) 
         raise StoreCorrupt(
             f"event {record.seq} ({record.type} v{record.version}) was written by a newer "
             "autonomic: upgrade autonomic to read this run"
+        )
+    if record.version < cls.VERSION and any(
+        (record.type, v) not in UPGRADES for v in range(record.version, cls.VERSION)
+    ):
+        raise StoreCorrupt(
+            f"event {record.seq} ({record.type} v{record.version}) has a schema version this "
+            f"autonomic cannot upgrade (it reads v{cls.VERSION})"
         )
     try:
         if record.version == cls.VERSION and _BLOB_REF_BYTES not in record.body:

@@ -8,6 +8,7 @@ the same whichever process did it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -106,10 +107,14 @@ def wait_for(
     conditions: Sequence[WaitFor], state: RunState, now: float, reason: str
 ) -> Wait | None:
     """The inbox keys and time a run suspended on ``conditions`` waits for; None when
-    one of them is already met."""
+    one of them is already met. Raises ValueError for a wait that nothing could ever end
+    (no condition, or one that is not a condition)."""
+    if not isinstance(conditions, tuple | list) or not conditions:
+        raise ValueError("an Await needs a condition: Approval, Children, Timer or Signal")
     groups: list[tuple[str, ...]] = []
     wake_at: float | None = None
     for condition in conditions:
+        _check_condition(condition)
         match condition:
             case Approval(digest):
                 if digest not in state.approvals:
@@ -137,5 +142,43 @@ def wait_for(
                 when = at if at is not None else now + (after_s or 0.0)
                 if when <= now:
                     return None
+                if when > LATEST_TIME:
+                    raise ValueError("a Timer cannot be set after the year 9999")
                 wake_at = when if wake_at is None else min(wake_at, when)
     return Wait(tuple(groups), wake_at, reason)
+
+
+LATEST_TIME = 253402300799.0
+"""The last second of the year 9999: a timer set later could not even be printed."""
+
+
+def _check_condition(condition: object) -> None:
+    """ValueError, saying why, for a condition that is malformed."""
+    match condition:
+        case Approval(digest):
+            ok, what = isinstance(digest, str), "an Approval needs a digest (text)"
+        case Children(ids, mode):
+            ok = (
+                isinstance(ids, tuple | list)
+                and bool(ids)
+                and all(isinstance(i, str) for i in ids)
+                and mode in ("all", "any")
+            )
+            what = "Children needs child run ids (text) and mode 'all' or 'any'"
+        case Signal(name):
+            ok, what = isinstance(name, str) and bool(name.strip()), "a Signal needs a name"
+        case Timer(at, after_s):
+            given = [v for v in (at, after_s) if v is not None]
+            ok = len(given) == 1 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in given
+            )
+            what = "a Timer needs one finite number: at or after_s"
+        case _:
+            ok = False
+            what = (
+                f"a {type(condition).__name__} is not something to wait for "
+                "(Approval, Children, Timer or Signal)"
+            )
+    if not ok:
+        raise ValueError(what)

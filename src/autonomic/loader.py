@@ -1,8 +1,9 @@
 """Reading runs back: decode a run's events (blobs included) and fold them into its state.
 
 A snapshot is a cache: when it is missing, stale or damaged the run is folded from its
-events. The events are the truth: a gap in them, or a log that ends before the run's row
-says it does, is reported as ``StoreCorrupt`` naming the run, never folded silently.
+events. The events are the truth: a gap in them, an event that cannot be decoded, or a
+log that does not end where the run's row says it does, is reported as ``StoreCorrupt``
+naming the run, never folded silently.
 """
 
 from __future__ import annotations
@@ -37,7 +38,18 @@ async def decode_records(store: Store, records: Sequence[EventRecord]) -> list[S
 async def read_events(
     store: Store, run_id: str, after_seq: int = 0, limit: int | None = None
 ) -> list[StoredEvent]:
-    return await decode_records(store, await store.read(run_id, after_seq, limit))
+    """Events ``after_seq + 1``, ``after_seq + 2``... of the run (at most ``limit``);
+    StoreCorrupt naming the run when one is missing or cannot be decoded."""
+    records = await store.read(run_id, after_seq, limit)
+    for expected, record in enumerate(records, after_seq + 1):
+        if record.seq != expected:
+            raise StoreCorrupt(
+                f"run {run_id}: its log has event {record.seq} where event {expected} should be"
+            )
+    try:
+        return await decode_records(store, records)
+    except StoreCorrupt as e:
+        raise StoreCorrupt(f"run {run_id}: {e}") from e
 
 
 async def load_state(
@@ -52,21 +64,15 @@ async def load_state(
     after = 0
     if use_snapshot:
         snapshot = await store.latest_snapshot(run_id)
-        if snapshot is not None and snapshot[0] <= info.last_seq:
-            state = await decode_snapshot(run_id, snapshot[1], store.get_blobs)
+        if snapshot is not None and 0 < snapshot[0] <= info.last_seq:
+            state = await decode_snapshot(run_id, snapshot[0], snapshot[1], store.get_blobs)
             after = snapshot[0] if state is not None else 0
     if state is None:
         state = RunState(run_id=run_id)
-    try:
-        stored = await read_events(store, run_id, after)
-    except StoreCorrupt as e:
-        raise StoreCorrupt(f"run {run_id}: {e}") from e
-    expected = after + 1
-    for event in stored:
-        if event.seq != expected:
-            raise StoreCorrupt(f"run {run_id}: event {expected} is missing from its log")
+    for event in await read_events(store, run_id, after):
         state.apply(event.event, event.seq, event.ts)
-        expected += 1
+    if state.seq > info.last_seq:  # it may have moved on since its row was read
+        info = await store.get_run(run_id)
     if state.seq != info.last_seq:
         raise StoreCorrupt(
             f"run {run_id}: its row says it has {info.last_seq} events but its log has {state.seq}"

@@ -72,15 +72,32 @@ class SnapshotWriter:
 
 
 async def decode_snapshot(
-    run_id: str, body: bytes, get_blobs: Callable[[Iterable[str]], Awaitable[dict[str, bytes]]]
+    run_id: str,
+    seq: int,
+    body: bytes,
+    get_blobs: Callable[[Iterable[str]], Awaitable[dict[str, bytes]]],
 ) -> RunState | None:
-    """The state a snapshot holds, or None (with a warning) when it cannot be used."""
+    """The state a snapshot taken at event ``seq`` holds, or None (with a warning) when it
+    cannot be used."""
     try:
         snapshot = _decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         log.warning("run %s: snapshot unreadable (%s); folding its events instead", run_id, e)
         return None
     if snapshot.fold != fold_version():
+        log.warning(
+            "run %s: snapshot folded by another version of the reducers; folding its events "
+            "instead",
+            run_id,
+        )
+        return None
+    if snapshot.state.seq != seq:
+        log.warning(
+            "run %s: snapshot stored as event %d holds event %d; folding its events instead",
+            run_id,
+            seq,
+            snapshot.state.seq,
+        )
         return None
     blobs = await get_blobs(snapshot.chunks) if snapshot.chunks else {}
     messages: list[Message] = []

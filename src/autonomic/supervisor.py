@@ -25,6 +25,7 @@ from autonomic.errors import (
     ConfigError,
     LeaseLost,
     RunEnded,
+    StoreCorrupt,
     StoreError,
 )
 from autonomic.events import CancelRequested, Event, RunDead, decode_event, encode_event
@@ -176,7 +177,8 @@ class Supervisor:
         """Drive a run whose lease was just claimed (the id is reserved by the caller).
 
         A run that crashed its process too often is buried instead (None); one whose agent
-        cannot be loaded here is released, counted as a failed start.
+        cannot be loaded here, or whose log cannot be read, is released, counted as a
+        failed start (so that claiming it again backs off).
         """
         run_id = claim.info.run_id
         try:
@@ -191,7 +193,7 @@ class Supervisor:
             resolved = agent.resolved_model()
         except BaseException as e:
             self.unreserve(run_id)
-            retry = isinstance(e, AgentNotFound | ConfigError)
+            retry = isinstance(e, AgentNotFound | ConfigError | StoreCorrupt)
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(
                     run_id,
