@@ -80,20 +80,20 @@ def checked_call(raw: object, index: int, seen: set[str]) -> tuple[ToolCall, str
 
 
 def _well_formed(raw: ModelResponse) -> bool:
-    """The common case, checked cheaply: right types, unique ids, and it encodes (which
-    also rules out lone surrogates and values that are not JSON data)."""
+    """The common case, checked cheaply: what ``checked_response`` would keep as it is.
+    Encoding once rules out lone surrogates and values that are not JSON data."""
     if not (isinstance(raw.text, str) and isinstance(raw.tool_calls, tuple)):
         return False
     usage = raw.usage
     if not (
         type(usage) is Usage
-        and type(usage.input_tokens) is int
-        and type(usage.output_tokens) is int
-        and min(usage.input_tokens, usage.output_tokens) >= 0
+        and _count(usage.input_tokens)
+        and _count(usage.output_tokens)
         and isinstance(raw.model, str)
+        and isinstance(raw.meta, dict)
     ):
         return False
-    if not (raw.cost is None or (type(raw.cost) is float and math.isfinite(raw.cost))):
+    if raw.cost is not None and _cost(raw.cost) != raw.cost:
         return False
     ids = set()
     for call in raw.tool_calls:
@@ -102,18 +102,22 @@ def _well_formed(raw: ModelResponse) -> bool:
             and type(call.id) is str
             and type(call.name) is str
             and type(call.arguments) is dict
-            and all(type(key) is str for key in call.arguments)
             and call.id
             and call.name.strip()
             and call.id not in ids
         ):
             return False
         ids.add(call.id)
+        try:
+            if json_safe(call.arguments) != call.arguments:
+                return False
+        except ValueError:
+            return False
     try:
         _encoder.encode(raw)
     except (TypeError, ValueError, UnicodeEncodeError, OverflowError):
         return False
-    return isinstance(raw.meta, dict)
+    return True
 
 
 def checked_response(raw: object) -> ModelResponse:

@@ -408,7 +408,11 @@ class Driver:
         self.lease_deadline = at + self.lease_s
 
     def _check_lease(self) -> None:
-        """Before any effect: a process that stalled past its lease must not act."""
+        """Before any effect: a cancellation already asked for lands now, before the effect
+        starts; and a process that stalled past its lease must not act."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         if time.monotonic() > self.lease_deadline:
             raise LeaseLost(
                 f"run {self.state.run_id}: this process's lease ran out before it could renew "

@@ -45,6 +45,11 @@ AgentChangePolicy = Literal["warn", "refuse"]
 ENDED = TERMINAL | {"dead"}
 
 
+def _backoff(recoveries: int) -> float:
+    """Seconds before a run that could not be started here is tried again: 1, 1, 2, 4... 60."""
+    return float(min(60, 2 ** max(0, recoveries - 1)))
+
+
 class Supervisor:
     """Drives runs in this process (it is each driver's ``DriverHost``)."""
 
@@ -199,7 +204,7 @@ class Supervisor:
                     run_id,
                     claim.lease,
                     failed_start=retry,
-                    retry_at=time.time() + min(60.0, self.poll_s * 2.0**claim.info.recoveries),
+                    retry_at=time.time() + _backoff(claim.info.recoveries),
                 )
             raise
         return self.drive(

@@ -97,17 +97,17 @@ class _Attempt:
 
 
 class _Caller:
-    """The task running the action, to tell its real cancellation (its cancel count went up
-    since the start) from a stray ``CancelledError`` that some code raised by itself."""
+    """The task running the action, to tell its real cancellation (one was asked of it and
+    not withdrawn, even before the action began) from a stray ``CancelledError`` that some
+    code raised by itself."""
 
-    __slots__ = ("baseline", "task")
+    __slots__ = ("task",)
 
     def __init__(self) -> None:
         self.task = asyncio.current_task()
-        self.baseline = self.task.cancelling() if self.task is not None else 0
 
     def cancelled(self) -> bool:
-        return self.task is not None and self.task.cancelling() > self.baseline
+        return self.task is not None and self.task.cancelling() > 0
 
 
 class _ToolEvents:
