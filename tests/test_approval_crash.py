@@ -33,7 +33,7 @@ from autonomic.store.base import RunInfo
 from drills import committed
 
 HERE = Path(__file__).parent
-ROUNDS = 60
+ROUNDS = 90
 
 
 def spawn(url: str, effects: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -99,9 +99,9 @@ def test_sigkill_across_request_approve_execute_observe(tmp_path: Path) -> None:
         else:
             mode = ("drive",)
         proc = spawn(url, effects, *mode)
-        target = len(before) + rng.randint(1, 6)
+        target = len(before) + rng.randint(1, 3)
         delay = rng.uniform(0.0, 0.6) if mode[0] == "approve" else 30.0
-        if round_ % 4 == 3:  # now and then let a process finish its part
+        if round_ % 5 == 4:  # now and then let a process finish its part
             target, delay = 10**6, 30.0
         at = kill_at(proc, db, target, delay)
         if at >= 0:
