@@ -398,6 +398,11 @@ class Driver:
         elif self.task is not None:
             self.task.cancel()
 
+    @property
+    def released(self) -> bool:
+        """This driver gave the run's lease up (the run ended, waits, or went elsewhere)."""
+        return self._released
+
     def notice_mail(self, inbox_last: int) -> None:
         """Something arrived in the run's inbox: read it at the next step boundary."""
         if inbox_last > self.drained:

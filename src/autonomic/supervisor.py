@@ -306,7 +306,7 @@ class Supervisor:
         interval = min(self.lease_s / 3, 2 * self.poll_s)
         while True:
             await asyncio.sleep(interval)
-            leases = [(run_id, d.lease) for run_id, d in self.drivers.items()]
+            leases = [(run_id, d.lease) for run_id, d in self.drivers.items() if not d.released]
             if not leases:
                 continue
             at = time.monotonic()
@@ -317,8 +317,8 @@ class Supervisor:
                 continue
             for run_id, lease in leases:
                 driver, task = self.drivers.get(run_id), self.tasks.get(run_id)
-                if driver is None or task is None or driver.lease != lease:
-                    continue
+                if driver is None or task is None or driver.lease != lease or driver.released:
+                    continue  # it ended, or gave its lease up itself (it waits, or ended)
                 if run_id in lost:
                     log.warning("run %s: lease lost, another process drives it now", run_id)
                     driver.failure = LeaseLost(f"run {run_id} is driven by another process now")
