@@ -415,8 +415,7 @@ class Driver:
     def _check_lease(self) -> None:
         """Before any effect: a cancellation already asked for lands now, before the effect
         starts; and a process that stalled past its lease must not act."""
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if self.task is not None and self.task.cancelling():
             raise asyncio.CancelledError
         if time.monotonic() > self.lease_deadline:
             raise LeaseLost(
