@@ -79,5 +79,9 @@ class Guard:
         return ALLOW
 
     def observe(self, state: RunState, event: Event) -> Sequence[Event]:
-        """Extra events to record after ``event`` (e.g. a warning); folded like any other."""
+        """Extra events to record after ``event`` (e.g. a warning); folded like any other.
+
+        Only registered event types of the guard's own (or ``GuardTripped``) may be added:
+        a guard cannot forge what the runtime records (a run's ending, an approval...).
+        A guard that raises, or answers something that is not a verdict, fails the run."""
         return ()

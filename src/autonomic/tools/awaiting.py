@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from autonomic.errors import ConfigError, ToolError
 from autonomic.messages import ToolSpec
 from autonomic.steps import ChildSpec
-from autonomic.tools.base import ToolContext
+from autonomic.tools.base import Tool, ToolContext
 from autonomic.tools.options import DEFAULT_OPTIONS
 
 if TYPE_CHECKING:
@@ -34,17 +34,8 @@ class Deferral:
 
 
 @runtime_checkable
-class AwaitingTool(Protocol):
+class AwaitingTool(Tool, Protocol):
     """A tool performed as a durable wait instead of an in-process call."""
-
-    @property
-    def spec(self) -> ToolSpec: ...
-
-    @property
-    def idempotent(self) -> bool: ...
-
-    @property
-    def timeout(self) -> float | None: ...
 
     def defer(self, arguments: dict[str, Any]) -> Deferral:
         """Validate the arguments and say what the call waits for; raises ToolError."""
@@ -53,8 +44,6 @@ class AwaitingTool(Protocol):
     def outcome(self, arguments: dict[str, Any], children: Sequence[ChildState]) -> str:
         """The observation once the wait is over; raises ToolError for a failure."""
         ...
-
-    async def invoke(self, arguments: dict[str, Any], context: ToolContext) -> str: ...
 
 
 class _Deferred:
