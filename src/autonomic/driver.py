@@ -19,7 +19,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, Protocol, TypeVar, assert_never
+from typing import Any, Protocol, TypeGuard, TypeVar, assert_never
 
 from autonomic._text import clean_text, safe_str
 from autonomic.agent import Agent
@@ -247,7 +247,7 @@ class Driver:
         self.snapshot_every = snapshot_every
         self.view = agent.view()
         self.tools = agent.tool_map
-        self._awaiting = {n: t for n, t in self.tools.items() if isinstance(t, AwaitingTool)}
+        self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
         self.lease_deadline = time.monotonic() + lease_s
@@ -1066,6 +1066,18 @@ def _inbox_blob_refs(item: InboxItem) -> list[str]:
         return blob_refs(item.record)
     except StoreCorrupt:
         return []
+
+
+_AWAITING: dict[type, bool] = {}
+
+
+def _awaits(tool: object) -> TypeGuard[AwaitingTool]:
+    """Is ``tool`` performed as a durable wait? (A protocol check is slow: once per type.)"""
+    kind = type(tool)
+    known = _AWAITING.get(kind)
+    if known is None:
+        known = _AWAITING[kind] = isinstance(tool, AwaitingTool)
+    return known
 
 
 def _cancelling() -> bool:
