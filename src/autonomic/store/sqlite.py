@@ -72,6 +72,9 @@ _CHECKPOINT_BYTES = 4 * 1024 * 1024
 _MIN_SQLITE = (3, 35, 0)
 """UPDATE ... RETURNING."""
 _CHUNK = 500
+_SMALL_READ = 256
+_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = ?"
+"""Reads of at most this many rows run on the loop (see ``SQLiteStore._read``)."""
 """Values per ``IN (...)`` list."""
 
 _RUN_COLUMNS = (
@@ -306,6 +309,7 @@ class SQLiteStore(SharedResource):
         self._inline = self.synchronous in ("OFF", "NORMAL")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._lconn: sqlite3.Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._group: GroupCommit | None = None
@@ -326,6 +330,7 @@ class SQLiteStore(SharedResource):
         try:
             self._wconn = await loop.run_in_executor(self._writer, self._connect, True)
             self._rconn = await loop.run_in_executor(self._reader, self._connect, False)
+            self._lconn = await loop.run_in_executor(self._reader, self._connect, False)
         except BaseException:
             await self._close()
             raise
@@ -386,10 +391,11 @@ class SQLiteStore(SharedResource):
         if self._checkpoint is not None:
             await asyncio.wait([self._checkpoint])
         loop = asyncio.get_running_loop()
-        for conn, pool in ((self._wconn, self._writer), (self._rconn, self._reader)):
+        conns = ((self._wconn, self._writer), (self._rconn, self._reader))
+        for conn, pool in (*conns, (self._lconn, self._reader)):
             if conn is not None and pool is not None:
                 await loop.run_in_executor(pool, conn.close)
-        self._wconn = self._rconn = None
+        self._wconn = self._rconn = self._lconn = None
         for pool in (self._writer, self._reader):
             if pool is not None:
                 pool.shutdown(wait=False)
@@ -407,9 +413,13 @@ class SQLiteStore(SharedResource):
             raise StoreError("the store is not open: use 'async with' or await store.open()")
         return await self._group.write(op)
 
-    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        conn, pool = self._rconn, self._reader
-        if conn is None or pool is None:
+    async def _read(self, op: Callable[[sqlite3.Connection], T], *, small: bool = False) -> T:
+        """Run a read. A ``small`` one (a few rows by key) runs right here on the loop, on
+        a connection of its own: in WAL mode a reader never waits for a writer, and a
+        hop to the reader thread and back costs more than the read. Others run in the
+        reader thread, so that the loop never waits on a long scan."""
+        conn, pool = (self._lconn, None) if small else (self._rconn, self._reader)
+        if conn is None or (pool is None and not small):
             raise StoreError("the store is not open: use 'async with' or await store.open()")
 
         def run() -> T:
@@ -420,6 +430,8 @@ class SQLiteStore(SharedResource):
             except Exception as e:
                 raise store_error(self.path, "read", e) from e
 
+        if pool is None:
+            return run()
         return await asyncio.get_running_loop().run_in_executor(pool, run)
 
     def _after_batch(self) -> None:
@@ -851,7 +863,13 @@ class SQLiteStore(SharedResource):
         int64("after_seq", after_seq)
         if limit is not None:
             check_limit(int64("limit", limit))
-        return await self._read(lambda conn: self._read_events(conn, run_id, after_seq, limit))
+        small = limit is not None and limit <= _SMALL_READ
+        if not small and self._lconn is not None:  # the row says how many there can be
+            row = self._lconn.execute(_LAST_SEQ, (run_id,)).fetchone()
+            small = row is not None and row[0] - after_seq <= _SMALL_READ
+        return await self._read(
+            lambda conn: self._read_events(conn, run_id, after_seq, limit), small=small
+        )
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(digests))
@@ -866,7 +884,7 @@ class SQLiteStore(SharedResource):
                 )
             return found
 
-        return await self._read(op) if wanted else {}
+        return await self._read(op, small=len(wanted) <= _SMALL_READ) if wanted else {}
 
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         def op(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
@@ -875,10 +893,10 @@ class SQLiteStore(SharedResource):
             ).fetchone()
             return (row[0], row[1]) if row else None
 
-        return await self._read(op)
+        return await self._read(op, small=True)
 
     async def get_run(self, run_id: str) -> RunInfo:
-        return await self._read(lambda conn: self._get_run(conn, run_id))
+        return await self._read(lambda conn: self._get_run(conn, run_id), small=True)
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
         check_limit(int64("limit", limit))
@@ -936,7 +954,7 @@ class SQLiteStore(SharedResource):
                 ).fetchall()
             return [InboxItem(row[0], row[1], EventRecord(0, *row[2:])) for row in rows]
 
-        return await self._read(op)
+        return await self._read(op, small=True)
 
 
 def _check_rows(
