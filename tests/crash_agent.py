@@ -15,7 +15,7 @@ import time
 
 from autonomic import Agent, Runtime, ScriptedModel, ToolContext, tool, tool_call
 
-EFFECTS = os.environ.get("CRASH_EFFECTS", "effects.txt")
+EFFECTS = os.environ.get("DRILL_EFFECTS", "effects.txt")
 STEPS = 24
 
 

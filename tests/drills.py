@@ -1,11 +1,34 @@
-"""Helpers shared by the kill -9 drills: read what is durably committed, from outside."""
+"""Helpers shared by the kill -9 drills: start an agent script in a process of its own, and
+read what is durably committed, from outside."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["committed"]
+__all__ = ["committed", "spawn"]
+
+HERE = Path(__file__).parent
+
+
+def spawn(
+    script: str, *args: str, effects: Path, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Run ``tests/<script> <args>``; its tools leave their marks in ``effects`` (named by
+    ``DRILL_EFFECTS``); its stderr goes to ``log``, else is kept for ``communicate()``."""
+    env = {
+        **os.environ,
+        "DRILL_EFFECTS": str(effects),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, str(HERE / script), *args]
+    if log is None:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(log, "ab") as stderr:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def committed(db: Path) -> list[tuple[int, str, bytes]]:

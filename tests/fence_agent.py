@@ -14,7 +14,7 @@ import time
 
 from autonomic import Agent, Runtime, ScriptedModel, tool, tool_call
 
-EFFECTS = os.environ.get("FENCE_EFFECTS", "effects.txt")
+EFFECTS = os.environ.get("DRILL_EFFECTS", "effects.txt")
 
 
 @tool

@@ -5,11 +5,9 @@ and resuming never asks the model again for a step already recorded."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,25 +28,10 @@ from autonomic.events import (
 )
 from autonomic.loader import read_events
 from autonomic.store.base import RunInfo
-from drills import committed
+from drills import committed, spawn
 
 HERE = Path(__file__).parent
 ROUNDS = 90
-
-
-def spawn(url: str, effects: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CRASH_EFFECTS": str(effects),
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    with open(effects.with_suffix(".log"), "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, str(HERE / "approval_agent.py"), url, *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
 
 
 def kill_at(proc: subprocess.Popen[bytes], db: Path, target: int, delay_s: float) -> int:
@@ -98,7 +81,9 @@ def test_sigkill_across_request_approve_execute_observe(tmp_path: Path) -> None:
             mode = ("approve",)
         else:
             mode = ("drive",)
-        proc = spawn(url, effects, *mode)
+        proc = spawn(
+            "approval_agent.py", url, *mode, effects=effects, log=effects.with_suffix(".log")
+        )
         target = len(before) + rng.randint(1, 3)
         delay = rng.uniform(0.0, 0.6) if mode[0] == "approve" else 30.0
         if round_ % 5 == 4:  # now and then let a process finish its part

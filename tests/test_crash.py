@@ -4,10 +4,8 @@ never repeat a non-idempotent effect."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,26 +16,10 @@ from autonomic import Runtime
 from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, Event, RunCompleted
 from autonomic.loader import read_events
 from autonomic.store.base import RunInfo
-from drills import committed
+from drills import committed, spawn
 
 HERE = Path(__file__).parent
 KILL_ROUNDS = 24
-
-
-def spawn(store_url: str, effects: Path, *goal: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CRASH_EFFECTS": str(effects),
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    with open(effects.with_suffix(".log"), "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "crash_agent.py"), store_url, *goal],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    return proc
 
 
 def kill_when(
@@ -74,7 +56,13 @@ def test_sigkill_at_many_points_loses_nothing_and_repeats_no_effect(tmp_path: Pa
     db = tmp_path / "runs.db"
     url = f"sqlite:///{db}"
     effects = tmp_path / "effects.txt"
-    proc = spawn(url, effects, "run the crash drill")
+    proc = spawn(
+        "crash_agent.py",
+        url,
+        "run the crash drill",
+        effects=effects,
+        log=effects.with_suffix(".log"),
+    )
     kill_points: list[int] = []
     seen_before_kill: list[tuple[int, str, bytes]] = []
     for round_ in range(KILL_ROUNDS):
@@ -87,7 +75,7 @@ def test_sigkill_at_many_points_loses_nothing_and_repeats_no_effect(tmp_path: Pa
         if snapshot and snapshot[-1][1] == "RunCompleted":
             break
         time.sleep(0.35)  # let the dead process's lease expire
-        proc = spawn(url, effects)
+        proc = spawn("crash_agent.py", url, effects=effects, log=effects.with_suffix(".log"))
     assert proc.wait(timeout=120) == 0, effects.with_suffix(".log").read_text()
 
     assert len(set(kill_points)) >= 20, f"kill points: {kill_points}"

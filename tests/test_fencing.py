@@ -3,32 +3,15 @@ took over, writes nothing more and runs no tool once it wakes up (SIGCONT)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from drills import committed
+from drills import committed, spawn
 
 HERE = Path(__file__).parent
-
-
-def spawn(url: str, effects: Path, mode: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "FENCE_EFFECTS": str(effects),
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.Popen(
-        [sys.executable, str(HERE / "fence_agent.py"), url, mode],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def marks_of(effects: Path, pid: int) -> list[str]:
@@ -40,7 +23,7 @@ def marks_of(effects: Path, pid: int) -> list[str]:
 def test_a_stalled_process_writes_nothing_after_another_took_its_run(tmp_path: Path) -> None:
     db, effects = tmp_path / "runs.db", tmp_path / "effects.txt"
     url = f"sqlite:///{db}"
-    stalled = spawn(url, effects, "start")
+    stalled = spawn("fence_agent.py", url, "start", effects=effects)
     deadline = time.monotonic() + 30
     while not (effects.exists() and len(marks_of(effects, stalled.pid)) >= 3):
         assert time.monotonic() < deadline and stalled.poll() is None
@@ -49,7 +32,7 @@ def test_a_stalled_process_writes_nothing_after_another_took_its_run(tmp_path: P
     try:
         marks_before = marks_of(effects, stalled.pid)
         time.sleep(1.0)  # its lease (0.6 s) runs out while it is stopped
-        taker = spawn(url, effects, "adopt")
+        taker = spawn("fence_agent.py", url, "adopt", effects=effects)
         _, err = taker.communicate(timeout=60)
         assert taker.returncode == 0, err.decode()
         log_after_takeover = committed(db)
