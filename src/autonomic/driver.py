@@ -18,7 +18,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeGuard, TypeVar, assert_never
 
 from autonomic._text import clean_text, safe_str
@@ -102,7 +102,7 @@ from autonomic.store.base import (
 )
 from autonomic.tools.approval import approval_check
 from autonomic.tools.awaiting import AwaitingTool
-from autonomic.tools.executor import Outcome, execute_action, refusal
+from autonomic.tools.executor import CANCEL_GRACE_S, Outcome, execute_action, refusal
 from autonomic.tools.secrets import SecretsProvider
 
 __all__ = ["Driver", "DriverHost"]
@@ -150,6 +150,11 @@ class DriverHost(Protocol):
 
     def timer(self, wake_at: float) -> None:
         """Something this process drove will be ready at ``wake_at``."""
+        ...
+
+    def abandon(self, driver: Driver, why: str, action_id: str | None) -> None:
+        """``driver``'s task ignored a cancellation (a stuck tool, say): leave it behind,
+        and go on with the run in a new driver (``action_id`` failed with ``why``)."""
         ...
 
 
@@ -212,10 +217,13 @@ def _recordable(event: object) -> bool:
     return event_types().get(kind.__name__) is kind and not isinstance(event, _CONTROL_EVENTS)
 
 
-def _checked_calls(step: ToolCalls) -> list[ToolCall]:
+def _checked_calls(step: ToolCalls, answered: tuple[ToolCall, ...]) -> list[ToolCall]:
     """A strategy's tool calls, checked as a model's are (a call that cannot run carries
-    its error); empty when ``calls`` is not a sequence."""
+    its error); empty when ``calls`` is not a sequence. The calls of the model's last
+    answer (``answered``, checked when it was recorded) are taken as they are."""
     calls = step.calls
+    if calls is answered:
+        return list(calls)
     if not isinstance(calls, tuple | list):
         return []
     seen: set[str] = set()
@@ -239,8 +247,10 @@ class Driver:
         signer: ApprovalSigner,
         snapshot_every: int,
         mail: bool = True,
+        stuck_actions: Mapping[str, str] | None = None,
     ) -> None:
-        """``mail``: the run's inbox may hold something to read before the first step."""
+        """``mail``: the run's inbox may hold something to read before the first step.
+        ``stuck_actions``: actions a driver left behind was stuck in, and why."""
         self.store, self.host, self.agent, self.model, self.state = store, host, agent, model, state
         self.lease, self.lease_s = lease, lease_s
         self.secrets, self.signer = secrets, signer
@@ -259,6 +269,11 @@ class Driver:
         self._committing = False
         self._interrupted = False
         self._timed_out = False
+        self._stuck_actions = dict(stuck_actions or {})
+        self._answered: tuple[ToolCall, ...] = ()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.abandoned: str | None = None
+        """Why this driver was left behind (its task ignored a cancellation)."""
         self._deadline = 0.0
         self.drained = 0
         """The newest inbox item read into the log."""
@@ -346,6 +361,8 @@ class Driver:
         self._batch = []
         if self._store_failed is not None:
             raise self._store_failed
+        if self.abandoned is not None:
+            raise self._left_behind()
         self._committing = True
         try:
             committed = await self.store.commit(commit)
@@ -368,7 +385,7 @@ class Driver:
             )
         if self._interrupted and self.task is not None:
             self._interrupted = False
-            self.task.cancel()  # what waited for the commit to land
+            self._cancel_task()  # what waited for the commit to land
             await asyncio.sleep(0)
         # a waiting run is snapshotted too, so that waking it reads little
         due = self.snapshot_every if wait is None else min(self.snapshot_every, 16)
@@ -395,8 +412,32 @@ class Driver:
             self.cancel_by = cancel_by
         if self._committing:
             self._interrupted = True
-        elif self.task is not None:
-            self.task.cancel()
+        else:
+            self._cancel_task()
+
+    def _cancel_task(self) -> None:
+        """Cancel the driver's task, and watch that it stops: one that ignores the
+        cancellation (a stuck tool or model) is left behind, and the run goes on elsewhere."""
+        if self.task is None or self.task.done():
+            return
+        self.task.cancel()
+        if self._watchdog is None:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(CANCEL_GRACE_S, self._still_running)
+
+    def _still_running(self) -> None:
+        self._watchdog = None
+        if self.task is not None and not self.task.done():
+            self.host.abandon(self, "it ignored a cancellation for a while", None)
+
+    def _stuck(self, action_id: str, why: str) -> None:
+        self.host.abandon(self, why, action_id)
+
+    def _left_behind(self) -> LeaseLost:
+        return LeaseLost(
+            f"run {self.state.run_id}: this driver was left behind ({self.abandoned}); "
+            "another one goes on with the run"
+        )
 
     @property
     def released(self) -> bool:
@@ -415,6 +456,8 @@ class Driver:
     def _check_lease(self) -> None:
         """Before any effect: a cancellation already asked for lands now, before the effect
         starts; and a process that stalled past its lease must not act."""
+        if self.abandoned is not None:
+            raise self._left_behind()
         if self.task is not None and self.task.cancelling():
             raise asyncio.CancelledError
         if time.monotonic() > self.lease_deadline:
@@ -447,6 +490,8 @@ class Driver:
             raise
         finally:
             timer.cancel()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
     def _time_up(self) -> None:
         """The wall-time limit passed: stop whatever runs now (a commit ends first)."""
@@ -592,7 +637,7 @@ class Driver:
                 reason = _text(verdict.reason)
                 self.record(GuardTripped(_name(guard), reason))
                 if isinstance(step, ToolCalls):
-                    for call in _checked_calls(step):
+                    for call in _checked_calls(step, self._answered):
                         request = self._request(call, _text(step.rationale))
                         self.record(ActionFailed(request.action_id, f"denied: {reason}"))
                 else:
@@ -683,6 +728,7 @@ class Driver:
                         reason=str(change.get("reason", "")),
                     )
                 )
+        self._answered = response.tool_calls
         self.record(
             ModelResponded(
                 text=response.text,
@@ -736,7 +782,7 @@ class Driver:
         return (check.reason if check.required else None), None
 
     async def _tool_calls(self, step: ToolCalls) -> None:
-        calls = _checked_calls(step)
+        calls = _checked_calls(step, self._answered)
         if not calls:
             self.record(RunFailed(f"strategy {self.agent.strategy.name!r} asked to call no tools"))
             return
@@ -811,6 +857,7 @@ class Driver:
                 first_attempt=attempt,
                 secrets=self.secrets,
                 record=self.record,
+                stuck=self._stuck,
             )
 
         if len(requests) == 1:
@@ -829,6 +876,10 @@ class Driver:
         for request in list(self.state.pending.values()):
             if request.action_id in self.state.deferred:
                 continue  # a durable wait: its outcome arrives by the inbox
+            stuck = self._stuck_actions.pop(request.action_id, None)
+            if stuck is not None:
+                self.record(ActionFailed(request.action_id, stuck))
+                continue
             tool = self.tools.get(request.tool)
             if tool is not None and (tool.idempotent or self.agent.on_unknown_outcome == "rerun"):
                 rerun.append(request)

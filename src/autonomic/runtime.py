@@ -56,6 +56,7 @@ from autonomic.state import TERMINAL, RunState
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.store.base import CANCEL_KEY, Claim, Delivery, Lease, NewRun, RunInfo, Store
 from autonomic.supervisor import AgentChangePolicy, Supervisor
+from autonomic.tools.executor import CANCEL_GRACE_S
 from autonomic.tools.secrets import EnvSecrets, SecretsProvider
 
 __all__ = ["RunHandle", "RunResult", "Runtime", "run_sync"]
@@ -409,8 +410,8 @@ class Runtime:
             raise ConfigError(str(e)) from None
         driver, task = supervisor.drivers.get(run_id), supervisor.tasks.get(run_id)
         if driver is not None and task is not None:
-            driver.interrupt(by)
-            await asyncio.wait([task])
+            driver.interrupt(by)  # a driver that ignores it is soon left behind and replaced
+            await asyncio.wait([task], timeout=CANCEL_GRACE_S + 1)
         if not supervisor.busy(run_id):
             await self._cancel_unattended(run_id, by)
         try:
@@ -602,7 +603,9 @@ class Runtime:
                 task = supervisor.tasks.get(run_id) if supervisor else None
                 driver = supervisor.drivers.get(run_id) if supervisor else None
                 if task is not None and driver is not None:
-                    await asyncio.wait([task])
+                    await asyncio.wait([task], timeout=1.0)  # or until it is replaced
+                    if not task.done():
+                        continue
                     if isinstance(driver.failure, StoreError) and not isinstance(
                         driver.failure, LeaseLost
                     ):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
 from autonomic.agent import Agent
@@ -35,6 +35,7 @@ from autonomic.models.base import Model
 from autonomic.registry import AgentRegistry
 from autonomic.state import TERMINAL, RunState
 from autonomic.store.base import CANCEL_KEY, Claim, Commit, Committed, Lease, Store
+from autonomic.tools.executor import CANCEL_GRACE_S
 from autonomic.tools.secrets import SecretsProvider
 
 __all__ = ["AgentChangePolicy", "Supervisor"]
@@ -83,6 +84,8 @@ class Supervisor:
         self._background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._timers: list[asyncio.TimerHandle] = []
+        self._left_behind: set[asyncio.Task[None]] = set()  # drivers stuck past a cancel
+        self._stopping = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -93,6 +96,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop driving: every run this process holds stays resumable by any process."""
+        self._stopping = True
         for timer in self._timers:
             timer.cancel()
         for task in (*self._loops, *self._background):
@@ -100,9 +104,10 @@ class Supervisor:
         await asyncio.gather(*self._loops, *self._background, return_exceptions=True)
         drivers = list(self.drivers.values())
         tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for driver in drivers:
+            driver.interrupt()
+        if tasks:  # a driver stuck in a tool that ignores cancellation is not waited for
+            await asyncio.wait(tasks, timeout=CANCEL_GRACE_S + 1)
         for driver in drivers:  # tasks cancelled before they ever ran hold their lease still
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(driver.state.run_id, driver.lease)
@@ -131,6 +136,7 @@ class Supervisor:
         resumed: str | None,
         *,
         mail: bool = True,
+        stuck_actions: Mapping[str, str] | None = None,
     ) -> Driver:
         run_id = state.run_id
         driver = Driver(
@@ -145,6 +151,7 @@ class Supervisor:
             signer=self.signer,
             snapshot_every=self.snapshot_every,
             mail=mail,
+            stuck_actions=stuck_actions,
         )
         self._starting.discard(run_id)
         self.drivers[run_id] = driver
@@ -178,6 +185,7 @@ class Supervisor:
         *,
         agent: Agent | None = None,
         model: Model | str | None = None,
+        stuck_actions: Mapping[str, str] | None = None,
     ) -> Driver | None:
         """Drive a run whose lease was just claimed (the id is reserved by the caller).
 
@@ -208,7 +216,13 @@ class Supervisor:
                 )
             raise
         return self.drive(
-            agent, resolved, state, claim.lease, reason, mail=claim.info.inbox_last > 0
+            agent,
+            resolved,
+            state,
+            claim.lease,
+            reason,
+            mail=claim.info.inbox_last > 0,
+            stuck_actions=stuck_actions,
         )
 
     def _check_spec(self, agent: Agent, state: RunState) -> None:
@@ -286,6 +300,36 @@ class Supervisor:
         self.bus.publish(run_topic(run_id))
         if committed.ready or status in ENDED:  # an ending may wake the parent
             self.bus.publish(READY_TOPIC, run_id)
+
+    def abandon(self, driver: Driver, why: str, action_id: str | None) -> None:
+        run_id = driver.state.run_id
+        if self.drivers.get(run_id) is not driver or driver.abandoned is not None:
+            return
+        driver.abandoned = why
+        del self.drivers[run_id]
+        task = self.tasks.pop(run_id, None)
+        if task is not None:
+            self._left_behind.add(task)
+            task.add_done_callback(self._left_behind.discard)
+        if self._stopping or isinstance(driver.failure, LeaseLost):
+            log.error("run %s: its driver is stuck (%s); it is left behind", run_id, why)
+            return
+        log.error("run %s: its driver is stuck (%s); a new one takes the run over", run_id, why)
+        self._starting.add(run_id)
+        failed = {action_id: why} if action_id is not None else {}
+        self._in_background(self._take_over(run_id, why, failed))
+
+    async def _take_over(self, run_id: str, why: str, failed: dict[str, str]) -> None:
+        """Claim our own run again: the new lease epoch fences the stuck driver out."""
+        try:
+            claim = await self.store.claim_run(run_id, self.owner, self.lease_s, revive=True)
+            if claim is None:  # another process took it meanwhile
+                self.unreserve(run_id)
+                return
+            await self.adopt(claim, f"a driver stuck in place of it: {why}", stuck_actions=failed)
+        except AutonomicError as e:
+            self.unreserve(run_id)
+            log.error("run %s: could not take it over: %s", run_id, e)
 
     def timer(self, wake_at: float) -> None:
         delay = max(0.0, wake_at - time.time())

@@ -493,6 +493,22 @@ async def test_a_tool_that_ignores_cancellation_still_times_out(tmp_path: Path) 
     finally:
         body.release.set()
     await body.stopped.wait()
+    assert isinstance(outcome, ActionFailed)
+    # run in the driver's own task, the call that ignored its timeout's cancellation was
+    # left running, and a new driver went on with the run
+    assert outcome.error == (
+        "timed out after 0.1s, and tool 'stubborn' ignored the cancellation: it was left running"
+    )
+
+
+async def test_execute_action_alone_isolates_a_tool_that_ignores_cancellation() -> None:
+    body = Stubborn("ignores")
+    stubborn = tool(name="stubborn", timeout=0.1)(body.run)
+    try:
+        outcome = await execute_action(stubborn, request("stubborn"), "run")
+    finally:
+        body.release.set()
+    await body.stopped.wait()
     assert isinstance(outcome, ActionFailed) and outcome.error == "timed out after 0.1s"
 
 

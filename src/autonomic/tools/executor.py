@@ -48,6 +48,8 @@ from autonomic.tools.secrets import (
 __all__ = ["MAX_TOOL_EVENTS", "Outcome", "execute_action", "refusal", "truncated"]
 
 Outcome = ActionCompleted | ActionFailed
+Stuck = Callable[[str, str], None]
+"""Told (action id, why) when a call run in the caller's task ignores its timeout."""
 Record = Callable[[Event], None]
 
 MAX_TOOL_EVENTS = 10_000
@@ -163,6 +165,8 @@ async def _invoke(tool: Tool, request: ActionRequested, context: ToolContext, li
         value = await tool.invoke(dict(request.args), context)
         return value if isinstance(value, str) else await observation_of(value, max_chars=limit)
     except BaseException as e:
+        if isinstance(e, asyncio.CancelledError) and _Caller().cancelled():
+            raise  # the call is being stopped (a timeout, the run's cancel): not the tool's
         return _Raised(e)
 
 
@@ -245,10 +249,14 @@ async def _try_once(
     context: ToolContext,
     options: ToolOptions,
     redactor: Redactor,
+    stuck: Stuck | None,
 ) -> _Attempt:
     """One call in a task of its own, so that a tool that ignores cancellation can hold
-    neither the caller's cancellation nor its own timeout."""
+    neither the caller's cancellation nor its own timeout; or, with ``stuck``, right here
+    in the caller's task (see ``execute_action``)."""
     timeout = tool.timeout
+    if stuck is not None:
+        return await _try_inline(tool, request, context, options, redactor, stuck)
     task = _new_task(_invoke(tool, request, context, options.max_output_chars))
     try:
         done = task.done() or await _finished(task, timeout)
@@ -269,6 +277,75 @@ async def _try_once(
     return _Attempt(observation=result)
 
 
+async def _try_inline(
+    tool: Tool,
+    request: ActionRequested,
+    context: ToolContext,
+    options: ToolOptions,
+    redactor: Redactor,
+    stuck: Stuck,
+) -> _Attempt:
+    timeout = tool.timeout
+    deadline = _Deadline(timeout, lambda why: stuck(request.action_id, why), request.tool)
+    try:
+        result = await _invoke(tool, request, context, options.max_output_chars)
+    except asyncio.CancelledError:
+        if deadline.expired() and deadline.withdraw():  # our timeout, not the caller's cancel
+            return _Attempt(
+                error=f"timed out after {timeout:g}s",
+                retryable=tool.idempotent,
+                counts_against_tool=True,
+            )
+        raise
+    finally:
+        deadline.close()
+    if deadline.expired():  # it answered after all, late: the cancellation it ignored is void
+        deadline.withdraw()
+    if isinstance(result, _Raised):
+        return _failure(result.error, redactor)
+    return _Attempt(observation=result)
+
+
+class _Deadline:
+    """A tool call's timeout in the caller's own task: when it passes, the task is
+    cancelled; if the call is still going ``CANCEL_GRACE_S`` later (it ignored the
+    cancellation), ``stuck`` is told, so that the caller can leave it behind."""
+
+    __slots__ = ("_fired", "_handle", "_stuck", "_task", "_timeout", "_tool")
+
+    def __init__(self, timeout: float | None, stuck: Callable[[str], None], tool: str) -> None:
+        self._task, self._stuck = asyncio.current_task(), stuck
+        self._tool, self._timeout = tool, timeout
+        self._fired = False
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(timeout, self._fire) if timeout is not None else None
+
+    def _fire(self) -> None:
+        self._fired = True
+        if self._task is not None:
+            self._task.cancel()
+        self._handle = asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._give_up)
+
+    def _give_up(self) -> None:
+        self._handle = None
+        self._stuck(
+            f"timed out after {self._timeout:g}s, and tool {self._tool!r} ignored the "
+            "cancellation: it was left running"
+        )
+
+    def expired(self) -> bool:
+        return self._fired
+
+    def withdraw(self) -> bool:
+        """Take back this deadline's cancellation; True when no other one is pending."""
+        return self._task is None or self._task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 async def _probe_guarded(
     breaker: CircuitBreaker | None,
     tool: Tool,
@@ -276,11 +353,12 @@ async def _probe_guarded(
     context: ToolContext,
     options: ToolOptions,
     redactor: Redactor,
+    stuck: Stuck | None,
 ) -> _Attempt:
     """One try, reported to the breaker: a cancelled call says nothing about the tool, but
     must still end a half-open probe, or the breaker would wait for it forever."""
     try:
-        attempt = await _try_once(tool, request, context, options, redactor)
+        attempt = await _try_once(tool, request, context, options, redactor, stuck)
     except BaseException:
         if breaker is not None:
             breaker.on_neutral()
@@ -316,6 +394,7 @@ async def _attempt_guarded(
     options: ToolOptions,
     redactor: Redactor,
     record: Record,
+    stuck: Stuck | None,
 ) -> _Attempt:
     """One try behind the tool's rate limit and circuit breaker."""
     state = state_of(tool, request.tool)
@@ -328,7 +407,9 @@ async def _attempt_guarded(
         except CircuitOpen as e:
             attempt = _Attempt(error=f"{e}; it may work again in {e.retry_after:.0f}s")
         else:
-            attempt = await _probe_guarded(state.breaker, tool, request, context, options, redactor)
+            attempt = await _probe_guarded(
+                state.breaker, tool, request, context, options, redactor, stuck
+            )
     _record_transitions(record, transitions, redactor)
     return attempt
 
@@ -371,6 +452,7 @@ async def _attempts(
     redactor: Redactor,
     record: Record,
     started: float,
+    stuck: Stuck | None,
 ) -> Outcome:
     """Try, and try again while the failure is retryable and the budget allows."""
     sink = _ToolEvents(redactor, request.action_id)
@@ -378,7 +460,9 @@ async def _attempts(
     try:
         while True:
             context = ToolContext(run_id, request.action_id, number, values, sink)
-            attempt = await _attempt_guarded(tool, request, context, options, redactor, record)
+            attempt = await _attempt_guarded(
+                tool, request, context, options, redactor, record, stuck
+            )
             sink.hand_over(record)
             tries = number - first_attempt + 1
             if attempt.observation is not None or not attempt.retryable or tries > options.retries:
@@ -406,12 +490,18 @@ async def execute_action(
     first_attempt: int = 1,
     secrets: SecretsProvider | None = None,
     record: Record | None = None,
+    stuck: Stuck | None = None,
 ) -> Outcome:
     """Run ``request`` with ``tool``, retrying as its options allow.
 
     Never raises, except ``CancelledError`` when the calling task itself is cancelled.
     ``record`` receives, on the event loop's thread, the events of the attempts: retries,
     breaker transitions and the events the tool recorded, all with secrets masked.
+
+    Each call runs in a task of its own, so that a tool that ignores cancellation cannot
+    hold its timeout or the caller. With ``stuck``, calls run in the caller's task instead
+    (no task to start and switch to): a call that ignores the cancellation its timeout sends
+    is reported as ``stuck(action_id, why)``, and the caller must leave its own task behind.
     """
     started = time.perf_counter()
     caller = _Caller()
@@ -429,7 +519,7 @@ async def execute_action(
             values = resolve_secrets(options.secrets, secrets or EnvSecrets())
             redactor = redactor_for(values)
         return await _attempts(
-            tool, request, run_id, first_attempt, options, values, redactor, events, started
+            tool, request, run_id, first_attempt, options, values, redactor, events, started, stuck
         )
     except ToolError as e:
         return failed(_error_text(e, redactor, bare=True))

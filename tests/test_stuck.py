@@ -1,0 +1,113 @@
+"""A model or tool that ignores cancellation cannot hold a run: its driver is left behind,
+and a new one, under a new lease epoch, goes on (cancels, fails for time, moves on)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from autonomic import (
+    Agent,
+    FunctionModel,
+    ModelRequest,
+    Runtime,
+    ScriptedModel,
+    tool,
+    tool_call,
+)
+from autonomic.events import ActionFailed, Resumed, RunCancelled, RunFailed
+from autonomic.loader import read_events
+from autonomic.store.base import Store
+
+
+class Deaf:
+    """Something that does not stop when told to, until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def hold(self) -> str:
+        self.entered.set()
+        while not self.release.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue  # ignores every cancellation
+        return "released"
+
+
+async def test_cancelling_a_run_whose_model_ignores_it(store: Store) -> None:
+    deaf = Deaf()
+
+    async def answer(request: ModelRequest) -> str:
+        return await deaf.hold()
+
+    agent = Agent(name="deaf-model", model=FunctionModel(answer))
+    async with Runtime(store) as rt:
+        run = await rt.start(agent, "go")
+        await deaf.entered.wait()
+        started = time.monotonic()
+        result = await rt.cancel(run.run_id, wait_s=10)
+        elapsed = time.monotonic() - started
+        events = [s.event for s in await read_events(store, run.run_id)]
+        deaf.release.set()
+    assert result is not None and result.status == "cancelled", result
+    assert elapsed < 9
+    assert isinstance(events[-1], RunCancelled)
+    assert any(isinstance(e, Resumed) and "stuck" in e.reason for e in events)
+
+
+async def test_the_wall_time_limit_holds_against_a_model_that_ignores_it(store: Store) -> None:
+    deaf = Deaf()
+
+    async def answer(request: ModelRequest) -> str:
+        return await deaf.hold()
+
+    agent = Agent(name="deaf-model", model=FunctionModel(answer), max_wall_s=0.3)
+    async with Runtime(store) as rt:
+        result = await (await rt.start(agent, "go")).wait(check=False)
+        events = [s.event for s in await read_events(store, result.run_id)]
+        deaf.release.set()
+    assert result.status == "failed" and "wall-time limit of 0.3s" in (result.error or "")
+    assert isinstance(events[-1], RunFailed)
+
+
+async def test_a_stuck_tool_is_left_behind_and_the_run_goes_on(store: Store) -> None:
+    deaf = Deaf()
+    calls: list[str] = []
+
+    @tool(timeout=0.1)
+    async def hang() -> str:
+        "Hang."
+        calls.append("hang")
+        return await deaf.hold()
+
+    agent = Agent(
+        name="stuck-tool", model=ScriptedModel([tool_call("hang"), "moved on"]), tools=[hang]
+    )
+    async with Runtime(store) as rt:
+        result = await (await rt.start(agent, "go")).wait()
+        events = [s.event for s in await read_events(store, result.run_id)]
+        info = await rt.get_run(result.run_id)
+        deaf.release.set()
+    failed = next(e for e in events if isinstance(e, ActionFailed))
+    assert result.answer == "moved on" and calls == ["hang"]
+    assert failed.error.startswith("timed out after 0.1s, and tool 'hang' ignored")
+    assert info.lease_epoch >= 2  # the new driver's epoch fenced the stuck one out
+
+
+async def test_leaving_the_runtime_does_not_wait_for_a_stuck_driver(store: Store) -> None:
+    deaf = Deaf()
+
+    async def answer(request: ModelRequest) -> str:
+        return await deaf.hold()
+
+    agent = Agent(name="deaf-model", model=FunctionModel(answer))
+    started = time.monotonic()
+    async with Runtime(store) as rt:
+        await rt.start(agent, "go")
+        await deaf.entered.wait()
+    assert time.monotonic() - started < 8
+    deaf.release.set()
+    await asyncio.sleep(0.05)
