@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import sys
@@ -110,8 +111,10 @@ async def main(quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="autonomic-bench-") as tmp:
         folder = Path(tmp)
         for steps in (50, 100) if quick else (50, 100, 500):
+            gc.collect()  # each scenario starts from a clean heap, not the last one's garbage
             print(json.dumps(await single_agent(steps, folder)), flush=True)
         agents = 100 if quick else 1000
+        gc.collect()
         print(json.dumps(await many_agents(agents, 5, 0.05, folder)), flush=True)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from autonomic.errors import ModelError
-from autonomic.models.base import ModelRequest, ModelResponse, ToolCall, Usage
+from autonomic.models.base import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
 __all__ = ["FunctionModel", "ScriptedModel", "tool_call"]
 
@@ -33,9 +33,27 @@ _role = operator.attrgetter("role")
 _content = operator.attrgetter("content")
 
 
-def assistant_turns(request: ModelRequest) -> int:
-    """How many times the model has answered in this conversation so far."""
-    return list(map(_role, request.messages)).count("assistant")
+class _Tally:
+    """Each conversation's assistant turns and prompt length, counted over the messages
+    added since its last request: a long run's requests share all but their last few
+    messages, and comparing those is a pointer comparison each."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[tuple[Message, ...], int, int]] = {}
+
+    def count(self, messages: tuple[Message, ...]) -> tuple[int, int]:
+        """(assistant turns, characters of content) of ``messages``."""
+        key = id(messages[1]) if len(messages) > 1 else 0
+        known, turns, chars = self._seen.get(key, ((), 0, 0))
+        if not known or messages[: len(known)] != known:
+            known, turns, chars = (), 0, 0
+        new = messages[len(known) :]
+        turns += list(map(_role, new)).count("assistant")
+        chars += sum(map(len, map(_content, new)))
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[key] = (messages, turns, chars)
+        return turns, chars
 
 
 def _estimate_tokens(text: str) -> int:
@@ -49,7 +67,9 @@ def _with_ids(calls: Sequence[ToolCall], turn: int) -> tuple[ToolCall, ...]:
     )
 
 
-def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) -> ModelResponse:
+def _as_response(
+    item: ScriptItem, turn: int, request: ModelRequest, name: str, prompt_chars: int
+) -> ModelResponse:
     if isinstance(item, BaseException):
         raise item
     if isinstance(item, ModelResponse):
@@ -63,7 +83,7 @@ def _as_response(item: ScriptItem, turn: int, request: ModelRequest, name: str) 
         text, calls = "", _with_ids([item], turn)
     else:
         text, calls = "", _with_ids(item, turn)
-    prompt = sum(map(len, map(_content, request.messages))) // 4 + 1
+    prompt = prompt_chars // 4 + 1
     output = _estimate_tokens(text) + sum(_estimate_tokens(str(c.arguments)) for c in calls)
     return ModelResponse(
         text=text, tool_calls=calls, usage=Usage(prompt, output), model=name, cost=0.0
@@ -79,13 +99,20 @@ class _TestModel:
     def __init__(self, name: str) -> None:
         self._name = name
         self.calls = 0
+        self._tally = _Tally()
 
     @property
     def name(self) -> str:
         return self._name
 
-    def _respond(self, item: ScriptItem, turn: int, request: ModelRequest) -> ModelResponse:
-        return _as_response(item, turn, request, self._name)
+    def _turn(self, request: ModelRequest) -> tuple[int, int]:
+        """(assistant turns so far, characters of the prompt)."""
+        return self._tally.count(request.messages)
+
+    def _respond(
+        self, item: ScriptItem, turn: int, request: ModelRequest, prompt_chars: int
+    ) -> ModelResponse:
+        return _as_response(item, turn, request, self._name, prompt_chars)
 
 
 class FunctionModel(_TestModel):
@@ -100,7 +127,8 @@ class FunctionModel(_TestModel):
         item = self._function(request)
         if inspect.isawaitable(item):
             item = await item
-        return self._respond(item, assistant_turns(request), request)
+        turn, prompt_chars = self._turn(request)
+        return self._respond(item, turn, request, prompt_chars)
 
 
 class ScriptedModel(_TestModel):
@@ -120,10 +148,10 @@ class ScriptedModel(_TestModel):
         self.calls += 1
         if self._latency:
             await asyncio.sleep(self._latency)
-        turn = assistant_turns(request)
+        turn, prompt_chars = self._turn(request)
         if turn >= len(self._script):
             raise ModelError(
                 f"ScriptedModel has no response for turn {turn + 1} "
                 f"(the script has {len(self._script)})"
             )
-        return self._respond(self._script[turn], turn, request)
+        return self._respond(self._script[turn], turn, request, prompt_chars)
