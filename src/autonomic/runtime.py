@@ -27,7 +27,6 @@ from autonomic.approvals import ApprovalSigner, PendingApproval, load_approval_k
 from autonomic.bus import Bus, LocalBus
 from autonomic.bus.base import READY_TOPIC, run_topic
 from autonomic.checks import json_safe
-from autonomic.driver import Driver
 from autonomic.errors import (
     ApprovalRefused,
     ConfigError,
@@ -97,10 +96,9 @@ class RunResult(msgspec.Struct, frozen=True):
 class RunHandle:
     """A run, whether this process drives it or not."""
 
-    def __init__(self, runtime: Runtime, run_id: str, driver: Driver | None = None) -> None:
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
         self.runtime = runtime
         self.run_id = run_id
-        self._driver = driver
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id}>"
@@ -256,8 +254,8 @@ class Runtime:
             supervisor.unreserve(run_id)
             raise
         lease = Lease(self.owner, info.lease_epoch)
-        driver = supervisor.drive(agent, model, state, lease, None, mail=info.inbox_last > 0)
-        return RunHandle(self, run_id, driver)
+        supervisor.drive(agent, model, state, lease, None, mail=info.inbox_last > 0)
+        return RunHandle(self, run_id)
 
     async def submit(
         self,
@@ -290,7 +288,7 @@ class Runtime:
         """
         supervisor = self.supervisor
         if supervisor.busy(run_id):
-            return RunHandle(self, run_id, supervisor.drivers.get(run_id))
+            return RunHandle(self, run_id)
         supervisor.reserve(run_id)
         try:
             claim = await self._claim(run_id)
@@ -305,8 +303,8 @@ class Runtime:
             raise
         if agent is not None:
             self.registry.register(agent)
-        driver = await supervisor.adopt(claim, "resumed", agent=agent, model=model)
-        return RunHandle(self, run_id, driver)
+        await supervisor.adopt(claim, "resumed", agent=agent, model=model)
+        return RunHandle(self, run_id)
 
     async def _claim(self, run_id: str) -> Claim | None:
         """Take the run's lease by hand: free, expired, or held by a process here that died."""
@@ -332,11 +330,11 @@ class Runtime:
                 continue
             supervisor.reserve(run_id)
             try:
-                driver = await supervisor.adopt(claim, "recovered")
+                await supervisor.adopt(claim, "recovered")
             except Exception as e:
                 log.error("cannot resume run %s: %s", run_id, e)
                 continue
-            handles.append(RunHandle(self, run_id, driver))
+            handles.append(RunHandle(self, run_id))
         return handles
 
     async def fork(
@@ -385,10 +383,10 @@ class Runtime:
             raise
         if agent is not None:
             self.registry.register(agent)
-        driver = await supervisor.adopt(
+        await supervisor.adopt(
             Claim(Lease(self.owner, info.lease_epoch), info, False), "", agent=agent, model=model
         )
-        return RunHandle(self, fork_id, driver)
+        return RunHandle(self, fork_id)
 
     # -- talking to runs ------------------------------------------------------------------
 
