@@ -67,11 +67,14 @@ from autonomic.events import (
 )
 from autonomic.guards.base import Allow, Deny, Guard, RequireApproval, Rewrite
 from autonomic.lifecycle import (
+    SpawnRefused,
     approval_key,
     cancellation_events,
     child_key,
+    describe_wait,
     ending_deliveries,
-    run_started,
+    open_wait,
+    plan_children,
     signal_key,
     wait_for,
 )
@@ -168,10 +171,6 @@ def unknown_outcome(tool: str, available: bool) -> str:
 
 async def _verdict(result: T | Awaitable[T]) -> T:
     return await result if inspect.isawaitable(result) else result
-
-
-class SpawnRefused(Exception):
-    """A child run that must not be started (unknown agent, cycle, too deep)."""
 
 
 class _Broken(Exception):
@@ -925,7 +924,7 @@ class Driver:
             progressed = True
         if progressed or not (state.approvals or state.deferred):
             return True
-        await self._suspend(self._open_wait())
+        await self._suspend(open_wait(self.state))
         return False
 
     def _approved_request(
@@ -952,31 +951,6 @@ class Driver:
             return None
         return action
 
-    def _open_wait(self) -> Wait:
-        state = self.state
-        groups = [(approval_key(d),) for d in state.approvals]
-        timers = []
-        for deferred in state.deferred.values():
-            groups.extend(
-                (child_key(c),) for c in deferred.children if state.children[c].status == "running"
-            )
-            if deferred.wake_at is not None:
-                timers.append(deferred.wake_at)
-        reasons = [f"approval of {a.tool}({_args_text(a.args)})" for a in state.approvals.values()]
-        running = [
-            c
-            for d in state.deferred.values()
-            for c in d.children
-            if state.children[c].status == "running"
-        ]
-        if running:
-            reasons.append(
-                f"child runs {', '.join(running[:5])}{' ...' if len(running) > 5 else ''}"
-            )
-        if timers:
-            reasons.append(f"a timer at {time.strftime('%H:%M:%S', time.localtime(min(timers)))}")
-        return Wait(tuple(groups), min(timers) if timers else None, "; ".join(reasons))
-
     async def _await(self, step: Await) -> None:
         try:
             wait = wait_for(step.conditions, self.state, time.time(), step.reason)
@@ -984,7 +958,7 @@ class Driver:
             self.record(RunFailed(f"strategy {self.agent.strategy.name!r} cannot wait: {e}"))
             return
         if wait is not None:
-            reason = step.reason or _describe_wait(wait)
+            reason = step.reason or describe_wait(wait)
             await self._suspend(Wait(wait.groups, wait.wake_at, reason))
 
     async def _suspend(self, wait: Wait) -> None:
@@ -1067,48 +1041,18 @@ class Driver:
 
     def _spawn_children(self, specs: Sequence[ChildSpec]) -> list[str]:
         """Record child runs to create with the next commit; raises SpawnRefused."""
-        state = self.state
-        lineage = (*state.lineage, state.agent)
-        depth = len(lineage)
-        agents = []
-        for spec in specs:
-            try:
-                agent = self.host.resolve_child(self.agent, spec.agent)
-            except AgentNotFound as e:
-                raise SpawnRefused(
-                    f"cannot start a child run of agent {spec.agent!r}: {e}"
-                ) from None
-            if agent.name in lineage and not agent.allow_recursion:
-                chain = " → ".join((*lineage, agent.name))
-                raise SpawnRefused(
-                    f"refused to start agent {agent.name!r}: it is already in this run's lineage "
-                    f"({chain}); set allow_recursion=True on it to allow this"
-                )
-            if depth > self.agent.max_depth:
-                raise SpawnRefused(
-                    f"refused to start agent {agent.name!r}: runs may nest {self.agent.max_depth} "
-                    "deep (max_depth)"
-                )
-            if not isinstance(spec.goal, str) or not spec.goal.strip():
-                raise SpawnRefused(f"a child run of agent {agent.name!r} needs a non-empty goal")
-            agents.append(agent)
-        ids = []
-        for spec, agent in zip(specs, agents, strict=True):
-            child_id = f"{state.run_id}.{len(state.children) + 1}"
-            started = run_started(agent, spec.goal, agent.model_name, parent=state)
-            self.record(ChildSpawned(child_id, agent.name, spec.goal))
-            child = NewRun(
-                child_id,
-                agent.name,
-                spec.goal[:500],
-                parent_run_id=state.run_id,
-                root_run_id=state.root_run_id or state.run_id,
-                depth=depth,
-                tenant=state.tenant,
-            )
-            self._new_children.append((child, [encode_event(started, time.time())]))
-            ids.append(child_id)
-        return ids
+        agents = [self._child_agent(spec.agent) for spec in specs]
+        children = plan_children(self.state, self.agent, agents, [spec.goal for spec in specs])
+        for spawned, run, started in children:
+            self.record(spawned)
+            self._new_children.append((run, [started]))
+        return [run.run_id for _, run, _ in children]
+
+    def _child_agent(self, name: str) -> Agent:
+        try:
+            return self.host.resolve_child(self.agent, name)
+        except AgentNotFound as e:
+            raise SpawnRefused(f"cannot start a child run of agent {name!r}: {e}") from None
 
 
 def _inbox_blob_refs(item: InboxItem) -> list[str]:
@@ -1138,15 +1082,3 @@ def _cancelling() -> bool:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {safe_str(error)}"
-
-
-def _args_text(args: dict[str, Any], limit: int = 80) -> str:
-    text = ", ".join(f"{k}={v!r}" for k, v in args.items())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe_wait(wait: Wait) -> str:
-    parts = [" and ".join(group) for group in wait.groups]
-    if wait.wake_at is not None:
-        parts.append(f"time {time.strftime('%H:%M:%S', time.localtime(wait.wake_at))}")
-    return " or ".join(parts) or "nothing"

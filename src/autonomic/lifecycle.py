@@ -11,26 +11,33 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from autonomic.agent import Agent
 from autonomic.events import (
     ActionFailed,
     CancelRequested,
     ChildCompleted,
+    ChildSpawned,
     Event,
+    NewEvent,
     RunCancelled,
     RunStarted,
     encode_event,
 )
 from autonomic.state import RunState
 from autonomic.steps import Approval, Children, Signal, Timer, WaitFor
-from autonomic.store.base import CANCEL_KEY, Delivery, Wait
+from autonomic.store.base import CANCEL_KEY, Delivery, NewRun, Wait
 
 __all__ = [
+    "SpawnRefused",
     "approval_key",
     "cancellation_events",
     "child_key",
+    "describe_wait",
     "ending_deliveries",
+    "open_wait",
+    "plan_children",
     "run_started",
     "signal_key",
     "wait_for",
@@ -182,3 +189,85 @@ def _check_condition(condition: object) -> None:
             )
     if not ok:
         raise ValueError(what)
+
+
+class SpawnRefused(Exception):
+    """A child run that must not be started (unknown agent, cycle, too deep)."""
+
+
+def plan_children(
+    state: RunState, parent: Agent, agents: Sequence[Agent], goals: Sequence[str]
+) -> list[tuple[ChildSpawned, NewRun, NewEvent]]:
+    """For each child of ``state``'s run, the event that records it, its row and its first
+    event; raises SpawnRefused for an agent already in the lineage (unless it allows
+    recursion), a run nested deeper than ``parent.max_depth``, or an empty goal."""
+    lineage = (*state.lineage, state.agent)
+    depth = len(lineage)
+    for agent, goal in zip(agents, goals, strict=True):
+        if agent.name in lineage and not agent.allow_recursion:
+            chain = " → ".join((*lineage, agent.name))
+            raise SpawnRefused(
+                f"refused to start agent {agent.name!r}: it is already in this run's lineage "
+                f"({chain}); set allow_recursion=True on it to allow this"
+            )
+        if depth > parent.max_depth:
+            raise SpawnRefused(
+                f"refused to start agent {agent.name!r}: runs may nest {parent.max_depth} "
+                "deep (max_depth)"
+            )
+        if not isinstance(goal, str) or not goal.strip():
+            raise SpawnRefused(f"a child run of agent {agent.name!r} needs a non-empty goal")
+    planned = []
+    for n, (agent, goal) in enumerate(zip(agents, goals, strict=True), len(state.children) + 1):
+        child_id = f"{state.run_id}.{n}"
+        run = NewRun(
+            child_id,
+            agent.name,
+            goal[:500],
+            parent_run_id=state.run_id,
+            root_run_id=state.root_run_id or state.run_id,
+            depth=depth,
+            tenant=state.tenant,
+        )
+        started = encode_event(
+            run_started(agent, goal, agent.model_name, parent=state), time.time()
+        )
+        planned.append((ChildSpawned(child_id, agent.name, goal), run, started))
+    return planned
+
+
+def open_wait(state: RunState) -> Wait:
+    """What a run with open approvals and durable waits waits for: any one of them."""
+    groups = [(approval_key(d),) for d in state.approvals]
+    running = [
+        c
+        for d in state.deferred.values()
+        for c in d.children
+        if state.children[c].status == "running"
+    ]
+    groups.extend((child_key(c),) for c in running)
+    timers = [d.wake_at for d in state.deferred.values() if d.wake_at is not None]
+    reasons = [f"approval of {a.tool}({_args_text(a.args)})" for a in state.approvals.values()]
+    if running:
+        more = " ..." if len(running) > 5 else ""
+        reasons.append(f"child runs {', '.join(running[:5])}{more}")
+    if timers:
+        reasons.append(f"a timer at {_clock(min(timers))}")
+    return Wait(tuple(groups), min(timers) if timers else None, "; ".join(reasons))
+
+
+def describe_wait(wait: Wait) -> str:
+    """A wait in words, from its inbox keys and timer."""
+    parts = [" and ".join(group) for group in wait.groups]
+    if wait.wake_at is not None:
+        parts.append(f"time {_clock(wait.wake_at)}")
+    return " or ".join(parts) or "nothing"
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _args_text(args: dict[str, Any], limit: int = 80) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
