@@ -747,11 +747,16 @@ class Driver:
         return f"{self.state.run_id}-{self.state.actions_requested + 1}"
 
     def _request(
-        self, call: ToolCall, rationale: str, approval: str | None = None
+        self,
+        call: ToolCall,
+        rationale: str,
+        *,
+        action_id: str | None = None,
+        approval: str | None = None,
     ) -> ActionRequested:
         tool = self.tools.get(call.name)
         request = ActionRequested(
-            action_id=self._next_action_id(),
+            action_id=action_id or self._next_action_id(),
             call_id=call.id,
             tool=call.name,
             args=dict(call.arguments),
@@ -931,18 +936,11 @@ class Driver:
         self, request: ApprovalRequested, args: dict[str, Any], digest: str
     ) -> ActionRequested | None:
         """Request the approved call (with the approver's arguments); None if it cannot run."""
-        tool = self.tools.get(request.tool)
-        action = ActionRequested(
-            action_id=request.action_id,
-            call_id=request.call_id,
-            tool=request.tool,
-            args=dict(args),
-            rationale=request.rationale,
-            idempotent=bool(tool and tool.idempotent),
-            approval=digest,
+        call = ToolCall(request.call_id, request.tool, dict(args))
+        action = self._request(
+            call, request.rationale, action_id=request.action_id, approval=digest
         )
-        self.record(action)
-        if tool is None:
+        if request.tool not in self.tools:
             self.record(
                 ActionFailed(
                     action.action_id, f"this agent no longer has the tool {request.tool!r}"

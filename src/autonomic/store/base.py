@@ -25,7 +25,7 @@ from typing import Protocol, Self
 
 import msgspec
 
-from autonomic.errors import ConfigError
+from autonomic.errors import ConfigError, RunEnded
 from autonomic.events import EventRecord, NewEvent
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "RunInfo",
     "Store",
     "Wait",
+    "check_claimable",
     "check_limit",
     "check_wait",
     "lease_is_free",
@@ -226,6 +227,13 @@ def lease_is_free(info: RunInfo, owner: str, now: float, steal_from: str | None 
     if info.lease_owner in (None, owner, steal_from):
         return True
     return (info.lease_expires_at or 0) <= now
+
+
+def check_claimable(info: RunInfo, revive: bool) -> None:
+    """Raise RunEnded for a run that may not be claimed by hand: ended, or dead unless
+    ``revive``."""
+    if info.status in TERMINAL_STATUSES or (info.status == "dead" and not revive):
+        raise RunEnded(info.run_id, info.status)
 
 
 def wait_is_over(wait: Wait | None, arrived: Collection[str], now: float) -> bool:

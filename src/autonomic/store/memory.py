@@ -25,6 +25,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    check_claimable,
     check_limit,
     check_wait,
     lease_is_free,
@@ -247,8 +248,7 @@ class InMemoryStore(SharedResource):
         revive: bool = False,
     ) -> Claim | None:
         info = self._run(run_id)
-        if info.status in TERMINAL_STATUSES or (info.status == "dead" and not revive):
-            raise RunEnded(run_id, info.status)
+        check_claimable(info, revive)
         now = time.time()
         if not lease_is_free(info, owner, now, steal_from):
             return None

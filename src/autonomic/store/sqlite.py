@@ -51,6 +51,7 @@ from autonomic.store.base import (
     NewRun,
     RunInfo,
     Wait,
+    check_claimable,
     check_limit,
     check_wait,
     lease_is_free,
@@ -734,8 +735,7 @@ class SQLiteStore(SharedResource):
 
         def op() -> Claim | None:
             info = self._get_run(self._w, run_id)
-            if info.status in TERMINAL_STATUSES or (info.status == "dead" and not revive):
-                raise RunEnded(run_id, info.status)
+            check_claimable(info, revive)
             now = time.time()
             if not lease_is_free(info, owner, now, steal_from):
                 return None
