@@ -49,6 +49,7 @@ class AwaitingTool(Tool, Protocol):
 class _Deferred:
     """Shared plumbing: these tools are idempotent waits with no in-process timeout."""
 
+    spec: ToolSpec
     idempotent = True
     timeout: float | None = None
     options = DEFAULT_OPTIONS
@@ -62,7 +63,7 @@ class AgentTool(_Deferred):
 
     def __init__(self, agent: Agent, *, name: str | None = None, description: str | None = None):
         self.agent = agent
-        self._spec = ToolSpec(
+        self.spec = ToolSpec(
             name=name or agent.name,
             description=description
             or f"Ask the agent {agent.name!r} to do a task; it answers with its result. "
@@ -77,10 +78,6 @@ class AgentTool(_Deferred):
             },
         )
 
-    @property
-    def spec(self) -> ToolSpec:
-        return self._spec
-
     def defer(self, arguments: dict[str, Any]) -> Deferral:
         goal = arguments.get("goal")
         if not isinstance(goal, str) or not goal.strip() or set(arguments) - {"goal"}:
@@ -94,7 +91,7 @@ class AgentTool(_Deferred):
         raise ToolError(f"agent {self.agent.name!r} {child.status}: {child.error or 'no answer'}")
 
     def __repr__(self) -> str:
-        return f"<agent tool {self._spec.name}>"
+        return f"<agent tool {self.spec.name}>"
 
 
 class SleepTool(_Deferred):
@@ -104,7 +101,7 @@ class SleepTool(_Deferred):
         if max_seconds <= 0:
             raise ConfigError("sleep(max_seconds=...) must be positive")
         self.max_seconds = max_seconds
-        self._spec = ToolSpec(
+        self.spec = ToolSpec(
             name="sleep",
             description=f"Pause for a number of seconds (at most {max_seconds:g}) before going on.",
             parameters={
@@ -114,10 +111,6 @@ class SleepTool(_Deferred):
                 "additionalProperties": False,
             },
         )
-
-    @property
-    def spec(self) -> ToolSpec:
-        return self._spec
 
     def _seconds(self, arguments: dict[str, Any]) -> float:
         seconds = arguments.get("seconds")

@@ -3,7 +3,7 @@ and masked out of anything it returns, raises or records, so they never reach ev
 prompts or traces.
 
 A secret can come back encoded: inside a JSON result (quotes and backslashes escaped,
-non-ASCII as ``\\uXXXX`` or not), in a ``repr`` (a ``KeyError`` quotes its key), URL-quoted,
+non-ASCII escaped as ``\\u00e9`` or not), in a ``repr`` (a ``KeyError`` quotes its key), URL-quoted,
 or escaped twice. ``Redactor`` masks every such form, longest first, so a secret that
 contains another is masked whole.
 """
