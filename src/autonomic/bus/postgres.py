@@ -82,8 +82,10 @@ class PostgresBus(SharedResource):
         self._sent.clear()
         self._wake_sender.set()
 
-    def subscribe(self, topic: str) -> _Subscription:
-        return self._local.subscribe(topic)
+    def subscribe(self, topic: str, *, group: str | None = None) -> _Subscription:
+        """Every process hears every hint; the members of a ``group`` in this process
+        share what this process hears (hints are at least once either way)."""
+        return self._local.subscribe(topic, group=group)
 
     async def _connect(self) -> Any:
         import psycopg

@@ -175,7 +175,8 @@ class PostgresStore(SharedResource):
 
     @property
     def bus(self) -> PostgresBus:
-        """A LISTEN/NOTIFY bus on this database: hints reach every process using it."""
+        """A LISTEN/NOTIFY bus on this database: hints reach every process using it (a
+        runtime on this store uses it unless given another; it opens and closes it)."""
         if self._bus is None:
             from autonomic.bus.postgres import PostgresBus
 
@@ -227,12 +228,8 @@ class PostgresStore(SharedResource):
             await pool.close()
             raise self._failure("open", e) from e
         self._pool = pool
-        if self._bus is not None:
-            await self._bus.open()
 
     async def _close(self) -> None:
-        if self._bus is not None:
-            await self._bus.close()
         if self._checking is not None:
             await asyncio.wait([self._checking])
         if self._pool is not None:
