@@ -97,35 +97,33 @@ class PostgresBus(SharedResource):
     async def _send(self) -> None:
         conn: Any = None
         tries = 0
-        while True:
-            await self._wake_sender.wait()
-            self._wake_sender.clear()
-            taken = len(self._outbox)
-            batch = list(dict.fromkeys(self._outbox[:taken]))
-            try:
-                if conn is None or conn.closed:
-                    conn = await self._connect()
-                await conn.execute(
-                    "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
-                    (self.channel, batch),
-                )
+        try:
+            while True:
+                await self._wake_sender.wait()
+                self._wake_sender.clear()
+                taken = len(self._outbox)
+                batch = list(dict.fromkeys(self._outbox[:taken]))
+                try:
+                    if conn is None:
+                        conn = await self._connect()
+                    await conn.execute(
+                        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+                        (self.channel, batch),
+                    )
+                except Exception as e:
+                    log.warning("bus: could not send hints (%s); retrying", e)
+                    conn, old = None, conn
+                    await _close(old)
+                    await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
+                    tries += 1
+                    self._wake_sender.set()
+                    continue
                 del self._outbox[:taken]
                 if not self._outbox:
                     self._sent.set()
                 tries = 0
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except Exception as e:
-                log.warning("bus: could not send hints (%s); retrying", e)
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                conn = None
-                await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
-                tries += 1
-                self._wake_sender.set()
+        finally:
+            await _close(conn)
 
     async def _listen(self) -> None:
         tries = 0
@@ -135,7 +133,7 @@ class PostgresBus(SharedResource):
                 conn = await self._connect()
                 await conn.execute(f'LISTEN "{self.channel}"')
                 if tries:  # hints sent while we were away are lost: wake everyone once
-                    for topic in list(self._local._subscribers):
+                    for topic in [*self._local._subscribers, *self._local._groups]:
                         self._local.publish(topic, "")
                 tries = 0
                 self._listening.set()
@@ -143,15 +141,16 @@ class PostgresBus(SharedResource):
                     sender, topic, message = note.payload.split(_SEP, 2)
                     if sender != self.sender:
                         self._local.publish(topic, message)
-            except asyncio.CancelledError:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                raise
             except Exception as e:
                 log.warning("bus: lost the listening connection (%s); reconnecting", e)
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                await _close(conn)
                 await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
                 tries += 1
+            finally:
+                await _close(conn)
+
+
+async def _close(conn: Any) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
