@@ -10,10 +10,12 @@ from autonomic.guards.base import (
     Rewrite,
     Verdict,
 )
+from autonomic.guards.budget import Budget
 
 __all__ = [
     "ALLOW",
     "Allow",
+    "Budget",
     "CallVerdict",
     "Deny",
     "Guard",
