@@ -23,10 +23,12 @@ import msgspec
 
 from autonomic._text import clean_text
 from autonomic.agent import Agent, load_agent
+from autonomic.bus import DEFAULT_BUS_URL, open_bus
 from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.runtime import RunHandle, RunResult, Runtime
 from autonomic.store import DEFAULT_STORE_URL, open_store
+from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
 
 __all__ = ["build_parser", "main"]
@@ -322,7 +324,7 @@ async def cmd_approve(args: argparse.Namespace, runtime: Runtime) -> int:
     return await _finish(runtime.handle(run_id), args.json)
 
 
-_TOP_OPTIONS = "--store --debug --version --help"
+_TOP_OPTIONS = "--store --bus --debug --version --help"
 
 
 def _completion_script(shell: str, parser: argparse.ArgumentParser) -> str:
@@ -397,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         default=os.environ.get("AUTONOMIC_STORE", DEFAULT_STORE_URL),
         help="store URL (default: $AUTONOMIC_STORE or %(default)s)",
+    )
+    parser.add_argument(
+        "--bus",
+        default=os.environ.get("AUTONOMIC_BUS", DEFAULT_BUS_URL),
+        help="bus URL: local://, redis://HOST:6379, nats://HOST:4222 "
+        "(default: $AUTONOMIC_BUS or %(default)s)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -482,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--data", help="JSON data (default: null)")
     signal.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     signal.add_argument("--json", action="store_true")
+    add_telemetry_parsers(sub)
     return parser
 
 
@@ -492,7 +501,7 @@ async def _main(args: argparse.Namespace) -> int:
     if getattr(args, "offline", False):
         return await args.handler(args, None)  # type: ignore[no-any-return]
     store = open_store(args.store, create=args.command in _CREATES)
-    async with Runtime(store, wake=False) as runtime:
+    async with Runtime(store, wake=False, bus=open_bus(args.bus)) as runtime:
         code: int = await args.handler(args, runtime)
         return code
 
