@@ -11,6 +11,8 @@ from autonomic.guards.base import (
     Verdict,
 )
 from autonomic.guards.budget import Budget
+from autonomic.guards.detectors import Detection, PresidioDetector, RegexDetector
+from autonomic.guards.pii import PIIGuard, reveal
 
 __all__ = [
     "ALLOW",
@@ -18,8 +20,13 @@ __all__ = [
     "Budget",
     "CallVerdict",
     "Deny",
+    "Detection",
     "Guard",
+    "PIIGuard",
+    "PresidioDetector",
+    "RegexDetector",
     "RequireApproval",
     "Rewrite",
     "Verdict",
+    "reveal",
 ]
