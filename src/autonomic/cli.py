@@ -30,6 +30,7 @@ from autonomic.runtime import RunHandle, RunResult, Runtime
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
+from autonomic.worker import add_worker_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -439,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only submit the run; a process serving the agent drives it",
     )
+    run.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
+    run.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")
     run.set_defaults(handler=cmd_run)
 
     approve = commands.add_parser("approve", help="approve (or deny) a tool call a run waits on")
@@ -515,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     topup.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     topup.add_argument("--json", action="store_true")
     add_telemetry_parsers(sub)
+    add_worker_parser(commands)
     return parser
 
 
