@@ -26,6 +26,7 @@ from autonomic.agent import Agent, load_agent
 from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.runtime import RunHandle, RunResult, Runtime
+from autonomic.server.commands import add_server_parsers
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
 
@@ -474,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--data", help="JSON data (default: null)")
     signal.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     signal.add_argument("--json", action="store_true")
+    add_server_parsers(commands)
     return parser
 
 
