@@ -3,7 +3,8 @@ service_agents``).
 
 ``calc`` answers at once; ``payer`` asks a person to approve a payment, then answers;
 ``chatty`` calls ``note`` in waves of ten for CHATTY_TURNS turns (22 events a turn), so
-its log is long; ``slow`` takes a while per turn, so a run can be watched live.
+its log is long; ``slow`` takes a while per turn, so a run can be watched live;
+``frugal`` runs out of tool calls and waits for a budget top-up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 
 from autonomic import Agent, ScriptedModel, tool, tool_call
+from autonomic.guards.budget import Budget
 
 
 @tool(requires_approval=True)
@@ -47,4 +49,10 @@ slow = Agent(
     "slow",
     model=ScriptedModel([tool_call("note", i=i) for i in range(5)] + ["slowly done"], latency=0.2),
     tools=[note],
+)
+frugal = Agent(
+    "frugal",
+    model=ScriptedModel([tool_call("note", i=i) for i in range(4)] + ["counted"] * 3),
+    tools=[note],
+    guards=[Budget(tool_calls=2)],
 )

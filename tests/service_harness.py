@@ -11,7 +11,7 @@ import httpx
 
 from autonomic import Runtime
 from autonomic.server import KeyStore, Server, create_app
-from service_agents import calc, chatty, payer, slow
+from service_agents import calc, chatty, frugal, payer, slow
 
 ALL_SCOPES = ("runs:read", "runs:write", "approvals:write", "budgets:write")
 
@@ -41,7 +41,9 @@ async def start_service(
     tmp_path: Path, heartbeat_s: float = 15.0
 ) -> tuple[Service, asyncio.Task[None]]:
     keys = KeyStore(tmp_path / "keys.json")
-    runtime = Runtime(f"sqlite:///{tmp_path / 'runs.db'}", agents=[calc, payer, chatty, slow])
+    runtime = Runtime(
+        f"sqlite:///{tmp_path / 'runs.db'}", agents=[calc, payer, chatty, slow, frugal]
+    )
     app = create_app(runtime, keys=keys, heartbeat_s=heartbeat_s)
     server = Server(app, host="127.0.0.1", port=0, log_level="warning")
     task = asyncio.create_task(server.serve())

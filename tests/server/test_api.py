@@ -244,3 +244,18 @@ async def test_the_openapi_document_describes_the_api(service) -> None:
         and "application/problem+json" in create["responses"]["401"]["content"]
     )
     assert create["security"] == [{"HTTPBearer": []}]
+
+
+async def test_a_run_out_of_budget_goes_on_after_a_top_up(service) -> None:
+    async with service.client(service.key()) as c:
+        run_id = (await c.post("/v1/runs", json={"agent": "frugal", "goal": "count"})).json()[
+            "run_id"
+        ]
+        waiting = (await c.get(f"/v1/runs/{run_id}/wait", params={"timeout_s": 10})).json()
+        assert waiting["status"] == "waiting" and "tool-call limit" in waiting["waiting_for"]
+        empty = await c.post(f"/v1/runs/{run_id}/budget", json={})
+        assert empty.status_code == 400 and "say what to add" in empty.json()["detail"]
+        r = await c.post(f"/v1/runs/{run_id}/budget", json={"tool_calls": 10})
+        assert r.status_code == 202
+        done = (await c.get(f"/v1/runs/{run_id}/wait", params={"timeout_s": 10})).json()
+        assert done["status"] == "completed" and done["answer"] == "counted"

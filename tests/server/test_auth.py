@@ -29,6 +29,7 @@ ENDPOINTS = {
     ("POST", "/v1/runs/{run_id}/approvals/{ref}/approve"): ("approvals:write", None),
     ("POST", "/v1/runs/{run_id}/approvals/{ref}/deny"): ("approvals:write", None),
     ("GET", "/v1/agents"): ("runs:read", None),
+    ("POST", "/v1/runs/{run_id}/budget"): ("budgets:write", {"tokens": 10}),
 }
 
 

@@ -120,7 +120,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
                 assert server.poll() is None and time.monotonic() < deadline, server.communicate()
                 time.sleep(0.05)
         agents = httpx.get(f"{url}/v1/agents", headers=headers).json()
-        assert {a["name"] for a in agents} == {"calc", "payer", "chatty", "slow"}
+        assert {a["name"] for a in agents} == {"calc", "payer", "chatty", "slow", "frugal"}
         run = httpx.post(f"{url}/v1/runs", headers=headers, json={"agent": "payer", "goal": "pay"})
         assert run.status_code == 202
         page = httpx.get(url + "/").text

@@ -30,6 +30,7 @@ from autonomic.server.schemas import (
     ApprovalDecision,
     ApprovalDenial,
     ApprovalView,
+    BudgetTopUp,
     EventsPage,
     ForkRequest,
     ReplayView,
@@ -343,6 +344,21 @@ async def signal_run(
 ) -> RunView:
     await owned_run(runtime, key, run_id)
     await runtime.signal(run_id, body.name, body.data)
+    return _view(await runtime.get_run(run_id))
+
+
+@router.post("/runs/{run_id}/budget", status_code=202, summary="Top up a run's budget")
+async def top_up(
+    run_id: RunPath,
+    body: BudgetTopUp,
+    runtime: RuntimeDep,
+    key: Annotated[Principal, Depends(require_scope("budgets:write"))],
+) -> RunView:
+    """Raise the run's budget by these amounts; a run waiting for budget goes on."""
+    info = await owned_run(runtime, key, run_id)
+    if info.status in TERMINAL:
+        raise Problem(409, "Conflict", f"run {run_id} is already {info.status}")
+    await runtime.topup(run_id, **body.model_dump(exclude_none=True))
     return _view(await runtime.get_run(run_id))
 
 

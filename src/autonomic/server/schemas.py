@@ -12,6 +12,7 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalDenial",
     "ApprovalView",
+    "BudgetTopUp",
     "EventView",
     "EventsPage",
     "ForkRequest",
@@ -58,6 +59,14 @@ class ApprovalDecision(_Request):
 
 class ApprovalDenial(_Request):
     reason: str = Field(default="", max_length=2000, description="shown to the model")
+
+
+class BudgetTopUp(_Request):
+    cost_usd: float | None = Field(default=None, gt=0, le=1e9)
+    tokens: int | None = Field(default=None, gt=0, le=2**62)
+    wall_s: float | None = Field(default=None, gt=0, le=1e9)
+    model_calls: int | None = Field(default=None, gt=0, le=2**62)
+    tool_calls: int | None = Field(default=None, gt=0, le=2**62)
 
 
 class UsageView(BaseModel):
