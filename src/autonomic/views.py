@@ -230,6 +230,15 @@ def _line(e: Event, requests: dict[str, ActionRequested | ApprovalRequested]) ->
             return f"■ cancelled by {e.by}"
         case RunDead():
             return f"■ dead: {e.reason}"
+    return _memory_line(e)
+
+
+def _memory_line(e: Event) -> str | None:
+    """Memory's events, by name: views must not import the memory package."""
+    name = type(e).__name__
+    if name == "MemoryCompacted":
+        first, last = getattr(e, "covers", (0, 0))
+        return f"  ⊟ compacted events {first}-{last}: {short(getattr(e, 'summary', ''), 80)}"
     return None
 
 
