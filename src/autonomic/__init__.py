@@ -33,7 +33,7 @@ from autonomic.errors import (
     ToolError,
 )
 from autonomic.events import Event, register_event
-from autonomic.guards import Allow, Deny, Guard, RequireApproval, Rewrite
+from autonomic.guards import Allow, Budget, Deny, Guard, RequireApproval, Rewrite
 from autonomic.loader import StoredEvent
 from autonomic.models import (
     CachedModel,
@@ -82,7 +82,7 @@ from autonomic.steps import (
     ToolCalls,
 )
 from autonomic.store import InMemoryStore, RunInfo, Store, open_store
-from autonomic.strategies import AgentView, ReAct, Strategy
+from autonomic.strategies import AgentView, DAGPlanner, ReAct, ReWOO, Strategy
 from autonomic.tools import FunctionTool, Tool, ToolContext, tool
 from autonomic.tools.awaiting import AgentTool, sleep
 from autonomic.tools.options import ToolOptions
@@ -128,6 +128,7 @@ __all__ = [
     "ApprovalRefused",
     "AutonomicError",
     "Await",
+    "Budget",
     "Bus",
     "CachedModel",
     "Cascade",
@@ -138,6 +139,7 @@ __all__ = [
     "CircuitOpen",
     "ConcurrencyConflict",
     "ConfigError",
+    "DAGPlanner",
     "Deny",
     "EnvSecrets",
     "Event",
@@ -164,6 +166,7 @@ __all__ = [
     "PendingApproval",
     "Price",
     "ReAct",
+    "ReWOO",
     "Record",
     "ReplayDivergence",
     "RequireApproval",

@@ -23,10 +23,12 @@ import msgspec
 
 from autonomic._text import clean_text
 from autonomic.agent import Agent, load_agent
+from autonomic.bus import DEFAULT_BUS_URL, open_bus
 from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.runtime import RunHandle, RunResult, Runtime
 from autonomic.store import DEFAULT_STORE_URL, open_store
+from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
 
 __all__ = ["build_parser", "main"]
@@ -191,6 +193,10 @@ async def cmd_show(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     info = await runtime.get_run(run_id)
     state = await runtime.state(run_id)
+    if args.reveal and state.answer is not None:
+        from autonomic.guards.pii import reveal
+
+        state.answer = await reveal(runtime.store, run_id, state.answer)
     if args.json:
         _print_json(
             {
@@ -287,6 +293,22 @@ async def cmd_signal(args: argparse.Namespace, runtime: Runtime) -> int:
     return await _finish(runtime.handle(run_id), args.json)
 
 
+async def cmd_topup(args: argparse.Namespace, runtime: Runtime) -> int:
+    run_id = await _resolve_run_id(runtime, args.run_id)
+    await runtime.topup(
+        run_id,
+        cost_usd=args.cost,
+        tokens=args.tokens,
+        wall_s=args.wall_s,
+        model_calls=args.model_calls,
+        tool_calls=args.tool_calls,
+    )
+    print(f"budget of run {run_id} raised")
+    if args.no_wait:
+        return 0
+    return await _finish(runtime.handle(run_id), args.json)
+
+
 async def cmd_approve(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     pending = await runtime.pending_approvals(run_id)
@@ -318,7 +340,7 @@ async def cmd_approve(args: argparse.Namespace, runtime: Runtime) -> int:
     return await _finish(runtime.handle(run_id), args.json)
 
 
-_TOP_OPTIONS = "--store --debug --version --help"
+_TOP_OPTIONS = "--store --bus --debug --version --help"
 
 
 def _completion_script(shell: str, parser: argparse.ArgumentParser) -> str:
@@ -394,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("AUTONOMIC_STORE", DEFAULT_STORE_URL),
         help="store URL (default: $AUTONOMIC_STORE or %(default)s)",
     )
+    parser.add_argument(
+        "--bus",
+        default=os.environ.get("AUTONOMIC_BUS", DEFAULT_BUS_URL),
+        help="bus URL: local://, redis://HOST:6379, nats://HOST:4222 "
+        "(default: $AUTONOMIC_BUS or %(default)s)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -446,8 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    with_run("show", "status, usage, approvals and answer of a run", cmd_show).add_argument(
-        "--json", action="store_true"
+    show = with_run("show", "status, usage, approvals and answer of a run", cmd_show)
+    show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="restore the PII placeholders of the answer (needs $AUTONOMIC_VAULT_KEY)",
     )
     events = with_run("events", "the event log of a run", cmd_events)
     events.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -474,6 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--data", help="JSON data (default: null)")
     signal.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     signal.add_argument("--json", action="store_true")
+    topup = with_run("topup", "raise a run's budget; a run waiting for budget goes on", cmd_topup)
+    topup.add_argument("--cost", type=float, metavar="USD", help="add this much to its cost limit")
+    topup.add_argument("--tokens", type=_count(1), help="add this many tokens")
+    topup.add_argument("--wall-s", type=float, metavar="S", help="add this much wall time")
+    topup.add_argument("--model-calls", type=_count(1), help="add this many model calls")
+    topup.add_argument("--tool-calls", type=_count(1), help="add this many tool calls")
+    topup.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
+    topup.add_argument("--json", action="store_true")
+    add_telemetry_parsers(sub)
     return parser
 
 
@@ -484,7 +525,7 @@ async def _main(args: argparse.Namespace) -> int:
     if getattr(args, "offline", False):
         return await args.handler(args, None)  # type: ignore[no-any-return]
     store = open_store(args.store, create=args.command in _CREATES)
-    async with Runtime(store, wake=False) as runtime:
+    async with Runtime(store, wake=False, bus=open_bus(args.bus)) as runtime:
         code: int = await args.handler(args, runtime)
         return code
 

@@ -24,7 +24,7 @@ import msgspec
 from autonomic._text import clean_text
 from autonomic.agent import Agent
 from autonomic.approvals import ApprovalSigner, PendingApproval, load_approval_key
-from autonomic.bus import Bus, LocalBus
+from autonomic.bus import Bus, LocalBus, open_bus
 from autonomic.bus.base import READY_TOPIC, run_topic
 from autonomic.checks import json_safe
 from autonomic.errors import (
@@ -44,6 +44,8 @@ from autonomic.events import (
     SignalReceived,
     encode_event,
 )
+from autonomic.guards.base import screen_goal
+from autonomic.guards.budget import TOPUP_SIGNAL, topup_data
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
@@ -140,7 +142,9 @@ class Runtime:
     ``wake`` (default on): claim and drive this runtime's agents' runs that become ready
     (a wait that ended, a submitted run). ``resume_incomplete``: also adopt runs, of any
     agent importable here, whose process died. ``max_recoveries``: a run that crashed
-    its process more often than that is dead-lettered.
+    its process more often than that is dead-lettered. ``bus``: a Bus, or its URL
+    (``redis://...``, ``nats://...``; default in-process), opened and closed with the
+    runtime, that carries wake-ups and live following between processes.
     """
 
     def __init__(
@@ -155,7 +159,7 @@ class Runtime:
         max_recoveries: int = 5,
         on_agent_change: AgentChangePolicy = "warn",
         secrets: SecretsProvider | None = None,
-        bus: Bus | None = None,
+        bus: Bus | str | None = None,
         poll_s: float = 1.0,
         max_concurrent_runs: int = 10_000,
     ) -> None:
@@ -166,7 +170,7 @@ class Runtime:
         if on_agent_change not in ("warn", "refuse"):
             raise ConfigError("on_agent_change must be 'warn' or 'refuse'")
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.bus: Bus = bus or LocalBus()
+        self.bus: Bus = open_bus(bus) if isinstance(bus, str) else (bus or LocalBus())
         self.registry = AgentRegistry(agents)
         self.owner = new_owner_id()
         self.lease_s = lease_s
@@ -188,6 +192,11 @@ class Runtime:
     async def __aenter__(self) -> Self:
         await self.store.open()
         try:
+            await self.bus.open()
+        except BaseException:
+            await self.store.close()
+            raise
+        try:
             self._signer = ApprovalSigner(lambda: load_approval_key(self.secrets))
             self._supervisor = Supervisor(
                 self.store,
@@ -201,6 +210,7 @@ class Runtime:
             )
             self._supervisor.start()
         except BaseException:
+            await self.bus.close()
             await self.store.close()
             raise
         return self
@@ -216,7 +226,10 @@ class Runtime:
                 await self._supervisor.stop()
         finally:
             self._supervisor = None
-            await self.store.close()
+            try:
+                await self.bus.close()
+            finally:
+                await self.store.close()
 
     @property
     def supervisor(self) -> Supervisor:
@@ -244,6 +257,7 @@ class Runtime:
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         model = agent.resolved_model()
         self.registry.register(agent)
+        goal = await screen_goal(agent.guards, self.store, run_id, goal)
         state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant)
         supervisor.reserve(run_id)
         try:
@@ -274,6 +288,7 @@ class Runtime:
             agent = known
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         self.registry.register(agent)
+        goal = await screen_goal(agent.guards, self.store, run_id, goal)
         _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant)
         await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
         self.bus.publish(READY_TOPIC, run_id)
@@ -529,6 +544,26 @@ class Runtime:
             raise ConfigError(str(e)) from None
         assert item is not None
         self._delivered(run_id, item)
+
+    async def topup(
+        self,
+        run_id: str,
+        *,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
+        wall_s: float | None = None,
+        model_calls: int | None = None,
+        tool_calls: int | None = None,
+    ) -> None:
+        """Raise a run's budget by these amounts; a run waiting for budget goes on."""
+        data = topup_data(
+            cost_usd=cost_usd,
+            tokens=tokens,
+            wall_s=wall_s,
+            model_calls=model_calls,
+            tool_calls=tool_calls,
+        )
+        await self.signal(run_id, TOPUP_SIGNAL, data)
 
     def _delivered(self, run_id: str, item: int) -> None:
         driver = self.supervisor.drivers.get(run_id)

@@ -230,16 +230,8 @@ def _line(e: Event, requests: dict[str, ActionRequested | ApprovalRequested]) ->
             return f"■ cancelled by {e.by}"
         case RunDead():
             return f"■ dead: {e.reason}"
-    return _memory_line(e)
-
-
-def _memory_line(e: Event) -> str | None:
-    """Memory's events, by name: views must not import the memory package."""
-    name = type(e).__name__
-    if name == "MemoryCompacted":
-        first, last = getattr(e, "covers", (0, 0))
-        return f"  ⊟ compacted events {first}-{last}: {short(getattr(e, 'summary', ''), 80)}"
-    return None
+    trace_line = getattr(e, "trace_line", None)  # a strategy's or guard's own event
+    return str(trace_line()) if callable(trace_line) else None
 
 
 def _tool(requests: dict[str, ActionRequested | ApprovalRequested], action_id: str) -> str:

@@ -2,9 +2,27 @@
 
 The store is the truth; the bus only wakes whoever waits, so that following a run or
 claiming a woken one does not poll hard. A lost message costs latency, never data.
+Pick one by URL with ``open_bus``; network backends are imported only when used.
 """
+
+from __future__ import annotations
 
 from autonomic.bus.base import Bus, Subscription
 from autonomic.bus.local import LocalBus
+from autonomic.errors import ConfigError
 
-__all__ = ["Bus", "LocalBus", "Subscription"]
+__all__ = ["DEFAULT_BUS_URL", "Bus", "LocalBus", "Subscription", "open_bus"]
+
+DEFAULT_BUS_URL = "local://"
+
+_SCHEMES = ("local",)
+
+
+def open_bus(url: str) -> Bus:
+    """A bus for ``url`` (not yet opened): ``local://`` (this process only)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "local":
+        return LocalBus()
+    raise ConfigError(
+        f"unknown bus URL {url!r}: use one of " + ", ".join(f"{s}://..." for s in _SCHEMES)
+    )

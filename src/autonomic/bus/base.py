@@ -1,4 +1,13 @@
-"""The Bus protocol: publish a hint on a topic; subscribers wait for the next one."""
+"""The Bus protocol: publish a hint on a topic; subscribers wait for the next one.
+
+A network bus (Redis, NATS) lives as long as it is open: ``open()`` connects and
+``close()`` lets go, and they nest, so one bus can be shared by several runtimes. A
+subscriber either hears every message (``group=None``: every process following a run,
+every worker's claim loop) or competes with the other members of its ``group`` (each
+message goes to one of them). A message is acknowledged when its subscriber asks for
+the next one or leaves: a member that dies while handling one leaves it to be delivered
+again to another, so delivery is at least once and consumers must be idempotent.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +27,8 @@ def run_topic(run_id: str) -> str:
 
 class Subscription(Protocol):
     async def next(self, wait_s: float | None) -> str | None:
-        """The next message, or None when ``wait_s`` seconds pass first."""
+        """The next message, or None when ``wait_s`` seconds pass first (or the broker
+        cannot be reached within them). Acknowledges the previous message."""
         ...
 
     async def __aenter__(self) -> Self: ...
@@ -32,8 +42,22 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
+    async def open(self) -> None:
+        """Connect (a ConfigError naming the URL when the broker cannot be reached).
+        Calls nest: each ``open`` is matched by one ``close``."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of the connection once the last opener closes; messages published and
+        not yet sent are given a moment to go."""
+        ...
+
     def publish(self, topic: str, message: str = "") -> None:
         """Send a hint; never blocks and never fails the caller."""
         ...
 
-    def subscribe(self, topic: str) -> Subscription: ...
+    def subscribe(self, topic: str, *, group: str | None = None) -> Subscription:
+        """Messages on ``topic`` published after the subscription is entered; with
+        ``group``, shared among the group's members (and kept for the group while none
+        listens, where the broker can)."""
+        ...

@@ -47,6 +47,7 @@ from autonomic.messages import Message, ModelRequest
 from autonomic.state import RunState, folds, register_slot
 from autonomic.steps import Fail, ModelCall, Record, Step
 from autonomic.strategies.base import AgentView, Strategy
+from autonomic.views import short
 
 __all__ = [
     "COMPACT_PURPOSE",
@@ -76,6 +77,10 @@ class MemoryCompacted(Event, frozen=True, tag=True):
     covers: tuple[int, int]
     tokens_before: int = 0
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("summary",)
+
+    def trace_line(self) -> str:
+        first, last = self.covers
+        return f"  ⊟ compacted events {first}-{last}: {short(self.summary, 80)}"
 
 
 @register_slot
