@@ -24,6 +24,7 @@ from autonomic.steps import ModelCall, Record
 from autonomic.store.base import Store
 from autonomic.strategies import AgentView, ReAct
 from autonomic.tools.base import ToolContext
+from autonomic.views import render_trace
 
 WINDOW = ContextWindow(max_tokens=1500, reserve_output=200, tool_output_tokens=150)
 
@@ -67,6 +68,7 @@ async def test_a_long_run_compacts_and_never_exceeds_the_window(store: Store) ->
         assert all(a <= b for a, b in covers) and covers == sorted(covers)
         for request in seen:
             assert request_tokens(request.messages, request.tools, WINDOW.counter) <= WINDOW.budget
+        assert "⊟ compacted events " in render_trace(events)
         purposes = [e.event.purpose for e in events if isinstance(e.event, ModelCalled)]
         assert purposes.count("compact") == len(compactions)
         # replay re-derives every request, compaction included, from the log alone
