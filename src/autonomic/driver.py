@@ -65,7 +65,16 @@ from autonomic.events import (
     encode_event,
     event_types,
 )
-from autonomic.guards.base import Allow, Deny, Guard, RequireApproval, Rewrite
+from autonomic.guards.base import (
+    Allow,
+    Deny,
+    Guard,
+    RequireApproval,
+    Rewrite,
+    crossing_guards,
+    store_scope,
+)
+from autonomic.guards.budget import with_inherited_budget
 from autonomic.lifecycle import (
     SpawnRefused,
     approval_key,
@@ -255,8 +264,11 @@ class Driver:
         self.secrets, self.signer = secrets, signer
         self.snapshot_every = snapshot_every
         self.view = agent.view()
+        self.guards = with_inherited_budget(agent.guards, state)
         self.tools = agent.tool_map
         self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
+        self._tool_input = crossing_guards(agent.guards, "tool_input")
+        self._tool_output = crossing_guards(agent.guards, "tool_output")
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
         self.lease_deadline = time.monotonic() + lease_s
@@ -297,7 +309,7 @@ class Driver:
         state.apply(event, state.seq + 1, ts)
         self._batch.append(encoded)
         if observe:
-            for guard in self.agent.guards:
+            for guard in self.guards:
                 for extra in self._observed(guard, event):
                     self.record(extra, observe=False)
 
@@ -474,7 +486,8 @@ class Driver:
         self._deadline = loop.time() + left
         timer = loop.call_at(self._deadline, self._time_up)
         try:
-            await self._run(resumed)
+            with store_scope(self.store, self.tools):
+                await self._run(resumed)
         except asyncio.CancelledError:
             if self.cancel_by is not None:
                 # interrupted to cancel the run: record that, whatever it was doing
@@ -623,7 +636,7 @@ class Driver:
                 )
             )
             return None
-        for guard in agent.guards:
+        for guard in self.guards:
             verdict = await _ask(guard, functools.partial(guard.check, state, step))
             if isinstance(verdict, Rewrite):
                 if not isinstance(verdict.step, _STEPS):
@@ -632,6 +645,8 @@ class Driver:
                         f"{type(verdict.step).__name__}, which is not a step"
                     )
                 step = verdict.step
+                if verdict.reason:
+                    self.record(GuardTripped(_name(guard), _text(verdict.reason)))
             elif isinstance(verdict, Deny):
                 reason = _text(verdict.reason)
                 self.record(GuardTripped(_name(guard), reason))
@@ -769,14 +784,16 @@ class Driver:
 
     async def _approval_reason(self, call: ToolCall) -> tuple[str | None, str | None]:
         """(why the call needs approval, why it is denied); both None to run it now."""
-        for guard in self.agent.guards:
+        for guard in self.guards:
             verdict = await _ask(guard, functools.partial(guard.check_call, self.state, call))
             if isinstance(verdict, Deny):
                 reason = _text(verdict.reason)
                 self.record(GuardTripped(_name(guard), reason))
                 return None, f"denied by {_name(guard)}: {reason}"
             if isinstance(verdict, RequireApproval):
-                return _text(verdict.reason) or f"{_name(guard)} requires approval", None
+                reason = _text(verdict.reason) or f"{_name(guard)} requires approval"
+                self.record(GuardTripped(_name(guard), f"approval required: {reason}"))
+                return reason, None
             if not isinstance(verdict, Allow):
                 raise _Broken(
                     f"guard {_name(guard)!r} returned a {type(verdict).__name__} for a tool "
@@ -854,6 +871,8 @@ class Driver:
 
     async def _execute(self, requests: list[ActionRequested], attempt: int) -> list[Outcome]:
         def run(request: ActionRequested) -> Coroutine[Any, Any, Outcome]:
+            if self._tool_input or self._tool_output:
+                return self._guarded_action(request, attempt)
             return execute_action(
                 self.tools[request.tool],
                 request,
@@ -867,6 +886,36 @@ class Driver:
         if len(requests) == 1:
             return [await run(requests[0])]
         return await self._all(map(run, requests))
+
+    async def _guarded_action(self, request: ActionRequested, attempt: int) -> Outcome:
+        """An action between the guards that see what a tool receives and gives back. A
+        guard that fails fails the action: nothing it should have screened is recorded."""
+        given, guard = request, None
+        try:
+            for guard in self._tool_input:
+                given = await _verdict(guard.tool_input(self.state, given))
+            guard = None
+            outcome = await execute_action(
+                self.tools[request.tool],
+                given,
+                self.state.run_id,
+                first_attempt=attempt,
+                secrets=self.secrets,
+                record=self.record,
+                stuck=self._stuck,
+            )
+            for guard in self._tool_output:
+                outcome = await _verdict(guard.tool_output(self.state, request, outcome))
+        except BaseException as e:
+            _reraise_cancellation(e)
+            if guard is None:
+                raise
+            return ActionFailed(
+                request.action_id, f"guard {_name(guard)!r} failed: {type(e).__name__}"
+            )
+        if not isinstance(outcome, ActionCompleted | ActionFailed):
+            return ActionFailed(request.action_id, "a guard returned something not an outcome")
+        return outcome
 
     @staticmethod
     async def _all(calls: Iterable[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
@@ -1040,7 +1089,9 @@ class Driver:
     def _spawn_children(self, specs: Sequence[ChildSpec]) -> list[str]:
         """Record child runs to create with the next commit; raises SpawnRefused."""
         agents = [self._child_agent(spec.agent) for spec in specs]
-        children = plan_children(self.state, self.agent, agents, [spec.goal for spec in specs])
+        children = plan_children(
+            self.state, self.agent, agents, [spec.goal for spec in specs], guards=self.guards
+        )
         for spawned, run, started in children:
             self.record(spawned)
             self._new_children.append((run, [started]))

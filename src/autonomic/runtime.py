@@ -44,6 +44,8 @@ from autonomic.events import (
     SignalReceived,
     encode_event,
 )
+from autonomic.guards.base import screen_goal
+from autonomic.guards.budget import TOPUP_SIGNAL, topup_data
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
@@ -141,8 +143,9 @@ class Runtime:
     (a wait that ended, a submitted run). ``resume_incomplete``: also adopt runs, of any
     agent importable here, whose process died. ``max_recoveries``: a run that crashed
     its process more often than that is dead-lettered. ``bus``: a Bus, or its URL
-    (``redis://...``, ``nats://...``; default in-process), opened and closed with the
-    runtime, that carries wake-ups and live following between processes.
+    (``redis://...``, ``nats://...``; default: the store's own bus if it has one, as
+    PostgreSQL's LISTEN/NOTIFY, else in-process), opened and closed with the runtime,
+    that carries wake-ups and live following between processes.
     """
 
     def __init__(
@@ -168,7 +171,11 @@ class Runtime:
         if on_agent_change not in ("warn", "refuse"):
             raise ConfigError("on_agent_change must be 'warn' or 'refuse'")
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.bus: Bus = open_bus(bus) if isinstance(bus, str) else (bus or LocalBus())
+        self.bus: Bus = (
+            open_bus(bus)
+            if isinstance(bus, str)
+            else (bus or getattr(self.store, "bus", None) or LocalBus())
+        )
         self.registry = AgentRegistry(agents)
         self.owner = new_owner_id()
         self.lease_s = lease_s
@@ -255,6 +262,7 @@ class Runtime:
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         model = agent.resolved_model()
         self.registry.register(agent)
+        goal = await screen_goal(agent.guards, self.store, run_id, goal)
         state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant)
         supervisor.reserve(run_id)
         try:
@@ -285,6 +293,7 @@ class Runtime:
             agent = known
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         self.registry.register(agent)
+        goal = await screen_goal(agent.guards, self.store, run_id, goal)
         _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant)
         await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
         self.bus.publish(READY_TOPIC, run_id)
@@ -540,6 +549,26 @@ class Runtime:
             raise ConfigError(str(e)) from None
         assert item is not None
         self._delivered(run_id, item)
+
+    async def topup(
+        self,
+        run_id: str,
+        *,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
+        wall_s: float | None = None,
+        model_calls: int | None = None,
+        tool_calls: int | None = None,
+    ) -> None:
+        """Raise a run's budget by these amounts; a run waiting for budget goes on."""
+        data = topup_data(
+            cost_usd=cost_usd,
+            tokens=tokens,
+            wall_s=wall_s,
+            model_calls=model_calls,
+            tool_calls=tool_calls,
+        )
+        await self.signal(run_id, TOPUP_SIGNAL, data)
 
     def _delivered(self, run_id: str, item: int) -> None:
         driver = self.supervisor.drivers.get(run_id)
