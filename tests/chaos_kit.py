@@ -30,7 +30,6 @@ from typing import Any
 from autonomic import Agent, Runtime, ScriptedModel, ToolContext, tool, tool_call
 from autonomic.errors import ToolError
 from autonomic.store import open_store
-from autonomic.store.base import Store
 
 HERE = Path(__file__).parent
 CHARGES = 5
@@ -77,7 +76,7 @@ ledger_agent = Agent(
     name="ledger",
     model=ScriptedModel(
         [tool_call("charge", amount=i) for i in range(CHARGES)] + ["all charged"],
-        latency=0.01,
+        latency=0.02,
     ),
     tools=[charge],
     max_steps=CHARGES + 3,
@@ -170,17 +169,24 @@ def start_worker(
 
 @dataclass
 class Drill:
-    """What the drill does, and what it saw."""
+    """What the drill does, and what it saw.
+
+    Chaos follows progress, not the clock (so that a fast machine cannot finish before
+    it): a worker is SIGKILLed (and a new one started) as each fraction in ``kill_at``
+    of the runs has ended, and also every ``kill_every_s`` seconds if set; a worker is
+    SIGSTOPped for 2.5 leases at ``stop_at``; the server restarts at ``restart_at``.
+    """
 
     url: str
     runs: int = 60
     workers: int = 3
     lease_s: float = 1.0
-    concurrency: int = 50
-    kill_every_s: float = 1.5
-    restarts: int = 0
-    stop_cont: bool = True
-    deadline_s: float = 60.0
+    concurrency: int = 4
+    kill_at: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
+    kill_every_s: float | None = None
+    stop_at: float | None = 0.4
+    restart_at: tuple[float, ...] = ()
+    deadline_s: float = 90.0
     cluster: Cluster | None = None
     log: Path = field(default_factory=lambda: Path(tempfile.mkdtemp()) / "workers.log")
     seen: Counter[str] = field(default_factory=Counter)
@@ -202,68 +208,75 @@ async def prepare(url: str, runs: int) -> list[str]:
         return ids
 
 
-async def _all_ended(store: Store, ids: list[str]) -> bool:
-    """Have all runs ended? (False while the server cannot say: it is restarting.)"""
+async def _ended(store: Any) -> int | None:
+    """How many runs have ended (None while the server cannot say: it is restarting)."""
     try:
-        runs = await store.list_runs(limit=len(ids) + 10)
+        async with store._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM runs WHERE status IN ('completed', 'failed', 'dead')"
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
     except Exception:
-        return False
-    ended = {r.run_id for r in runs if r.status in ("completed", "failed", "dead")}
-    return ended >= set(ids)
+        return None
 
 
 async def run_drill(d: Drill) -> dict[str, Any]:
     """Run the drill; returns its report (see ``check``)."""
     ids = await prepare(d.url, d.runs)
     rnd = random.Random(secrets.randbits(32))
-    procs = [start_worker(d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency)]
-    procs += [
-        start_worker(d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency)
-        for _ in range(d.workers - 1)
-    ]
+
+    def worker() -> subprocess.Popen[bytes]:
+        return start_worker(d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency)
+
+    procs = [worker() for _ in range(d.workers)]
     started = time.monotonic()
-    next_kill = started + d.kill_every_s
-    restarts_left = d.restarts
-    next_restart = started + 1.0
-    stop_cont = d.stop_cont
-    monitor = open_store(d.url)
+    kills, restarts = sorted(d.kill_at), sorted(d.restart_at)
+    next_kill = started + d.kill_every_s if d.kill_every_s else float("inf")
+    stop_at = d.stop_at
+    stopped: subprocess.Popen[bytes] | None = None
+    cont_at = settle_until = 0.0
+    monitor: Any = open_store(d.url)
     await monitor.open()
     try:
         while time.monotonic() - started < d.deadline_s:
-            await asyncio.sleep(0.2)
-            now = time.monotonic()
-            if await _all_ended(monitor, ids):
-                break
+            await asyncio.sleep(0.05)
+            ended = await _ended(monitor)
+            if ended is None:
+                continue
+            done, now = ended / len(ids), time.monotonic()
+            if ended >= len(ids) and stopped is None and now >= settle_until:
+                break  # (a worker stopped and let go again has had a lease to try its luck)
             for i, proc in enumerate(procs):  # as systemd would: a worker that exits is restarted
                 if proc.poll() is not None:
                     d.seen["worker_exits"] += 1
-                    procs[i] = start_worker(
-                        d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency
-                    )
-            if now >= next_kill:
+                    procs[i] = worker()
+            if (kills and done >= kills[0]) or now >= next_kill:
+                kills = kills[1:] if kills and done >= kills[0] else kills
                 victim = rnd.randrange(len(procs))
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
                 d.seen["killed"] += 1
-                procs[victim] = start_worker(
-                    d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency
-                )
-                next_kill = now + d.kill_every_s
-            if restarts_left and d.cluster is not None and now >= next_restart:
+                procs[victim] = worker()
+                next_kill = now + d.kill_every_s if d.kill_every_s else next_kill
+            if restarts and d.cluster is not None and done >= restarts[0]:
+                restarts.pop(0)
                 await asyncio.to_thread(d.cluster.restart)
                 d.seen["pg_restarts"] += 1
-                restarts_left -= 1
-                next_restart = time.monotonic() + 1.5
-            if stop_cont and now - started > 1.0:
-                stop_cont = False
-                held = procs[rnd.randrange(len(procs))]
-                held.send_signal(signal.SIGSTOP)
-                await asyncio.sleep(d.lease_s * 2.5)
-                held.send_signal(signal.SIGCONT)
+            if stop_at is not None and done >= stop_at:
+                stop_at = None
+                stopped = procs[rnd.randrange(len(procs))]
+                stopped.send_signal(signal.SIGSTOP)
+                cont_at = now + d.lease_s * 2.5
+            if stopped is not None and now >= cont_at:
+                stopped.send_signal(signal.SIGCONT)
+                stopped = None
+                settle_until = now + d.lease_s
                 d.seen["stopped_past_lease"] += 1
     finally:
         await monitor.close()
         for proc in procs:
+            proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:

@@ -19,9 +19,9 @@ def assert_nothing_lost_or_repeated(report: dict[str, object]) -> None:
 
 
 async def test_killed_and_stopped_workers_lose_and_repeat_nothing(pg_url: str) -> None:
-    report = await run_drill(Drill(pg_url, runs=40, workers=3, kill_every_s=1.2))
+    report = await run_drill(Drill(pg_url, runs=40, workers=3))
     assert_nothing_lost_or_repeated(report)
-    assert report["killed"] >= 2 and report["stopped_past_lease"] == 1, report
+    assert report["killed"] == 4 and report["stopped_past_lease"] == 1, report
 
 
 async def test_postgres_restarts_lose_and_repeat_nothing() -> None:
@@ -29,8 +29,8 @@ async def test_postgres_restarts_lose_and_repeat_nothing() -> None:
     cluster.start()
     try:
         drill = Drill(
-            cluster.url, runs=80, workers=2, restarts=2, cluster=cluster, kill_every_s=1e9,
-            stop_cont=False,
+            cluster.url, runs=40, workers=2, kill_at=(), stop_at=None, restart_at=(0.2, 0.6),
+            cluster=cluster,
         )  # fmt: skip
         report = await run_drill(drill)
     finally:
