@@ -13,6 +13,7 @@ from autonomic.guards.base import (
 from autonomic.guards.budget import Budget
 from autonomic.guards.detectors import Detection, PresidioDetector, RegexDetector
 from autonomic.guards.pii import PIIGuard, reveal
+from autonomic.guards.policy import ToolPolicy
 
 __all__ = [
     "ALLOW",
@@ -27,6 +28,7 @@ __all__ = [
     "RegexDetector",
     "RequireApproval",
     "Rewrite",
+    "ToolPolicy",
     "Verdict",
     "reveal",
 ]
