@@ -177,6 +177,7 @@ class LoopGuard(Guard):
     """
 
     name = "loops"
+    replays = True
 
     def __init__(
         self,
