@@ -16,6 +16,7 @@ from autonomic.guards.critic import CriticGuard
 from autonomic.guards.detectors import Detection, PresidioDetector, RegexDetector
 from autonomic.guards.loops import LoopGuard
 from autonomic.guards.pii import PIIGuard, reveal
+from autonomic.guards.policy import ToolPolicy
 from autonomic.guards.shields import InjectionGuard
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "RegexDetector",
     "RequireApproval",
     "Rewrite",
+    "ToolPolicy",
     "Verdict",
     "reveal",
 ]
