@@ -83,6 +83,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (vault_id, name)
     ) WITHOUT ROWID
     """,
+    # 4: per-tenant budgets: limits, what ended runs spent and unfinished ones hold (JSON)
+    """
+    CREATE TABLE tenant_budgets (
+        tenant TEXT PRIMARY KEY,
+        budget TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
