@@ -209,9 +209,7 @@ class PostgresStore(SharedResource):
                         f"no store at {self.where}: start a run first, or point "
                         "--store/AUTONOMIC_STORE at an existing store"
                     )
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                await conn.execute(f'SET search_path TO "{self.schema}"')
-                await ensure_schema(conn, self.where)
+                await ensure_schema(conn, self.schema, self.where)
         except psycopg.Error as e:
             raise self._failure("open", e) from e
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
