@@ -82,7 +82,7 @@ from autonomic.steps import (
     ToolCalls,
 )
 from autonomic.store import InMemoryStore, RunInfo, Store, open_store
-from autonomic.strategies import AgentView, ReAct, Strategy
+from autonomic.strategies import AgentView, DAGPlanner, ReAct, ReWOO, Strategy
 from autonomic.tools import FunctionTool, Tool, ToolContext, tool
 from autonomic.tools.awaiting import AgentTool, sleep
 from autonomic.tools.options import ToolOptions
@@ -138,6 +138,7 @@ __all__ = [
     "CircuitOpen",
     "ConcurrencyConflict",
     "ConfigError",
+    "DAGPlanner",
     "Deny",
     "EnvSecrets",
     "Event",
@@ -164,6 +165,7 @@ __all__ = [
     "PendingApproval",
     "Price",
     "ReAct",
+    "ReWOO",
     "Record",
     "ReplayDivergence",
     "RequireApproval",

@@ -28,6 +28,7 @@ from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.runtime import RunHandle, RunResult, Runtime
 from autonomic.store import DEFAULT_STORE_URL, open_store
+from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
 
 __all__ = ["build_parser", "main"]
@@ -481,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--data", help="JSON data (default: null)")
     signal.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     signal.add_argument("--json", action="store_true")
+    add_telemetry_parsers(sub)
     return parser
 
 

@@ -230,7 +230,8 @@ def _line(e: Event, requests: dict[str, ActionRequested | ApprovalRequested]) ->
             return f"■ cancelled by {e.by}"
         case RunDead():
             return f"■ dead: {e.reason}"
-    return None
+    trace_line = getattr(e, "trace_line", None)  # a strategy's or guard's own event
+    return str(trace_line()) if callable(trace_line) else None
 
 
 def _tool(requests: dict[str, ActionRequested | ApprovalRequested], action_id: str) -> str:

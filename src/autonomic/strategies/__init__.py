@@ -1,6 +1,9 @@
 """Strategies: pure state machines that pick a run's next step."""
 
 from autonomic.strategies.base import AgentView, Strategy
+from autonomic.strategies.dag import DAGPlanner
+from autonomic.strategies.plans import PlanNode, PlanRecorded
 from autonomic.strategies.react import ReAct
+from autonomic.strategies.rewoo import ReWOO
 
-__all__ = ["AgentView", "ReAct", "Strategy"]
+__all__ = ["AgentView", "DAGPlanner", "PlanNode", "PlanRecorded", "ReAct", "ReWOO", "Strategy"]
