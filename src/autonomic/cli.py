@@ -193,6 +193,10 @@ async def cmd_show(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     info = await runtime.get_run(run_id)
     state = await runtime.state(run_id)
+    if args.reveal and state.answer is not None:
+        from autonomic.guards.pii import reveal
+
+        state.answer = await reveal(runtime.store, run_id, state.answer)
     if args.json:
         _print_json(
             {
@@ -454,8 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    with_run("show", "status, usage, approvals and answer of a run", cmd_show).add_argument(
-        "--json", action="store_true"
+    show = with_run("show", "status, usage, approvals and answer of a run", cmd_show)
+    show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="restore the PII placeholders of the answer (needs $AUTONOMIC_VAULT_KEY)",
     )
     events = with_run("events", "the event log of a run", cmd_events)
     events.add_argument("--json", action="store_true", help="one JSON object per line")

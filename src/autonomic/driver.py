@@ -65,7 +65,15 @@ from autonomic.events import (
     encode_event,
     event_types,
 )
-from autonomic.guards.base import Allow, Deny, Guard, RequireApproval, Rewrite
+from autonomic.guards.base import (
+    Allow,
+    Deny,
+    Guard,
+    RequireApproval,
+    Rewrite,
+    crossing_guards,
+    store_scope,
+)
 from autonomic.lifecycle import (
     SpawnRefused,
     approval_key,
@@ -257,6 +265,8 @@ class Driver:
         self.view = agent.view()
         self.tools = agent.tool_map
         self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
+        self._tool_input = crossing_guards(agent.guards, "tool_input")
+        self._tool_output = crossing_guards(agent.guards, "tool_output")
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
         self.lease_deadline = time.monotonic() + lease_s
@@ -474,7 +484,8 @@ class Driver:
         self._deadline = loop.time() + left
         timer = loop.call_at(self._deadline, self._time_up)
         try:
-            await self._run(resumed)
+            with store_scope(self.store):
+                await self._run(resumed)
         except asyncio.CancelledError:
             if self.cancel_by is not None:
                 # interrupted to cancel the run: record that, whatever it was doing
@@ -632,6 +643,8 @@ class Driver:
                         f"{type(verdict.step).__name__}, which is not a step"
                     )
                 step = verdict.step
+                if verdict.reason:
+                    self.record(GuardTripped(_name(guard), _text(verdict.reason)))
             elif isinstance(verdict, Deny):
                 reason = _text(verdict.reason)
                 self.record(GuardTripped(_name(guard), reason))
@@ -854,6 +867,8 @@ class Driver:
 
     async def _execute(self, requests: list[ActionRequested], attempt: int) -> list[Outcome]:
         def run(request: ActionRequested) -> Coroutine[Any, Any, Outcome]:
+            if self._tool_input or self._tool_output:
+                return self._guarded_action(request, attempt)
             return execute_action(
                 self.tools[request.tool],
                 request,
@@ -867,6 +882,36 @@ class Driver:
         if len(requests) == 1:
             return [await run(requests[0])]
         return await self._all(map(run, requests))
+
+    async def _guarded_action(self, request: ActionRequested, attempt: int) -> Outcome:
+        """An action between the guards that see what a tool receives and gives back. A
+        guard that fails fails the action: nothing it should have screened is recorded."""
+        given, guard = request, None
+        try:
+            for guard in self._tool_input:
+                given = await _verdict(guard.tool_input(self.state, given))
+            guard = None
+            outcome = await execute_action(
+                self.tools[request.tool],
+                given,
+                self.state.run_id,
+                first_attempt=attempt,
+                secrets=self.secrets,
+                record=self.record,
+                stuck=self._stuck,
+            )
+            for guard in self._tool_output:
+                outcome = await _verdict(guard.tool_output(self.state, request, outcome))
+        except BaseException as e:
+            _reraise_cancellation(e)
+            if guard is None:
+                raise
+            return ActionFailed(
+                request.action_id, f"guard {_name(guard)!r} failed: {type(e).__name__}"
+            )
+        if not isinstance(outcome, ActionCompleted | ActionFailed):
+            return ActionFailed(request.action_id, "a guard returned something not an outcome")
+        return outcome
 
     @staticmethod
     async def _all(calls: Iterable[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:

@@ -44,6 +44,7 @@ from autonomic.events import (
     SignalReceived,
     encode_event,
 )
+from autonomic.guards.base import screen_goal
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
@@ -255,6 +256,7 @@ class Runtime:
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         model = agent.resolved_model()
         self.registry.register(agent)
+        goal = await screen_goal(agent.guards, self.store, run_id, goal)
         state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant)
         supervisor.reserve(run_id)
         try:
@@ -285,6 +287,7 @@ class Runtime:
             agent = known
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         self.registry.register(agent)
+        goal = await screen_goal(agent.guards, self.store, run_id, goal)
         _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant)
         await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
         self.bus.publish(READY_TOPIC, run_id)

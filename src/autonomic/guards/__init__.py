@@ -10,14 +10,21 @@ from autonomic.guards.base import (
     Rewrite,
     Verdict,
 )
+from autonomic.guards.detectors import Detection, PresidioDetector, RegexDetector
+from autonomic.guards.pii import PIIGuard, reveal
 
 __all__ = [
     "ALLOW",
     "Allow",
     "CallVerdict",
     "Deny",
+    "Detection",
     "Guard",
+    "PIIGuard",
+    "PresidioDetector",
+    "RegexDetector",
     "RequireApproval",
     "Rewrite",
     "Verdict",
+    "reveal",
 ]

@@ -1,5 +1,8 @@
 """The Guard hook: every step passes ``check``, every tool call ``check_call``, before it
-runs; every recorded event passes ``observe``.
+runs; every recorded event passes ``observe``. What crosses the run's boundary passes
+guards too: a new run's goal (``screen_goal``), what a tool receives (``tool_input``,
+never recorded) and what it gave back (``tool_output``, before it is recorded or seen by
+the model): the PII vault and the injection shields work there.
 
 Budgets, tool policy, approvals and the other guards plug in here. The driver calls them
 in order for every step of every run, and waits for each verdict before anything
@@ -9,10 +12,15 @@ happens, so nothing the model asks for can go around them. Hooks may be plain or
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+import inspect
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
-from autonomic.events import Event
+from autonomic.errors import ConfigError
+from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, Event
 from autonomic.messages import ToolCall
 from autonomic.state import RunState
 from autonomic.steps import Step
@@ -26,6 +34,10 @@ __all__ = [
     "RequireApproval",
     "Rewrite",
     "Verdict",
+    "crossing_guards",
+    "run_store",
+    "screen_goal",
+    "store_scope",
 ]
 
 
@@ -44,9 +56,11 @@ class Deny:
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
-    """Perform this step instead."""
+    """Perform this step instead. With a ``reason``, the rewrite is recorded as a
+    ``GuardTripped`` (a loop nudge, say); without one it is silent."""
 
     step: Step
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,7 @@ class RequireApproval:
 
 
 Verdict = Allow | Deny | Rewrite
+Outcome = ActionCompleted | ActionFailed
 CallVerdict = Allow | Deny | RequireApproval
 
 ALLOW = Allow()
@@ -85,3 +100,67 @@ class Guard:
         a guard cannot forge what the runtime records (a run's ending, an approval...).
         A guard that raises, or answers something that is not a verdict, fails the run."""
         return ()
+
+    def screen_goal(self, run_id: str, goal: str) -> str | Awaitable[str]:
+        """What a new run records as its goal (and its model reads), given the goal asked
+        for. ``run_store()`` is the store the run is created in."""
+        return goal
+
+    def tool_input(
+        self, state: RunState, request: ActionRequested
+    ) -> ActionRequested | Awaitable[ActionRequested]:
+        """What the tool receives for ``request`` (its arguments restored, say). Never
+        recorded: the log keeps the request as the model made it."""
+        return request
+
+    def tool_output(
+        self, state: RunState, request: ActionRequested, outcome: Outcome
+    ) -> Outcome | Awaitable[Outcome]:
+        """What is recorded of a tool's ``outcome``, and so what the model sees of it."""
+        return outcome
+
+
+_CROSSING_HOOKS = ("screen_goal", "tool_input", "tool_output")
+_STORE: ContextVar[Any] = ContextVar("autonomic_guard_store", default=None)
+
+
+def crossing_guards(guards: Sequence[Guard], hook: str) -> list[Guard]:
+    """The guards that override ``hook`` (the others need not be asked)."""
+    if hook not in _CROSSING_HOOKS:
+        raise ValueError(f"unknown hook {hook!r}")
+    return [g for g in guards if getattr(type(g), hook, None) is not getattr(Guard, hook)]
+
+
+def run_store() -> Any:
+    """The store of the run being driven (or created) in this task, for a guard that keeps
+    something beside the run's events (the PII vault). ConfigError outside a run."""
+    store = _STORE.get()
+    if store is None:
+        raise ConfigError("no run is being driven here: run_store() is for guards' hooks")
+    return store
+
+
+@contextmanager
+def store_scope(store: Any) -> Iterator[None]:
+    """Make ``store`` what ``run_store()`` answers in this task, for the duration."""
+    token = _STORE.set(store)
+    try:
+        yield
+    finally:
+        _STORE.reset(token)
+
+
+async def screen_goal(guards: Sequence[Guard], store: Any, run_id: str, goal: str) -> str:
+    """``goal`` after every guard's ``screen_goal``; a guard that fails refuses the run."""
+    screening = crossing_guards(guards, "screen_goal")
+    if not screening:
+        return goal
+    with store_scope(store):
+        for guard in screening:
+            result = guard.screen_goal(run_id, goal)
+            goal = await result if inspect.isawaitable(result) else result
+            if not isinstance(goal, str):
+                raise ConfigError(
+                    f"guard {guard.name!r} screened the goal into a {type(goal).__name__}, not text"
+                )
+    return goal

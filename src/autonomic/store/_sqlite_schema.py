@@ -74,6 +74,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_by_run ON inbox (run_id)
     """,
+    # 3: the PII vault: encrypted values by placeholder, per root run
+    """
+    CREATE TABLE vault (
+        vault_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        PRIMARY KEY (vault_id, name)
+    ) WITHOUT ROWID
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,9 +19,9 @@ numbers, ids, epochs, limits) are 64-bit: a backend may refuse larger ones with 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 
@@ -44,6 +44,7 @@ __all__ = [
     "RunIndex",
     "RunInfo",
     "Store",
+    "Vaults",
     "Wait",
     "check_claimable",
     "check_limit",
@@ -392,6 +393,20 @@ class Inbox(Protocol):
         ...
 
     async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]: ...
+
+
+@runtime_checkable
+class Vaults(Protocol):
+    """Encrypted secrets a guard keeps beside a run (the PII vault): opaque bytes by name.
+
+    Not part of ``Store``: a backend that holds no vault is still a store, and the guard
+    that needs one says so. ``put_vault`` never overwrites: it returns the names that were
+    already taken (those entries are left as they were), so two writers cannot give one
+    name two values."""
+
+    async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]: ...
+
+    async def get_vault(self, vault_id: str) -> dict[str, bytes]: ...
 
 
 class Store(EventLog, RunIndex, Leases, Inbox, Protocol):

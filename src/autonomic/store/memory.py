@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -54,6 +54,7 @@ class InMemoryStore(SharedResource):
         self._events: dict[str, list[EventRecord]] = {}
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._vaults: dict[str, dict[str, bytes]] = {}
         self._inbox: dict[str, list[InboxItem]] = {}
         self._inbox_ids = itertools.count(1)
 
@@ -199,6 +200,17 @@ class InMemoryStore(SharedResource):
 
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         return self._snapshots.get(run_id)
+
+    # -- the vault -------------------------------------------------------------------------
+
+    async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]:
+        vault = self._vaults.setdefault(vault_id, {})
+        taken = [name for name in entries if name in vault]
+        vault.update((n, bytes(v)) for n, v in entries.items() if n not in vault)
+        return taken
+
+    async def get_vault(self, vault_id: str) -> dict[str, bytes]:
+        return dict(self._vaults.get(vault_id, {}))
 
     # -- the run index ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -689,6 +689,33 @@ class SQLiteStore(SharedResource):
             self.bytes_written += len(body)
 
         await self._write(op)
+
+    # -- the vault -----------------------------------------------------------------------
+
+    async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]:
+        items = list(entries.items())
+
+        def op() -> list[str]:
+            taken = []
+            for name, secret in items:
+                cursor = self._w.execute(
+                    "INSERT OR IGNORE INTO vault (vault_id, name, secret) VALUES (?, ?, ?)",
+                    (vault_id, name, secret),
+                )
+                if cursor.rowcount == 0:
+                    taken.append(name)
+            return taken
+
+        return await self._write(op)
+
+    async def get_vault(self, vault_id: str) -> dict[str, bytes]:
+        def op(conn: sqlite3.Connection) -> dict[str, bytes]:
+            rows = conn.execute(
+                "SELECT name, secret FROM vault WHERE vault_id = ?", (vault_id,)
+            ).fetchall()
+            return {name: bytes(secret) for name, secret in rows}
+
+        return await self._read(op)
 
     # -- leases ------------------------------------------------------------------------
 
