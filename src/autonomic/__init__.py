@@ -33,7 +33,7 @@ from autonomic.errors import (
     ToolError,
 )
 from autonomic.events import Event, register_event
-from autonomic.guards import Allow, Deny, Guard, RequireApproval, Rewrite
+from autonomic.guards import Allow, Budget, Deny, Guard, RequireApproval, Rewrite
 from autonomic.loader import StoredEvent
 from autonomic.models import (
     CachedModel,
@@ -128,6 +128,7 @@ __all__ = [
     "ApprovalRefused",
     "AutonomicError",
     "Await",
+    "Budget",
     "Bus",
     "CachedModel",
     "Cascade",

@@ -293,6 +293,22 @@ async def cmd_signal(args: argparse.Namespace, runtime: Runtime) -> int:
     return await _finish(runtime.handle(run_id), args.json)
 
 
+async def cmd_topup(args: argparse.Namespace, runtime: Runtime) -> int:
+    run_id = await _resolve_run_id(runtime, args.run_id)
+    await runtime.topup(
+        run_id,
+        cost_usd=args.cost,
+        tokens=args.tokens,
+        wall_s=args.wall_s,
+        model_calls=args.model_calls,
+        tool_calls=args.tool_calls,
+    )
+    print(f"budget of run {run_id} raised")
+    if args.no_wait:
+        return 0
+    return await _finish(runtime.handle(run_id), args.json)
+
+
 async def cmd_approve(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     pending = await runtime.pending_approvals(run_id)
@@ -490,6 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--data", help="JSON data (default: null)")
     signal.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     signal.add_argument("--json", action="store_true")
+    topup = with_run("topup", "raise a run's budget; a run waiting for budget goes on", cmd_topup)
+    topup.add_argument("--cost", type=float, metavar="USD", help="add this much to its cost limit")
+    topup.add_argument("--tokens", type=_count(1), help="add this many tokens")
+    topup.add_argument("--wall-s", type=float, metavar="S", help="add this much wall time")
+    topup.add_argument("--model-calls", type=_count(1), help="add this many model calls")
+    topup.add_argument("--tool-calls", type=_count(1), help="add this many tool calls")
+    topup.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
+    topup.add_argument("--json", action="store_true")
     add_telemetry_parsers(sub)
     return parser
 

@@ -74,6 +74,7 @@ from autonomic.guards.base import (
     crossing_guards,
     store_scope,
 )
+from autonomic.guards.budget import with_inherited_budget
 from autonomic.lifecycle import (
     SpawnRefused,
     approval_key,
@@ -263,6 +264,7 @@ class Driver:
         self.secrets, self.signer = secrets, signer
         self.snapshot_every = snapshot_every
         self.view = agent.view()
+        self.guards = with_inherited_budget(agent.guards, state)
         self.tools = agent.tool_map
         self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
         self._tool_input = crossing_guards(agent.guards, "tool_input")
@@ -307,7 +309,7 @@ class Driver:
         state.apply(event, state.seq + 1, ts)
         self._batch.append(encoded)
         if observe:
-            for guard in self.agent.guards:
+            for guard in self.guards:
                 for extra in self._observed(guard, event):
                     self.record(extra, observe=False)
 
@@ -634,7 +636,7 @@ class Driver:
                 )
             )
             return None
-        for guard in agent.guards:
+        for guard in self.guards:
             verdict = await _ask(guard, functools.partial(guard.check, state, step))
             if isinstance(verdict, Rewrite):
                 if not isinstance(verdict.step, _STEPS):
@@ -782,7 +784,7 @@ class Driver:
 
     async def _approval_reason(self, call: ToolCall) -> tuple[str | None, str | None]:
         """(why the call needs approval, why it is denied); both None to run it now."""
-        for guard in self.agent.guards:
+        for guard in self.guards:
             verdict = await _ask(guard, functools.partial(guard.check_call, self.state, call))
             if isinstance(verdict, Deny):
                 reason = _text(verdict.reason)
@@ -1085,7 +1087,9 @@ class Driver:
     def _spawn_children(self, specs: Sequence[ChildSpec]) -> list[str]:
         """Record child runs to create with the next commit; raises SpawnRefused."""
         agents = [self._child_agent(spec.agent) for spec in specs]
-        children = plan_children(self.state, self.agent, agents, [spec.goal for spec in specs])
+        children = plan_children(
+            self.state, self.agent, agents, [spec.goal for spec in specs], guards=self.guards
+        )
         for spawned, run, started in children:
             self.record(spawned)
             self._new_children.append((run, [started]))

@@ -28,6 +28,8 @@ __all__ = [
     "ApprovalDenied",
     "ApprovalGranted",
     "ApprovalRequested",
+    "BudgetReserved",
+    "BudgetWarned",
     "CancelRequested",
     "ChildCompleted",
     "ChildSpawned",
@@ -114,6 +116,8 @@ class RunStarted(Event, frozen=True, tag=True):
     root_run_id: str | None = None
     lineage: tuple[str, ...] = ()
     tenant: str | None = None
+    budget: dict[str, float] | None = None
+    """What a child was given out of its parent's budget (``cost_usd``, ``tokens``)."""
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("goal",)
 
 
@@ -289,6 +293,26 @@ class GuardTripped(Event, frozen=True, tag=True):
     detail: str
 
 
+@register_event
+class BudgetReserved(Event, frozen=True, tag=True):
+    """Recorded with the ``ModelCalled`` it belongs to: what the call may cost at most
+    (prompt plus ``max_tokens``). It counts as spent until the response settles it, and
+    for good if the process died while the call was in flight. ``wrap_up``: the last
+    turn, with tools disabled, before the run waits for more budget."""
+
+    tokens: int
+    cost_usd: float
+    wrap_up: bool = False
+
+
+@register_event
+class BudgetWarned(Event, frozen=True, tag=True):
+    """The run used ``used`` (a fraction) of one of its limits; the model is told what is left."""
+
+    detail: str
+    used: float
+
+
 # -- approvals ------------------------------------------------------------------------------
 
 
@@ -365,6 +389,8 @@ class ChildSpawned(Event, frozen=True, tag=True):
     child_run_id: str
     agent: str
     goal: str
+    budget: dict[str, float] | None = None
+    """What the child was given out of this run's budget; held until it ends."""
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("goal",)
 
 
@@ -376,6 +402,9 @@ class ChildCompleted(Event, frozen=True, tag=True):
     error: str = ""
     usage: Usage = Usage()
     cost: float = 0.0
+    spent: dict[str, float] | None = None
+    """What the child's budget ledger counted (unpriced calls and calls a crash cut
+    short included), which the parent counts instead of ``cost`` and ``usage``."""
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("answer", "error")
 
 

@@ -25,6 +25,8 @@ from autonomic.events import (
     RunStarted,
     encode_event,
 )
+from autonomic.guards.base import Guard
+from autonomic.guards.budget import carve, ledger_spent
 from autonomic.state import RunState
 from autonomic.steps import Approval, Children, Signal, Timer, WaitFor
 from autonomic.store.base import CANCEL_KEY, Delivery, NewRun, Wait
@@ -63,6 +65,7 @@ def run_started(
     *,
     parent: RunState | None = None,
     tenant: str | None = None,
+    budget: dict[str, float] | None = None,
 ) -> RunStarted:
     return RunStarted(
         goal=goal,
@@ -75,6 +78,7 @@ def run_started(
         root_run_id=(parent.root_run_id or parent.run_id) if parent else None,
         lineage=(*parent.lineage, parent.agent) if parent else (),
         tenant=parent.tenant if parent else tenant,
+        budget=budget,
     )
 
 
@@ -103,6 +107,7 @@ def ending_deliveries(state: RunState) -> list[Delivery]:
             error=state.error or "",
             usage=state.usage + state.children_usage,
             cost=state.cost + state.children_cost,
+            spent=ledger_spent(state),
         )
         deliveries.append(
             Delivery(state.parent_run_id, child_key(state.run_id), encode_event(outcome, now))
@@ -196,11 +201,19 @@ class SpawnRefused(Exception):
 
 
 def plan_children(
-    state: RunState, parent: Agent, agents: Sequence[Agent], goals: Sequence[str]
+    state: RunState,
+    parent: Agent,
+    agents: Sequence[Agent],
+    goals: Sequence[str],
+    *,
+    guards: Sequence[Guard] | None = None,
 ) -> list[tuple[ChildSpawned, NewRun, NewEvent]]:
     """For each child of ``state``'s run, the event that records it, its row and its first
     event; raises SpawnRefused for an agent already in the lineage (unless it allows
-    recursion), a run nested deeper than ``parent.max_depth``, or an empty goal."""
+    recursion), a run nested deeper than ``parent.max_depth``, or an empty goal.
+
+    Each child is given its share of the run's budget (``guards``, by default the
+    parent agent's), recorded on both events."""
     lineage = (*state.lineage, state.agent)
     depth = len(lineage)
     for agent, goal in zip(agents, goals, strict=True):
@@ -217,6 +230,7 @@ def plan_children(
             )
         if not isinstance(goal, str) or not goal.strip():
             raise SpawnRefused(f"a child run of agent {agent.name!r} needs a non-empty goal")
+    budget = carve(state, parent.guards if guards is None else guards, len(agents))
     planned = []
     for n, (agent, goal) in enumerate(zip(agents, goals, strict=True), len(state.children) + 1):
         child_id = f"{state.run_id}.{n}"
@@ -230,9 +244,9 @@ def plan_children(
             tenant=state.tenant,
         )
         started = encode_event(
-            run_started(agent, goal, agent.model_name, parent=state), time.time()
+            run_started(agent, goal, agent.model_name, parent=state, budget=budget), time.time()
         )
-        planned.append((ChildSpawned(child_id, agent.name, goal), run, started))
+        planned.append((ChildSpawned(child_id, agent.name, goal, budget), run, started))
     return planned
 
 

@@ -24,6 +24,8 @@ from autonomic.events import (
     ModelCalled,
     RunCompleted,
 )
+from autonomic.guards.base import Rewrite
+from autonomic.guards.budget import with_inherited_budget
 from autonomic.loader import StoredEvent
 from autonomic.state import RunState
 from autonomic.steps import Finish, ModelCall, Record, Spawn, Step, ToolCalls
@@ -111,6 +113,16 @@ def _decision_extent(events: Sequence[StoredEvent], i: int, agent: Agent) -> int
     return None
 
 
+def _guarded(agent: Agent, state: RunState, step: Step) -> Step:
+    """``step`` as the guards that replay (pure ones, such as a budget) rewrote it."""
+    for guard in with_inherited_budget(agent.guards, state):
+        if guard.replays:
+            verdict = guard.check(state, step)
+            if isinstance(verdict, Rewrite):
+                step = verdict.step
+    return step
+
+
 def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunState:
     """Rebuild the run's state by re-deciding every step; raises ReplayDivergence."""
     state = RunState(run_id=run_id)
@@ -122,7 +134,7 @@ def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunSt
         )
         end = _decision_extent(events, i, agent) if deciding else None
         if end is not None:
-            step = agent.strategy.next_step(state, agent.view())
+            step = _guarded(agent, state, agent.strategy.next_step(state, agent.view()))
             why = _check(step, events[i:end], digester)
             if why is not None:
                 stored = events[i]

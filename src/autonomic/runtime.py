@@ -45,6 +45,7 @@ from autonomic.events import (
     encode_event,
 )
 from autonomic.guards.base import screen_goal
+from autonomic.guards.budget import TOPUP_SIGNAL, topup_data
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
@@ -543,6 +544,26 @@ class Runtime:
             raise ConfigError(str(e)) from None
         assert item is not None
         self._delivered(run_id, item)
+
+    async def topup(
+        self,
+        run_id: str,
+        *,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
+        wall_s: float | None = None,
+        model_calls: int | None = None,
+        tool_calls: int | None = None,
+    ) -> None:
+        """Raise a run's budget by these amounts; a run waiting for budget goes on."""
+        data = topup_data(
+            cost_usd=cost_usd,
+            tokens=tokens,
+            wall_s=wall_s,
+            model_calls=model_calls,
+            tool_calls=tool_calls,
+        )
+        await self.signal(run_id, TOPUP_SIGNAL, data)
 
     def _delivered(self, run_id: str, item: int) -> None:
         driver = self.supervisor.drivers.get(run_id)

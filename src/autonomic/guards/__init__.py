@@ -10,12 +10,14 @@ from autonomic.guards.base import (
     Rewrite,
     Verdict,
 )
+from autonomic.guards.budget import Budget
 from autonomic.guards.detectors import Detection, PresidioDetector, RegexDetector
 from autonomic.guards.pii import PIIGuard, reveal
 
 __all__ = [
     "ALLOW",
     "Allow",
+    "Budget",
     "CallVerdict",
     "Deny",
     "Detection",

@@ -84,6 +84,9 @@ class Guard:
     """
 
     name: str = "guard"
+    replays: bool = False
+    """True when ``check`` is a pure, synchronous function of the run's state: replay
+    then applies its rewrites, as the run did."""
 
     def check(self, state: RunState, step: Step) -> Verdict | Awaitable[Verdict]:
         """A verdict on the whole step, before it runs."""
