@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +17,34 @@ from autonomic.store import open_store
 from autonomic.store.base import Store
 from autonomic.views import render_trace
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "postgres"]
 ENDED = TERMINAL | {"dead"}
+POSTGRES = os.environ.get(
+    "AUTONOMIC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""The PostgreSQL server the tests use; each test gets a schema of its own, dropped after."""
 
 
-def store_url(kind: str, tmp_path: Path) -> str:
-    return "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'runs.db'}"
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A store URL on the test server, in a fresh schema that is dropped after the test."""
+    import psycopg
+
+    schema = "t_" + secrets.token_hex(6)
+    yield f"{POSTGRES}?schema={schema}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 @pytest.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with open_store(store_url(request.param, tmp_path)) as s:
+    if request.param == "memory":
+        url = "memory://"
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    async with open_store(url) as s:
         yield s
 
 

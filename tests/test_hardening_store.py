@@ -40,6 +40,7 @@ from autonomic.state import RunState
 from autonomic.steps import Await, Finish, Signal, Step
 from autonomic.store import InMemoryStore, open_store
 from autonomic.store.base import Commit, Committed, Store
+from autonomic.store.postgres import PostgresStore
 from autonomic.strategies.base import AgentView
 
 CHARGES: list[int] = []
@@ -219,12 +220,18 @@ async def finished_run(store: Store) -> str:
 
 class Damage:
     """Damages a run's stored data: in the in-memory store's dicts, or in the SQLite file
-    with a separate connection, as a disk or a person could."""
+    or the PostgreSQL schema with a separate connection, as a disk or a person could."""
 
     def __init__(self, store: Store, run_id: str) -> None:
         self.store, self.run_id = store, run_id
 
     def _sql(self, statement: str, *args: object) -> list[Any]:
+        if isinstance(self.store, PostgresStore):
+            import psycopg
+
+            with psycopg.connect(self.store.conninfo, **self.store.connect_kwargs()) as pg:
+                cursor = pg.execute(statement.replace("?", "%s"), args)
+                return cursor.fetchall() if cursor.description else []
         path = self.store.url.split("sqlite:///", 1)[1]
         conn = sqlite3.connect(path, timeout=10)
         try:

@@ -418,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bus",
-        default=os.environ.get("AUTONOMIC_BUS", DEFAULT_BUS_URL),
-        help="bus URL: local://, redis://HOST:6379, nats://HOST:4222 "
-        "(default: $AUTONOMIC_BUS or %(default)s)",
+        default=os.environ.get("AUTONOMIC_BUS"),
+        help="bus URL: local://, redis://HOST:6379, nats://HOST:4222 (default: "
+        f"$AUTONOMIC_BUS, else the store's own bus (PostgreSQL's), else {DEFAULT_BUS_URL})",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -525,7 +525,8 @@ async def _main(args: argparse.Namespace) -> int:
     if getattr(args, "offline", False):
         return await args.handler(args, None)  # type: ignore[no-any-return]
     store = open_store(args.store, create=args.command in _CREATES)
-    async with Runtime(store, wake=False, bus=open_bus(args.bus)) as runtime:
+    bus = open_bus(args.bus) if args.bus else None
+    async with Runtime(store, wake=False, bus=bus) as runtime:
         code: int = await args.handler(args, runtime)
         return code
 

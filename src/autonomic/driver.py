@@ -486,7 +486,7 @@ class Driver:
         self._deadline = loop.time() + left
         timer = loop.call_at(self._deadline, self._time_up)
         try:
-            with store_scope(self.store):
+            with store_scope(self.store, self.tools):
                 await self._run(resumed)
         except asyncio.CancelledError:
             if self.cancel_by is not None:
@@ -791,7 +791,9 @@ class Driver:
                 self.record(GuardTripped(_name(guard), reason))
                 return None, f"denied by {_name(guard)}: {reason}"
             if isinstance(verdict, RequireApproval):
-                return _text(verdict.reason) or f"{_name(guard)} requires approval", None
+                reason = _text(verdict.reason) or f"{_name(guard)} requires approval"
+                self.record(GuardTripped(_name(guard), f"approval required: {reason}"))
+                return reason, None
             if not isinstance(verdict, Allow):
                 raise _Broken(
                     f"guard {_name(guard)!r} returned a {type(verdict).__name__} for a tool "

@@ -143,8 +143,9 @@ class Runtime:
     (a wait that ended, a submitted run). ``resume_incomplete``: also adopt runs, of any
     agent importable here, whose process died. ``max_recoveries``: a run that crashed
     its process more often than that is dead-lettered. ``bus``: a Bus, or its URL
-    (``redis://...``, ``nats://...``; default in-process), opened and closed with the
-    runtime, that carries wake-ups and live following between processes.
+    (``redis://...``, ``nats://...``; default: the store's own bus if it has one, as
+    PostgreSQL's LISTEN/NOTIFY, else in-process), opened and closed with the runtime,
+    that carries wake-ups and live following between processes.
     """
 
     def __init__(
@@ -170,7 +171,11 @@ class Runtime:
         if on_agent_change not in ("warn", "refuse"):
             raise ConfigError("on_agent_change must be 'warn' or 'refuse'")
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.bus: Bus = open_bus(bus) if isinstance(bus, str) else (bus or LocalBus())
+        self.bus: Bus = (
+            open_bus(bus)
+            if isinstance(bus, str)
+            else (bus or getattr(self.store, "bus", None) or LocalBus())
+        )
         self.registry = AgentRegistry(agents)
         self.owner = new_owner_id()
         self.lease_s = lease_s

@@ -98,3 +98,27 @@ async def test_a_full_tap_drops_and_counts_instead_of_blocking() -> None:
     await tap.drain()
     assert len(seen) == 10 - tap.dropped == tap.seen
     await tap.stop()
+
+
+async def test_the_metrics_route_serves_the_exposition(tmp_path: Path) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from autonomic.telemetry.routes import metrics_router
+
+    async with Runtime(f"sqlite:///{tmp_path / 'runs.db'}") as rt:
+        inst = instrument(rt)
+        agent = Agent(name="calc", model=ScriptedModel(["done"]))
+        await (await rt.start(agent, "go")).wait()
+        await inst.tap.drain()
+        app = FastAPI()
+        app.include_router(metrics_router(rt, inst))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            reply = await http.get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    m = samples(reply.content)
+    assert m[("autonomic_runs_total", (("agent", "calc"), ("status", "completed")))] == 1
+    assert m[("autonomic_runs_current", (("status", "pending"),))] == 0
+    assert m[("autonomic_runs_driven", ())] == 0

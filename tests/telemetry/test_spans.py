@@ -125,3 +125,24 @@ async def test_otlp_json_keeps_token_counts_and_hex_ids(tmp_path: Path) -> None:
     assert int(attrs["gen_ai.usage.input_tokens"]["intValue"]) > 0
     assert int(attrs["gen_ai.usage.output_tokens"]["intValue"]) > 0
     assert chat["traceId"] == trace_id(run_id) and chat["parentSpanId"] == span_id(run_id, 0)
+
+
+async def test_a_child_run_joins_its_parents_trace(tmp_path: Path) -> None:
+    researcher = Agent(name="researcher", model=ScriptedModel(["Paris"]))
+    boss = Agent(
+        name="boss",
+        model=ScriptedModel([tool_call("researcher", goal="capital of France?"), "Paris."]),
+        tools=[researcher.as_tool()],
+    )
+    async with Runtime(f"sqlite:///{tmp_path / 'runs.db'}") as rt:
+        run = await rt.start(boss, "Find the capital of France")
+        await run.wait()
+        [child] = await rt.list_runs(parent_run_id=run.run_id)
+        parent_spans = await spans_of_run(rt.store, run.run_id)
+        child_spans = await spans_of_run(rt.store, child.run_id)
+    boss_span = parent_spans[0]
+    tool_span = next(s for s in parent_spans if s.name == "execute_tool researcher")
+    assert tool_span.status == "OK" and tool_span.end_ns >= child_spans[0].end_ns
+    assert child_spans[0].name == "invoke_agent researcher"
+    assert child_spans[0].parent_span_id == boss_span.span_id
+    assert {s.trace_id for s in child_spans} == {boss_span.trace_id} == {trace_id(run.run_id)}

@@ -13,7 +13,7 @@ happens, so nothing the model asks for can go around them. Hooks may be plain or
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ __all__ = [
     "Verdict",
     "crossing_guards",
     "run_store",
+    "run_tools",
     "screen_goal",
     "store_scope",
 ]
@@ -124,7 +125,9 @@ class Guard:
 
 
 _CROSSING_HOOKS = ("screen_goal", "tool_input", "tool_output")
-_STORE: ContextVar[Any] = ContextVar("autonomic_guard_store", default=None)
+_SCOPE: ContextVar[tuple[Any, Mapping[str, Any]] | None] = ContextVar(
+    "autonomic_guard_scope", default=None
+)
 
 
 def crossing_guards(guards: Sequence[Guard], hook: str) -> list[Guard]:
@@ -134,23 +137,34 @@ def crossing_guards(guards: Sequence[Guard], hook: str) -> list[Guard]:
     return [g for g in guards if getattr(type(g), hook, None) is not getattr(Guard, hook)]
 
 
+def _scope() -> tuple[Any, Mapping[str, Any]]:
+    scope = _SCOPE.get()
+    if scope is None:
+        raise ConfigError("no run is being driven here: run_store() and run_tools() are for guards")
+    return scope
+
+
 def run_store() -> Any:
     """The store of the run being driven (or created) in this task, for a guard that keeps
     something beside the run's events (the PII vault). ConfigError outside a run."""
-    store = _STORE.get()
-    if store is None:
-        raise ConfigError("no run is being driven here: run_store() is for guards' hooks")
-    return store
+    return _scope()[0]
+
+
+def run_tools() -> Mapping[str, Any]:
+    """The tools of the agent whose run is being driven in this task, by name (a guard
+    judging a call needs to know whether its tool has side effects)."""
+    return _scope()[1]
 
 
 @contextmanager
-def store_scope(store: Any) -> Iterator[None]:
-    """Make ``store`` what ``run_store()`` answers in this task, for the duration."""
-    token = _STORE.set(store)
+def store_scope(store: Any, tools: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Make ``store`` and ``tools`` what ``run_store()`` and ``run_tools()`` answer in
+    this task, for the duration."""
+    token = _SCOPE.set((store, tools or {}))
     try:
         yield
     finally:
-        _STORE.reset(token)
+        _SCOPE.reset(token)
 
 
 async def screen_goal(guards: Sequence[Guard], store: Any, run_id: str, goal: str) -> str:

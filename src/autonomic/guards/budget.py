@@ -414,7 +414,10 @@ class Budget(Guard):
         }
         if "tokens" in share:
             share["tokens"] = float(math.floor(share["tokens"]))
-        return share or None
+        if not share:
+            return None
+        # a child whose agent declares no budget reserves its calls as this one does
+        return {**share, "max_tokens": float(self.max_tokens)}
 
 
 def _noted(request: ModelRequest, note: str, tools: tuple[Any, ...]) -> ModelRequest:
@@ -448,17 +451,14 @@ def budget_of(guards: Sequence[Guard]) -> Budget | None:
 def carve(state: RunState, guards: Sequence[Guard], children: int) -> dict[str, float] | None:
     """What each new child run of ``state``'s run is given from its budget: from the
     agent's Budget, or (an agent without one in a budgeted tree) from what it was given."""
-    budget = budget_of(guards)
-    if budget is None:
-        if _ledger(state).inherited is None:
-            return None
-        budget = Budget()
-    return budget.carve(state, children)
+    budget = budget_of(with_inherited_budget(guards, state))
+    return None if budget is None else budget.carve(state, children)
 
 
 def with_inherited_budget(guards: Sequence[Guard], state: RunState) -> tuple[Guard, ...]:
     """``guards``, with a Budget added when the run was given a budget by its parent and
     its agent declares none: a child can never spend outside its share."""
-    if _ledger(state).inherited is None or budget_of(guards) is not None:
+    inherited = _ledger(state).inherited
+    if inherited is None or budget_of(guards) is not None:
         return tuple(guards)
-    return (*guards, Budget())
+    return (*guards, Budget(max_tokens=int(inherited.get("max_tokens", 4096))))

@@ -10,11 +10,12 @@ __all__ = ["InMemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
 
 DEFAULT_STORE_URL = "sqlite:///autonomic.db"
 
-_SCHEMES = ("sqlite", "memory")
+_SCHEMES = ("sqlite", "memory", "postgresql")
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
-    """A store for ``url`` (not yet opened): ``sqlite:///runs.db`` or ``memory://``.
+    """A store for ``url`` (not yet opened): ``sqlite:///runs.db``, ``memory://`` or
+    ``postgresql://host/db`` (with ``autonomic[postgres]``).
 
     With ``create=False`` opening a store that does not exist yet is an error.
     """
@@ -23,6 +24,10 @@ def open_store(url: str, *, create: bool = True) -> Store:
         from autonomic.store.sqlite import SQLiteStore
 
         return SQLiteStore(url, create=create)
+    if scheme in ("postgresql", "postgres"):
+        from autonomic.store.postgres import PostgresStore
+
+        return PostgresStore(url, create=create)
     if scheme == "memory":
         return InMemoryStore(url)
     raise ConfigError(

@@ -10,7 +10,7 @@ import sqlite3
 from autonomic.errors import AutonomicError, ConfigError, StoreCorrupt, StoreError
 from autonomic.store._group_commit import Abort
 
-__all__ = ["int64", "seconds", "store_error"]
+__all__ = ["store_error"]
 
 _CAUSES = (
     ("SQLITE_READONLY", "the file is read-only (check its permissions and its folder's)"),
@@ -40,15 +40,3 @@ def store_error(path: str, doing: str, error: BaseException) -> AutonomicError:
                 return kind(f"could not {doing} {path}: {cause} ({detail})")
         return kind(f"could not {doing} {path}: {detail}")
     return StoreError(f"could not {doing} {path}: {type(error).__name__}: {detail}")
-
-
-def int64(name: str, value: object) -> int:
-    if not isinstance(value, int) or not -(2**63) <= value < 2**63:
-        raise ConfigError(f"{name} must be an integer of 64 bits at most")
-    return value
-
-
-def seconds(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or value != value:
-        raise ConfigError(f"{name} must be a number of seconds")
-    return value

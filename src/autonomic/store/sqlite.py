@@ -28,9 +28,7 @@ import msgspec
 from autonomic._resource import SharedResource
 from autonomic.errors import (
     AutonomicError,
-    ConcurrencyConflict,
     ConfigError,
-    LeaseLost,
     RunEnded,
     RunNotFound,
     StoreCorrupt,
@@ -38,7 +36,16 @@ from autonomic.errors import (
 )
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store._group_commit import Abort, BatchedOp, GroupCommit, LockBusy
-from autonomic.store._sqlite_errors import int64, seconds, store_error
+from autonomic.store._rows import (
+    RUN_COLUMNS,
+    check_rows,
+    decode_wait,
+    int64,
+    refused,
+    run_info,
+    seconds,
+)
+from autonomic.store._sqlite_errors import store_error
 from autonomic.store._sqlite_schema import ensure_schema
 from autonomic.store.base import (
     TERMINAL_STATUSES,
@@ -53,7 +60,6 @@ from autonomic.store.base import (
     Wait,
     check_claimable,
     check_limit,
-    check_wait,
     lease_is_free,
     lineage_segments,
     new_run_info,
@@ -78,18 +84,12 @@ _LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = ?"
 """Reads of at most this many rows run on the loop (see ``SQLiteStore._read``)."""
 """Values per ``IN (...)`` list."""
 
-_RUN_COLUMNS = (
-    "run_id, agent, goal, status, created_at, updated_at, last_seq, parent_run_id, "
-    "root_run_id, depth, tenant, forked_from, forked_at, lease_owner, lease_expires_at, "
-    "lease_epoch, recoveries, wake_at, wait, inbox_last"
-)
-_INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 20)})"
-_SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
+_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _INSERT_BLOB = "INSERT OR IGNORE INTO blobs (digest, data) VALUES (?, ?)"
-_ENDED = "(" + ", ".join(f"'{status}'" for status in TERMINAL_STATUSES) + ")"
 _HEAD_COLUMNS = (
     "status, last_seq, lease_owner, lease_epoch, inbox_last, "
     "wait IS NOT NULL OR wake_at IS NOT NULL"
@@ -109,7 +109,7 @@ UPDATE runs SET last_seq = ?, updated_at = ?, status = ?, wait = ?, wake_at = ?,
     lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END
 WHERE run_id = ? RETURNING inbox_last"""
 _TO_CLAIM = f"""
-SELECT {_RUN_COLUMNS} FROM runs
+SELECT {RUN_COLUMNS} FROM runs
 WHERE ((status = 'waiting' AND wake_at <= :now
         AND (coalesce(lease_owner, '') = '' OR coalesce(lease_expires_at, 0) <= :now))
     OR (status = 'running' AND coalesce(wake_at, 0) <= :now
@@ -127,38 +127,6 @@ def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"store URL {url!r} names no file: use sqlite:///runs.db")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return path, options
-
-
-def _wait(run_id: str, text: str | None) -> Wait | None:
-    if text is None:
-        return None
-    try:
-        return msgspec.json.decode(text, type=Wait)
-    except msgspec.DecodeError as e:
-        raise StoreCorrupt(f"run {run_id}: what it waits for is unreadable ({e})") from e
-
-
-def _run_info(row: Sequence[Any]) -> RunInfo:
-    fields: tuple[Any, ...] = (*row[:18], _wait(row[0], row[18]), row[19])
-    return RunInfo(*fields)
-
-
-def _refused(
-    c: Commit, status: str, last_seq: int, owner: str | None, epoch: int
-) -> AutonomicError | None:
-    """Why ``c`` cannot be written to a run in this state, if it cannot (in the in-memory
-    store's order of checks)."""
-    if status in TERMINAL_STATUSES:
-        return RunEnded(c.run_id, status)
-    if last_seq != c.expected_seq:
-        return ConcurrencyConflict(c.run_id, c.expected_seq, last_seq)
-    if owner != c.lease.owner or epoch != c.lease.epoch:
-        return LeaseLost(f"run {c.run_id} is leased to {owner or 'nobody'} now")
-    try:
-        check_wait(c, status)
-    except ConfigError as e:
-        return e
-    return None
 
 
 def _damaged_log(run_id: str, last_seq: int, error: sqlite3.IntegrityError) -> Abort:
@@ -237,7 +205,7 @@ class _PlainCommit(BatchedOp):
         if row is None:
             raise RunNotFound(c.run_id)
         status, last, owner, epoch, inbox_last, stale = row
-        refusal = _refused(c, status, last, owner, epoch)
+        refusal = refused(c, status, last, owner, epoch)
         if refusal:
             raise refusal
         self.store._insert_events(c.run_id, last + 1, c.events)
@@ -267,7 +235,7 @@ class _PlainCommit(BatchedOp):
                 results.append(RunNotFound(c.run_id))
                 continue
             status, last, owner, epoch, inbox_last, full = head
-            refusal = _refused(c, status, last, owner, epoch)
+            refusal = refused(c, status, last, owner, epoch)
             if refusal:
                 results.append(refusal)
                 continue
@@ -471,7 +439,7 @@ class SQLiteStore(SharedResource):
         row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(run_id)
-        return _run_info(row)
+        return run_info(row)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -587,7 +555,7 @@ class SQLiteStore(SharedResource):
     def _commit(self, c: Commit, wait_text: str | None) -> Committed:
         """A commit that also waits, consumes, delivers or creates children."""
         info = self._get_run(self._w, c.run_id)
-        refusal = _refused(c, info.status, info.last_seq, info.lease_owner, info.lease_epoch)
+        refusal = refused(c, info.status, info.last_seq, info.lease_owner, info.lease_epoch)
         if refusal:
             raise refusal
         self._check_new([child for child, _ in c.children])
@@ -626,7 +594,7 @@ class SQLiteStore(SharedResource):
                 "SELECT status, wait FROM runs WHERE run_id = ?", (delivery.run_id,)
             ).fetchone()
             if row is not None and row[0] not in TERMINAL_STATUSES:
-                self._deliver(delivery, now, row[0], _wait(delivery.run_id, row[1]))
+                self._deliver(delivery, now, row[0], decode_wait(delivery.run_id, row[1]))
         return Committed(last, inbox_last, ready)
 
     def _arrived(self, run_id: str) -> set[str]:
@@ -661,7 +629,7 @@ class SQLiteStore(SharedResource):
                 raise RunNotFound(delivery.run_id)
             if row[0] in TERMINAL_STATUSES:
                 raise RunEnded(delivery.run_id, row[0])
-            wait = _wait(delivery.run_id, row[1])
+            wait = decode_wait(delivery.run_id, row[1])
             if (
                 unique
                 and conn.execute(
@@ -795,7 +763,7 @@ class SQLiteStore(SharedResource):
                     "limit": limit,
                 },
             ).fetchall()
-            return self._take([_run_info(row) for row in rows], owner, lease_s, now)
+            return self._take([run_info(row) for row in rows], owner, lease_s, now)
 
         return await self._write(op)
 
@@ -880,7 +848,7 @@ class SQLiteStore(SharedResource):
                     "WHERE run_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                     (rid, start, 2**62 if own else high, want + 1 if own else want),
                 ).fetchall()
-                _check_rows(rid, rows, start, want, high, last_seqs[rid])
+                check_rows(rid, rows, start, want, high, last_seqs[rid])
                 records.extend(EventRecord(*row) for row in rows[:want])
         return records
 
@@ -930,9 +898,9 @@ class SQLiteStore(SharedResource):
         pattern = "".join(f"[{ch}]" if ch in "*?[" else ch for ch in prefix) + "*"
         return await self._read(
             lambda conn: [
-                _run_info(row)
+                run_info(row)
                 for row in conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id GLOB ? "
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id GLOB ? "
                     "ORDER BY created_at, rowid LIMIT ?",
                     (pattern, limit),
                 )
@@ -954,12 +922,12 @@ class SQLiteStore(SharedResource):
         ]
         params = [value for value in (status, parent_run_id) if value is not None]
         sql = (
-            f"SELECT {_RUN_COLUMNS} FROM runs "
+            f"SELECT {RUN_COLUMNS} FROM runs "
             + (f"WHERE {' AND '.join(where)} " if where else "")
             + "ORDER BY created_at DESC, rowid DESC LIMIT ?"
         )
         return await self._read(
-            lambda conn: [_run_info(row) for row in conn.execute(sql, (*params, limit))]
+            lambda conn: [run_info(row) for row in conn.execute(sql, (*params, limit))]
         )
 
     # -- the inbox ---------------------------------------------------------------------
@@ -982,22 +950,3 @@ class SQLiteStore(SharedResource):
             return [InboxItem(row[0], row[1], EventRecord(0, *row[2:])) for row in rows]
 
         return await self._read(op, small=True)
-
-
-def _check_rows(
-    run_id: str, rows: list[Any], start: int, want: int, high: int, last_seq: int
-) -> None:
-    """Events ``start + 1 ..`` as read must be all there, in order, and end where the row says."""
-    got = min(len(rows), want)
-    if got < want or (got and rows[got - 1][0] != start + got):
-        seqs = {row[0] for row in rows[:want]}
-        missing = next(s for s in range(start + 1, start + want + 1) if s not in seqs)
-        raise StoreCorrupt(
-            f"run {run_id}: event {missing} is missing from its log, which its row says "
-            f"ends at event {last_seq} (the store is damaged)"
-        )
-    if len(rows) > want and rows[want][0] > high:
-        raise StoreCorrupt(
-            f"run {run_id}: its log goes on past event {high}, where its row says it ends "
-            "(the store is damaged)"
-        )

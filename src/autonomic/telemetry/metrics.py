@@ -61,6 +61,8 @@ DURATION_BUCKETS = (
 )
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400, 604800)
 _RUN_CACHE = 100_000
+CURRENT_CAP = 10_000
+CURRENT_STATUSES = ("pending", "running", "waiting", "dead")
 
 
 def _require_prometheus() -> None:
@@ -163,8 +165,24 @@ class RunMetrics:
         self.approvals_pending = Gauge(
             "autonomic_approvals_pending", "Tool calls waiting for a person.", registry=r
         )
+        self.runs_current = Gauge(
+            "autonomic_runs_current",
+            f"Runs in the store by status (counted up to {CURRENT_CAP:,}).",
+            ["status"],
+            registry=r,
+        )
+        self.runs_driven = Gauge(
+            "autonomic_runs_driven", "Runs this process drives right now.", registry=r
+        )
         if extra is not None:
             r.register(_Collector(extra))
+
+    async def refresh(self, driven: int) -> None:
+        """Read what only the store knows (runs by status) before a scrape."""
+        self.runs_driven.set(driven)
+        for status in CURRENT_STATUSES:
+            runs = await self.store.list_runs(status=status, limit=CURRENT_CAP)
+            self.runs_current.labels(status).set(len(runs))
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""

@@ -79,6 +79,9 @@ class ToolOptions:
     ``max_output_chars`` of them. ``secrets``: names the tool receives in its context.
     ``requires_approval``: whether a call must be approved by a person before it runs
     (``True``, or a function of the call's arguments returning a bool).
+    ``side_effects``: the tool changes something outside the run (sends, pays, deletes)
+    even if it is idempotent; guards that stop tainted data from reaching such tools
+    (``guards.shields``) treat every non-idempotent tool as one too.
     """
 
     retries: int = 0
@@ -92,6 +95,7 @@ class ToolOptions:
     max_output_chars: int = 1_000_000
     secrets: tuple[str, ...] = ()
     requires_approval: ApprovalRule = False
+    side_effects: bool = False
 
     def __post_init__(self) -> None:
         _whole("retries", self.retries, 0, "extra attempts")
@@ -111,6 +115,8 @@ class ToolOptions:
         )
         object.__setattr__(self, "secrets", _names(self.secrets))
         _check_approval_rule(self.requires_approval)
+        if not isinstance(self.side_effects, bool):
+            raise ConfigError(f"side_effects must be True or False, got {self.side_effects!r}")
 
 
 DEFAULT_OPTIONS = ToolOptions()

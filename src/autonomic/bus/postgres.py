@@ -1,0 +1,156 @@
+"""A bus over PostgreSQL LISTEN/NOTIFY: hints reach every process using the same database.
+
+Published hints are delivered to this process's subscribers at once, and sent to the
+others through ``pg_notify`` on a connection of the bus's own (batched: what is published
+in one turn of the event loop goes in one statement). A listening connection hands the
+other processes' hints to local subscribers. When that connection breaks (the server
+restarted) it reconnects, and wakes every local subscriber once, since hints sent
+meanwhile are lost: a lost hint costs latency, never data, as the store is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from autonomic._resource import SharedResource
+from autonomic.bus.local import LocalBus, _Subscription
+
+__all__ = ["PostgresBus"]
+
+log = logging.getLogger("autonomic.bus")
+
+_SEP = "\x1f"
+_MAX_PAYLOAD = 7000
+"""Bytes of a notification's payload at most (the server refuses 8000 and more)."""
+_MAX_QUEUED = 10_000
+_RECONNECT_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class PostgresBus(SharedResource):
+    """Hints on the channel ``autonomic:<schema>`` of the database at ``conninfo``."""
+
+    def __init__(self, conninfo: str, schema: str = "public") -> None:
+        self.conninfo = conninfo
+        self.channel = f"autonomic:{schema}"
+        self.sender = secrets.token_hex(6)
+        self._local = LocalBus()
+        self._outbox: list[str] = []
+        self._wake_sender = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listening = asyncio.Event()
+        self._sent = asyncio.Event()
+
+    async def _open(self) -> None:
+        from autonomic.store.postgres import import_psycopg
+
+        import_psycopg()
+        self._listening = asyncio.Event()
+        self._wake_sender = asyncio.Event()
+        self._sent = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="autonomic-bus-listen"),
+            asyncio.create_task(self._send(), name="autonomic-bus-send"),
+        ]
+        with contextlib.suppress(TimeoutError):  # down now: it keeps trying in the background
+            async with asyncio.timeout(10):
+                await self._listening.wait()
+
+    async def _close(self) -> None:
+        if self._outbox:  # give what was published a moment to leave
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await self._sent.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def publish(self, topic: str, message: str = "") -> None:
+        self._local.publish(topic, message)
+        if not self._tasks:
+            return
+        payload = f"{self.sender}{_SEP}{topic}{_SEP}{message}"
+        if len(payload.encode()) > _MAX_PAYLOAD:
+            payload = f"{self.sender}{_SEP}{topic}{_SEP}"
+        if len(self._outbox) >= _MAX_QUEUED:  # the server is away: old hints go first
+            del self._outbox[0]
+        self._outbox.append(payload)
+        self._sent.clear()
+        self._wake_sender.set()
+
+    def subscribe(self, topic: str, *, group: str | None = None) -> _Subscription:
+        """Every process hears every hint; the members of a ``group`` in this process
+        share what this process hears (hints are at least once either way)."""
+        return self._local.subscribe(topic, group=group)
+
+    async def _connect(self) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, connect_timeout=5
+        )
+
+    async def _send(self) -> None:
+        conn: Any = None
+        tries = 0
+        try:
+            while True:
+                await self._wake_sender.wait()
+                self._wake_sender.clear()
+                taken = len(self._outbox)
+                batch = list(dict.fromkeys(self._outbox[:taken]))
+                try:
+                    if conn is None:
+                        conn = await self._connect()
+                    await conn.execute(
+                        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+                        (self.channel, batch),
+                    )
+                except Exception as e:
+                    log.warning("bus: could not send hints (%s); retrying", e)
+                    conn, old = None, conn
+                    await _close(old)
+                    await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
+                    tries += 1
+                    self._wake_sender.set()
+                    continue
+                del self._outbox[:taken]
+                if not self._outbox:
+                    self._sent.set()
+                tries = 0
+        finally:
+            await _close(conn)
+
+    async def _listen(self) -> None:
+        tries = 0
+        while True:
+            conn: Any = None
+            try:
+                conn = await self._connect()
+                await conn.execute(f'LISTEN "{self.channel}"')
+                if tries:  # hints sent while we were away are lost: wake everyone once
+                    for topic in [*self._local._subscribers, *self._local._groups]:
+                        self._local.publish(topic, "")
+                tries = 0
+                self._listening.set()
+                async for note in conn.notifies():
+                    sender, topic, message = note.payload.split(_SEP, 2)
+                    if sender != self.sender:
+                        self._local.publish(topic, message)
+            except Exception as e:
+                log.warning("bus: lost the listening connection (%s); reconnecting", e)
+                await _close(conn)
+                await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
+                tries += 1
+            finally:
+                await _close(conn)
+
+
+async def _close(conn: Any) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()

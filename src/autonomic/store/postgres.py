@@ -1,0 +1,848 @@
+"""The PostgreSQL store: every role of the Store protocol on a real server, many processes
+on many machines sharing one database.
+
+``postgresql://user@host:5432/db?schema=name`` (``schema`` defaults to ``public``; it is
+created when missing). psycopg 3, async, over a connection pool: each operation is one
+transaction on a pooled connection, so commits of different runs go in parallel and the
+server's own group commit batches their WAL flushes under load.
+
+- A commit locks its run's row (``FOR UPDATE``) and checks, under that lock, that the log
+  ends where the caller expects and that its lease (owner and epoch) is the run's current
+  one: a stalled process whose run was taken over can never write (fencing).
+- Claiming ready runs takes their rows with ``FOR UPDATE SKIP LOCKED``: concurrent
+  claimers, in this process or any other, never wait for each other nor take one run twice.
+- Within this process, writes to one run keep the order they were made in (a per-run
+  lock), as the SQLite store's group commit does.
+- Deadlocks and serialization failures (two commits delivering to each other's runs)
+  are retried; the server rolled them back whole.
+
+The schema is numbered migrations (``_postgres_schema``), the same numbers as SQLite's;
+``self.bus`` is a LISTEN/NOTIFY bus over the same database (``autonomic.bus.postgres``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+
+from autonomic._resource import SharedResource
+from autonomic.errors import (
+    AutonomicError,
+    ConfigError,
+    RunEnded,
+    RunNotFound,
+    StoreCorrupt,
+    StoreError,
+)
+from autonomic.events import EventRecord, NewEvent
+from autonomic.store._postgres_schema import ensure_schema
+from autonomic.store._rows import (
+    RUN_COLUMNS,
+    check_rows,
+    decode_wait,
+    int64,
+    refused,
+    run_info,
+    seconds,
+)
+from autonomic.store.base import (
+    TERMINAL_STATUSES,
+    Claim,
+    Commit,
+    Committed,
+    Delivery,
+    InboxItem,
+    Lease,
+    NewRun,
+    RunInfo,
+    Wait,
+    check_claimable,
+    check_limit,
+    lease_is_free,
+    lineage_segments,
+    new_run_info,
+    wait_is_over,
+)
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+    from autonomic.bus.postgres import PostgresBus
+
+__all__ = ["PostgresStore", "import_psycopg"]
+
+T = TypeVar("T")
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_RETRIES = 8
+"""Tries of a transaction the server rolled back for a deadlock or a serialization failure."""
+_RETRY_STATES = ("40001", "40P01")
+
+_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
+_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_INSERT_BLOB = "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+_HEAD = (
+    "SELECT status, last_seq, lease_owner, lease_epoch, inbox_last "
+    "FROM runs WHERE run_id = %s FOR UPDATE"
+)
+_SET_RUN = """
+UPDATE runs SET last_seq = %s, updated_at = %s, status = %s, wait = %s, wake_at = %s,
+    lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN %s THEN NULL ELSE lease_expires_at END
+WHERE run_id = %s RETURNING inbox_last"""
+_CLAIM = f"""
+WITH picked AS (
+    SELECT run_id, lease_owner AS old_owner FROM runs
+    WHERE ((status = 'waiting' AND wake_at <= %(now)s
+            AND (coalesce(lease_owner, '') = '' OR coalesce(lease_expires_at, 0) <= %(now)s))
+        OR (status = 'running' AND coalesce(wake_at, 0) <= %(now)s
+            AND (lease_owner IS NULL
+                 OR (%(orphans)s AND coalesce(lease_expires_at, 0) <= %(now)s))))
+        AND (%(any_agent)s OR agent = ANY(%(agents)s))
+    ORDER BY created_at, n LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs SET lease_owner = %(owner)s, lease_expires_at = %(expires)s,
+    lease_epoch = runs.lease_epoch + 1,
+    recoveries = runs.recoveries
+        + CASE WHEN picked.old_owner IS NOT NULL AND picked.old_owner <> %(owner)s
+          THEN 1 ELSE 0 END
+FROM picked WHERE runs.run_id = picked.run_id
+RETURNING {", ".join("runs." + c.strip() for c in RUN_COLUMNS.split(","))},
+    picked.old_owner, runs.n"""
+
+
+def import_psycopg() -> Any:
+    """psycopg, or a one-line error naming the extra that brings it."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            'the PostgreSQL store needs psycopg: pip install "autonomic[postgres]"'
+        ) from e
+    return psycopg
+
+
+def _split_url(url: str) -> tuple[str, str, str]:
+    """(conninfo for libpq, schema, the URL without its password for messages)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{url!r} is not a PostgreSQL URL: use postgresql://host/db")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), "public")
+    if not _SCHEMA_NAME.match(schema):
+        raise ConfigError(
+            f"schema {schema!r} in the store URL is not a plain name: use letters, digits "
+            "and underscores"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username + "@" if parts.username else ""
+    shown = urlunsplit((parts.scheme, user + netloc, parts.path, "", ""))
+    return conninfo, schema, f"{shown} (schema {schema})"
+
+
+def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
+    return [EventRecord(row[0], row[1], row[2], row[3], bytes(row[4])) for row in rows]
+
+
+class PostgresStore(SharedResource):
+    """``postgresql://host:port/db?schema=name``; ``pool_size`` connections at most."""
+
+    def __init__(self, url: str, *, create: bool = True, pool_size: int = 10) -> None:
+        self.url = url
+        self.create = create
+        self.conninfo, self.schema, self.where = _split_url(url)
+        if pool_size < 1:
+            raise ConfigError("pool_size must be 1 or more")
+        self.pool_size = pool_size
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._order: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._bus: PostgresBus | None = None
+        self._checking: asyncio.Future[None] | None = None
+
+    @property
+    def bus(self) -> PostgresBus:
+        """A LISTEN/NOTIFY bus on this database: hints reach every process using it (a
+        runtime on this store uses it unless given another; it opens and closes it)."""
+        if self._bus is None:
+            from autonomic.bus.postgres import PostgresBus
+
+            self._bus = PostgresBus(self.conninfo, self.schema)
+        return self._bus
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """How every connection is made: autocommit, in the store's schema."""
+        return {"autocommit": True, "options": f"-c search_path={self.schema}"}
+
+    async def _open(self) -> None:
+        psycopg = import_psycopg()
+        from psycopg_pool import AsyncConnectionPool
+
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=10
+            ) as conn:
+                exists = await (
+                    await conn.execute(
+                        "SELECT 1 FROM information_schema.tables "
+                        "WHERE table_schema = %s AND table_name = 'autonomic_meta'",
+                        (self.schema,),
+                    )
+                ).fetchone()
+                if not exists and not self.create:
+                    raise StoreError(
+                        f"no store at {self.where}: start a run first, or point "
+                        "--store/AUTONOMIC_STORE at an existing store"
+                    )
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(f'SET search_path TO "{self.schema}"')
+                await ensure_schema(conn, self.where)
+        except psycopg.Error as e:
+            raise self._failure("open", e) from e
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self.conninfo,
+            kwargs=self.connect_kwargs(),
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            name=f"autonomic-{self.schema}",
+        )
+        try:
+            await pool.open(wait=True, timeout=10)
+        except Exception as e:
+            await pool.close()
+            raise self._failure("open", e) from e
+        self._pool = pool
+
+    async def _close(self) -> None:
+        if self._checking is not None:
+            await asyncio.wait([self._checking])
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _failure(self, doing: str, error: BaseException) -> AutonomicError:
+        """The one-line error a caller sees for ``error``."""
+        if isinstance(error, AutonomicError):
+            return error
+        detail = " ".join(str(error).split()) or type(error).__name__
+        state = getattr(error, "sqlstate", None) or ""
+        if state.startswith("22"):  # data exceptions: a number out of range, a NUL in text
+            return ConfigError(f"the store refused a value: {detail}")
+        if state == "23505":
+            return StoreCorrupt(f"could not {doing} {self.where}: a duplicate row ({detail})")
+        return StoreError(f"could not {doing} {self.where}: {detail}")
+
+    @contextlib.asynccontextmanager
+    async def _ordered(self, run_id: str) -> AsyncIterator[None]:
+        """Writes to one run, in this process, in the order they were made. Enter it
+        before any other await (an uncontended lock is taken without suspending)."""
+        lock, users = self._order.get(run_id) or (asyncio.Lock(), 0)
+        self._order[run_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._order[run_id]
+            if users == 1:
+                del self._order[run_id]
+            else:
+                self._order[run_id] = (lock, users - 1)
+
+    async def _tx(self, op: Callable[[AsyncConnection[Any]], Awaitable[T]], doing: str) -> T:
+        """Run ``op`` in one transaction, retried when the server rolled it back for a
+        deadlock or a serialization failure."""
+        psycopg = import_psycopg()
+        if self._pool is None:
+            raise StoreError("the store is not open: use 'async with' or await store.open()")
+        for attempt in range(_RETRIES):
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    return await op(conn)
+            except AutonomicError:
+                raise
+            except psycopg.Error as e:
+                if getattr(e, "sqlstate", None) in _RETRY_STATES and attempt < _RETRIES - 1:
+                    await asyncio.sleep(0.001 * 2**attempt)
+                    continue
+                if isinstance(e, psycopg.OperationalError):
+                    self._check_pool()
+                raise self._failure(doing, e) from e
+            except Exception as e:
+                raise self._failure(doing, e) from e
+        raise AssertionError("unreachable")
+
+    def _check_pool(self) -> None:
+        """A connection broke (the server restarted): have the pool test its idle ones and
+        replace the broken, in the background, so that the next operations do not fail."""
+        if self._pool is not None and self._checking is None:
+            self._checking = asyncio.ensure_future(self._pool.check())
+            self._checking.add_done_callback(self._checked)
+
+    def _checked(self, task: asyncio.Future[None]) -> None:
+        self._checking = None
+        if not task.cancelled():
+            task.exception()  # a server still down: the next operation reports it
+
+    async def _get_run(
+        self, conn: AsyncConnection[Any], run_id: str, lock: bool = False
+    ) -> RunInfo:
+        cursor = await conn.execute(_SELECT_RUN + (" FOR UPDATE" if lock else ""), (run_id,))
+        row = await cursor.fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return run_info(row)
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _insert_blobs(self, conn: AsyncConnection[Any], blobs: dict[str, bytes]) -> None:
+        if blobs:  # in one order everywhere, so that concurrent inserts cannot deadlock
+            async with conn.cursor() as cursor:
+                await cursor.executemany(_INSERT_BLOB, sorted(blobs.items()))
+
+    async def _insert_events(
+        self, conn: AsyncConnection[Any], run_id: str, first_seq: int, events: Sequence[NewEvent]
+    ) -> None:
+        if not events:
+            return
+        rows = [
+            (run_id, first_seq + i, e.type, e.version, e.ts, e.body) for i, e in enumerate(events)
+        ]
+        psycopg = import_psycopg()
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(_INSERT_EVENT, rows)
+        except psycopg.errors.UniqueViolation as error:
+            raise StoreCorrupt(
+                f"run {run_id}: its log already holds events after event {first_seq - 1}, "
+                "where its row says it ends (the store is damaged)"
+            ) from error
+        blobs: dict[str, bytes] = {}
+        for event in events:
+            blobs.update(event.blobs)
+        await self._insert_blobs(conn, blobs)
+
+    async def _check_new(self, conn: AsyncConnection[Any], runs: Sequence[NewRun]) -> None:
+        """Refuse ids that are taken (before anything is written)."""
+        ids = [run.run_id for run in runs]
+        if not ids:
+            return
+        cursor = await conn.execute("SELECT run_id FROM runs WHERE run_id = ANY(%s)", (ids,))
+        taken = {row[0] for row in await cursor.fetchall()}
+        seen: set[str] = set()
+        for run_id in ids:
+            if run_id in taken or run_id in seen:
+                raise ConfigError(f"a run with id {run_id!r} already exists")
+            seen.add(run_id)
+
+    async def _insert_runs(
+        self, conn: AsyncConnection[Any], runs: Sequence[tuple[RunInfo, Sequence[NewEvent]]]
+    ) -> None:
+        psycopg = import_psycopg()
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    _INSERT_RUN, [msgspec.structs.astuple(info) for info, _ in runs]
+                )
+        except psycopg.errors.UniqueViolation as e:  # created meanwhile by another process
+            raise ConfigError(
+                f"a run with id {runs[0][0].run_id!r} (or one created with it) already exists"
+            ) from e
+        for info, events in runs:
+            await self._insert_events(conn, info.run_id, info.last_seq - len(events) + 1, events)
+
+    async def _new_run(
+        self,
+        conn: AsyncConnection[Any],
+        run: NewRun,
+        events: Sequence[NewEvent],
+        first_seq: int,
+        owner: str | None,
+        lease_s: float,
+        forked_from: str | None = None,
+    ) -> RunInfo:
+        await self._check_new(conn, [run])
+        info = new_run_info(
+            run,
+            first_seq,
+            len(events),
+            owner=owner,
+            lease_s=lease_s,
+            forked_from=forked_from,
+            now=time.time(),
+        )
+        await self._insert_runs(conn, [(info, events)])
+        return info
+
+    async def create_run(
+        self, run: NewRun, events: Sequence[NewEvent], *, owner: str | None, lease_s: float
+    ) -> RunInfo:
+        int64("depth", run.depth)
+        seconds("lease_s", lease_s)
+
+        async def op(conn: AsyncConnection[Any]) -> RunInfo:
+            return await self._new_run(conn, run, events, 1, owner, lease_s)
+
+        async with self._ordered(run.run_id):
+            return await self._tx(op, "write to")
+
+    async def fork_run(
+        self,
+        source_id: str,
+        run: NewRun,
+        at_seq: int,
+        events: Sequence[NewEvent],
+        *,
+        owner: str | None,
+        lease_s: float,
+    ) -> RunInfo:
+        int64("at_seq", at_seq)
+        int64("depth", run.depth)
+        seconds("lease_s", lease_s)
+
+        async def op(conn: AsyncConnection[Any]) -> RunInfo:
+            source = await self._get_run(conn, source_id)
+            if not 1 <= at_seq <= source.last_seq:
+                raise ConfigError(
+                    f"run {source_id} has events 1..{source.last_seq}; cannot fork at {at_seq}"
+                )
+            return await self._new_run(conn, run, events, at_seq + 1, owner, lease_s, source_id)
+
+        async with self._ordered(run.run_id):
+            return await self._tx(op, "write to")
+
+    async def commit(self, commit: Commit) -> Committed:
+        int64("expected_seq", commit.expected_seq)
+        int64("consumed", commit.consumed)
+        int64("the lease epoch", commit.lease.epoch)
+        for child, _ in commit.children:
+            int64("depth", child.depth)
+        if commit.children_lease_s is not None:
+            seconds("children_lease_s", commit.children_lease_s)
+        try:
+            wait = msgspec.json.encode(commit.wait).decode() if commit.wait else None
+        except (msgspec.EncodeError, TypeError) as e:
+            raise ConfigError(
+                f"run {commit.run_id}: what it waits for cannot be stored: {e}"
+            ) from e
+
+        async def op(conn: AsyncConnection[Any]) -> Committed:
+            return await self._commit(conn, commit, wait)
+
+        async with self._ordered(commit.run_id):
+            return await self._tx(op, "write to")
+
+    async def _commit(
+        self, conn: AsyncConnection[Any], c: Commit, wait_text: str | None
+    ) -> Committed:
+        row = await (await conn.execute(_HEAD, (c.run_id,))).fetchone()
+        if row is None:
+            raise RunNotFound(c.run_id)
+        status, last, owner, epoch, inbox_last = row
+        refusal = refused(c, status, last, owner, epoch)
+        if refusal:
+            raise refusal
+        await self._check_new(conn, [child for child, _ in c.children])
+        now = time.time()
+        await self._insert_events(conn, c.run_id, last + 1, c.events)
+        last += len(c.events)
+        status = c.status or status
+        if c.consumed:
+            await conn.execute(
+                "DELETE FROM inbox WHERE run_id = %s AND id <= %s", (c.run_id, c.consumed)
+            )
+        wait, wake_at = (c.wait, c.wait.wake_at) if c.wait and status == "waiting" else (None, None)
+        ready = status == "waiting" and wait_is_over(wait, await self._arrived(conn, c.run_id), now)
+        if ready:
+            wake_at = now
+        values = (
+            last,
+            now,
+            status,
+            wait_text if wait else None,
+            wake_at,
+            c.release,
+            c.release,
+            c.run_id,
+        )
+        await conn.execute(_SET_RUN, values)
+        if c.children:
+            lease_owner = c.lease.owner if c.children_lease_s is not None else None
+            await self._insert_runs(
+                conn,
+                [
+                    (
+                        new_run_info(
+                            child,
+                            1,
+                            len(events),
+                            owner=lease_owner,
+                            lease_s=c.children_lease_s or 0.0,
+                            forked_from=None,
+                            now=now,
+                        ),
+                        events,
+                    )
+                    for child, events in c.children
+                ],
+            )
+        for delivery in c.deliveries:
+            await self._deliver(conn, delivery, now, skip_ended=True)
+        return Committed(last, inbox_last, ready)
+
+    async def _arrived(self, conn: AsyncConnection[Any], run_id: str) -> set[str]:
+        cursor = await conn.execute("SELECT key FROM inbox WHERE run_id = %s", (run_id,))
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def _deliver(
+        self,
+        conn: AsyncConnection[Any],
+        d: Delivery,
+        now: float,
+        *,
+        skip_ended: bool = False,
+        unique: bool = False,
+    ) -> int | None:
+        """Put ``d`` in its run's inbox (the run's row locked first, so that its items are
+        numbered in the order they arrive); wake the run if that ends its wait."""
+        cursor = await conn.execute(
+            "SELECT status, wait FROM runs WHERE run_id = %s FOR UPDATE", (d.run_id,)
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            if skip_ended:
+                return None
+            raise RunNotFound(d.run_id)
+        status, wait_text = row
+        if status in TERMINAL_STATUSES:
+            if skip_ended:
+                return None
+            raise RunEnded(d.run_id, status)
+        arrived = await self._arrived(conn, d.run_id)
+        if unique and d.key in arrived:
+            return None
+        e = d.event
+        cursor = await conn.execute(
+            "INSERT INTO inbox (run_id, key, type, version, ts, body) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (d.run_id, d.key, e.type, e.version, e.ts, e.body),
+        )
+        item = await cursor.fetchone()
+        assert item is not None
+        item_id: int = item[0]
+        await self._insert_blobs(conn, e.blobs)
+        arrived.add(d.key)
+        wait: Wait | None = decode_wait(d.run_id, wait_text)
+        woke = status == "waiting" and wait_is_over(wait, arrived, now)
+        await conn.execute(
+            "UPDATE runs SET inbox_last = %s, wake_at = CASE WHEN %s THEN %s ELSE wake_at END "
+            "WHERE run_id = %s",
+            (item_id, woke, now, d.run_id),
+        )
+        return item_id
+
+    async def deliver(self, delivery: Delivery, *, unique: bool = False) -> int | None:
+        async def op(conn: AsyncConnection[Any]) -> int | None:
+            return await self._deliver(conn, delivery, time.time(), unique=unique)
+
+        async with self._ordered(delivery.run_id):
+            return await self._tx(op, "write to")
+
+    async def put_snapshot(
+        self, run_id: str, seq: int, body: bytes, blobs: dict[str, bytes]
+    ) -> None:
+        int64("seq", seq)
+
+        async def op(conn: AsyncConnection[Any]) -> None:
+            await self._insert_blobs(conn, blobs)
+            await conn.execute(
+                "INSERT INTO snapshots (run_id, seq, body) VALUES (%s, %s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, body = excluded.body",
+                (run_id, seq, body),
+            )
+
+        await self._tx(op, "write to")
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def claim_run(
+        self,
+        run_id: str,
+        owner: str,
+        lease_s: float,
+        *,
+        steal_from: str | None = None,
+        revive: bool = False,
+    ) -> Claim | None:
+        seconds("lease_s", lease_s)
+
+        async def op(conn: AsyncConnection[Any]) -> Claim | None:
+            info = await self._get_run(conn, run_id, lock=True)
+            check_claimable(info, revive)
+            now = time.time()
+            if not lease_is_free(info, owner, now, steal_from):
+                return None
+            took_over = info.lease_owner not in (None, owner)
+            taken = msgspec.structs.replace(
+                info,
+                lease_owner=owner,
+                lease_expires_at=now + lease_s,
+                lease_epoch=info.lease_epoch + 1,
+                recoveries=info.recoveries + took_over,
+            )
+            await conn.execute(
+                "UPDATE runs SET lease_owner = %s, lease_expires_at = %s, lease_epoch = %s, "
+                "recoveries = %s WHERE run_id = %s",
+                (owner, taken.lease_expires_at, taken.lease_epoch, taken.recoveries, run_id),
+            )
+            return Claim(Lease(owner, taken.lease_epoch), taken, took_over)
+
+        async with self._ordered(run_id):
+            return await self._tx(op, "write to")
+
+    async def claim_runs(
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        agents: Collection[str] | None = None,
+        orphans: bool = False,
+    ) -> list[Claim]:
+        check_limit(int64("limit", limit))
+        seconds("lease_s", lease_s)
+        if limit == 0:
+            return []
+
+        async def op(conn: AsyncConnection[Any]) -> list[Claim]:
+            now = time.time()
+            cursor = await conn.execute(
+                _CLAIM,
+                {
+                    "now": now,
+                    "expires": now + lease_s,
+                    "orphans": orphans,
+                    "any_agent": agents is None,
+                    "agents": sorted(agents) if agents is not None else [],
+                    "limit": limit,
+                    "owner": owner,
+                },
+            )
+            rows = sorted(await cursor.fetchall(), key=lambda row: (row[4], row[-1]))
+            return [
+                Claim(
+                    Lease(owner, row[15]),
+                    run_info(row[:20]),
+                    took_over=row[20] not in (None, owner),
+                )
+                for row in rows
+            ]
+
+        return await self._tx(op, "write to")
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, Lease]], lease_s: float
+    ) -> tuple[set[str], dict[str, int]]:
+        seconds("lease_s", lease_s)
+        for _, lease in leases:
+            int64("the lease epoch", lease.epoch)
+        if not leases:
+            return set(), {}
+
+        async def op(conn: AsyncConnection[Any]) -> tuple[set[str], dict[str, int]]:
+            cursor = await conn.execute(
+                "UPDATE runs SET lease_expires_at = %s "
+                "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS held(run_id, owner, epoch) "
+                "WHERE runs.run_id = held.run_id AND runs.lease_owner = held.owner "
+                "AND runs.lease_epoch = held.epoch RETURNING runs.run_id, runs.inbox_last",
+                (
+                    time.time() + lease_s,
+                    [run_id for run_id, _ in leases],
+                    [lease.owner for _, lease in leases],
+                    [lease.epoch for _, lease in leases],
+                ),
+            )
+            mail: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
+            return {run_id for run_id, _ in leases} - mail.keys(), mail
+
+        return await self._tx(op, "write to")
+
+    async def release_lease(
+        self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
+    ) -> None:
+        int64("the lease epoch", lease.epoch)
+        seconds("retry_at", retry_at)
+
+        async def op(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, "
+                "recoveries = recoveries + %s, wake_at = CASE WHEN %s THEN %s ELSE wake_at END "
+                "WHERE run_id = %s AND lease_owner = %s AND lease_epoch = %s",
+                (int(failed_start), failed_start, retry_at, run_id, lease.owner, lease.epoch),
+            )
+
+        async with self._ordered(run_id):
+            await self._tx(op, "write to")
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read(self, op: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run reads in one transaction that sees one state of the database."""
+
+        async def snapshot(conn: AsyncConnection[Any]) -> T:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await op(conn)
+
+        return await self._tx(snapshot, "read")
+
+    async def _chain(self, conn: AsyncConnection[Any], run_id: str) -> list[RunInfo]:
+        """The run and its fork ancestors, the run first."""
+        chain = [await self._get_run(conn, run_id)]
+        while (source := chain[-1].forked_from) is not None:
+            if any(info.run_id == source for info in chain):
+                raise StoreCorrupt(f"run {run_id}: its fork ancestry loops through {source}")
+            try:
+                chain.append(await self._get_run(conn, source))
+            except RunNotFound:
+                raise StoreCorrupt(
+                    f"run {chain[-1].run_id} is forked from {source}, which is not in the store"
+                ) from None
+        return chain
+
+    async def read(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        int64("after_seq", after_seq)
+        if limit is not None:
+            check_limit(int64("limit", limit))
+
+        async def op(conn: AsyncConnection[Any]) -> list[EventRecord]:
+            records: list[EventRecord] = []
+            chain = await self._chain(conn, run_id)
+            last_seqs = {info.run_id: info.last_seq for info in chain}
+            low = 0
+            for rid, upto in lineage_segments(chain):
+                high = last_seqs[rid] if upto is None else upto
+                start = max(after_seq, low)
+                want = high - start
+                if limit is not None:
+                    want = min(want, limit - len(records))
+                low = high
+                if want <= 0:
+                    continue  # before after_seq, or past the limit
+                # of the run's own log, one event more: to notice events past its last_seq
+                own = upto is None
+                cursor = await conn.execute(
+                    "SELECT seq, type, version, ts, body FROM events "
+                    "WHERE run_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s",
+                    (rid, start, 2**62 if own else high, want + 1 if own else want),
+                )
+                rows = await cursor.fetchall()
+                check_rows(rid, rows, start, want, high, last_seqs[rid])
+                records.extend(_records(rows[:want]))
+            return records
+
+        return await self._read(op)
+
+    async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return {}
+
+        async def op(conn: AsyncConnection[Any]) -> dict[str, bytes]:
+            cursor = await conn.execute(
+                "SELECT digest, data FROM blobs WHERE digest = ANY(%s)", (wanted,)
+            )
+            return {row[0]: bytes(row[1]) for row in await cursor.fetchall()}
+
+        return await self._tx(op, "read")
+
+    async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
+        async def op(conn: AsyncConnection[Any]) -> tuple[int, bytes] | None:
+            cursor = await conn.execute(
+                "SELECT seq, body FROM snapshots WHERE run_id = %s", (run_id,)
+            )
+            row = await cursor.fetchone()
+            return (row[0], bytes(row[1])) if row else None
+
+        return await self._tx(op, "read")
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        async def op(conn: AsyncConnection[Any]) -> RunInfo:
+            return await self._get_run(conn, run_id)
+
+        return await self._tx(op, "read")
+
+    async def _runs(self, sql: str, params: Sequence[Any]) -> list[RunInfo]:
+        async def op(conn: AsyncConnection[Any]) -> list[RunInfo]:
+            cursor = await conn.execute(sql, params)
+            return [run_info(row) for row in await cursor.fetchall()]
+
+        return await self._tx(op, "read")
+
+    async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
+        check_limit(int64("limit", limit))
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE starts_with(run_id, %s) "
+            "ORDER BY created_at, n LIMIT %s",
+            (prefix, limit),
+        )
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        parent_run_id: str | None = None,
+        limit: int = 50,
+    ) -> list[RunInfo]:
+        check_limit(int64("limit", limit))
+        where = [
+            f"{column} = %s"
+            for column, value in (("status", status), ("parent_run_id", parent_run_id))
+            if value is not None
+        ]
+        params = [value for value in (status, parent_run_id) if value is not None]
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs "
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + "ORDER BY created_at DESC, n DESC LIMIT %s",
+            (*params, limit),
+        )
+
+    # -- the inbox ---------------------------------------------------------------------
+
+    async def read_inbox(self, run_id: str, after_id: int = 0) -> list[InboxItem]:
+        int64("after_id", after_id)
+
+        async def op(conn: AsyncConnection[Any]) -> list[InboxItem]:
+            found = await conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,))
+            if await found.fetchone() is None:
+                raise RunNotFound(run_id)
+            cursor = await conn.execute(
+                "SELECT id, key, type, version, ts, body FROM inbox "
+                "WHERE run_id = %s AND id > %s ORDER BY id",
+                (run_id, after_id),
+            )
+            return [
+                InboxItem(row[0], row[1], EventRecord(0, row[2], row[3], row[4], bytes(row[5])))
+                for row in await cursor.fetchall()
+            ]
+
+        return await self._read(op)
