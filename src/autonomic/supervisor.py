@@ -386,9 +386,12 @@ class Supervisor:
     async def _claim_loop(self) -> None:
         """Claim what is ready, then wait for a hint (or ``poll_s``); subscribed before
         the first claim, so that no run made ready meanwhile waits for the poll."""
+        task = asyncio.current_task()
         async with self.bus.subscribe(READY_TOPIC) as ready:
             while True:
                 await self._claim_ready()
+                if task is not None and task.cancelling():  # a database client ate the cancel
+                    raise asyncio.CancelledError
                 await ready.next(self.poll_s)
 
     async def _claim_ready(self) -> None:
