@@ -26,10 +26,13 @@ from autonomic.agent import Agent, load_agent
 from autonomic.bus import DEFAULT_BUS_URL, open_bus
 from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
+from autonomic.kpis import kpi_lines, run_kpis
 from autonomic.runtime import RunHandle, RunResult, Runtime
+from autonomic.server.commands import add_server_parsers
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
+from autonomic.worker import add_worker_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -193,6 +196,7 @@ async def cmd_show(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     info = await runtime.get_run(run_id)
     state = await runtime.state(run_id)
+    kpis = run_kpis([e.event async for e in runtime.events(run_id, follow=False)])
     if args.reveal and state.answer is not None:
         from autonomic.guards.pii import reveal
 
@@ -211,10 +215,11 @@ async def cmd_show(args: argparse.Namespace, runtime: Runtime) -> int:
                 "unpriced_calls": state.unpriced_calls,
                 "pending_approvals": [msgspec.to_builtins(a) for a in state.approvals.values()],
                 "children": msgspec.to_builtins(state.children),
+                "kpis": msgspec.to_builtins(kpis),
             }
         )
     else:
-        print(render_summary(info, state))
+        print("\n".join([render_summary(info, state), *kpi_lines(kpis)]))
     return 0
 
 
@@ -234,6 +239,7 @@ async def cmd_trace(args: argparse.Namespace, runtime: Runtime) -> int:
     run_id = await _resolve_run_id(runtime, args.run_id)
     events = [e async for e in runtime.events(run_id, follow=False)]
     print(render_trace(events))
+    print("\n".join(kpi_lines(run_kpis([e.event for e in events]))))
     state = await runtime.state(run_id)
     print(
         f"total: {state.model_calls} model call(s), {state.usage.input_tokens} in / "
@@ -439,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only submit the run; a process serving the agent drives it",
     )
+    run.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
+    run.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")
     run.set_defaults(handler=cmd_run)
 
     approve = commands.add_parser("approve", help="approve (or deny) a tool call a run waits on")
@@ -515,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     topup.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     topup.add_argument("--json", action="store_true")
     add_telemetry_parsers(sub)
+    add_worker_parser(commands)
+    add_server_parsers(commands)
     return parser
 
 

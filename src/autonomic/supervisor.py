@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
 from autonomic.agent import Agent
@@ -86,6 +86,10 @@ class Supervisor:
         self._timers: list[asyncio.TimerHandle] = []
         self._left_behind: set[asyncio.Task[None]] = set()  # drivers stuck past a cancel
         self._stopping = False
+        self.only_registered = False
+        """Claim only runs of registered agents, orphans included (a worker's choice)."""
+        self.observer: Callable[[str, str], None] | None = None
+        """Told ``(run id, what happened)`` when a run is claimed, waits or ends here."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -111,6 +115,12 @@ class Supervisor:
         for driver in drivers:  # tasks cancelled before they ever ran hold their lease still
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(driver.state.run_id, driver.lease)
+
+    def stop_claiming(self) -> None:
+        """Claim no more runs (a worker draining); those held are driven on."""
+        for task in self._loops:
+            if task.get_name() == "autonomic-claims":
+                task.cancel()
 
     def busy(self, run_id: str) -> bool:
         return run_id in self.tasks or run_id in self._starting
@@ -300,6 +310,8 @@ class Supervisor:
         self.bus.publish(run_topic(run_id), str(committed.last_seq))
         if committed.ready or status in ENDED:  # an ending may wake the parent
             self.bus.publish(READY_TOPIC, run_id)
+        if self.observer is not None and (status in ENDED or status == "waiting"):
+            self.observer(run_id, status)
 
     def abandon(self, driver: Driver, why: str, action_id: str | None) -> None:
         run_id = driver.state.run_id
@@ -403,8 +415,10 @@ class Supervisor:
                 self.owner,
                 self.lease_s,
                 room,
-                # adopting orphans means any agent importable here
-                agents=None if self.orphans else self.registry.names(),
+                # adopting orphans means any agent importable here, unless told
+                agents=None
+                if self.orphans and not self.only_registered
+                else self.registry.names(),
                 orphans=self.orphans,
             )
         except StoreError as e:
@@ -426,6 +440,8 @@ class Supervisor:
             if claim.info.status == "waiting"
             else ("recovered" if claim.took_over else "claimed")
         )
+        if self.observer is not None:
+            self.observer(run_id, reason)
         self._in_background(self._adopt_logged(claim, reason))
 
     async def _adopt_logged(self, claim: Claim, reason: str) -> None:

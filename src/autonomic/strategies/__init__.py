@@ -2,8 +2,20 @@
 
 from autonomic.strategies.base import AgentView, Strategy
 from autonomic.strategies.dag import DAGPlanner
+from autonomic.strategies.forkjoin import ForkJoin
+from autonomic.strategies.hierarchy import Hierarchy
 from autonomic.strategies.plans import PlanNode, PlanRecorded
 from autonomic.strategies.react import ReAct
 from autonomic.strategies.rewoo import ReWOO
 
-__all__ = ["AgentView", "DAGPlanner", "PlanNode", "PlanRecorded", "ReAct", "ReWOO", "Strategy"]
+__all__ = [
+    "AgentView",
+    "DAGPlanner",
+    "ForkJoin",
+    "Hierarchy",
+    "PlanNode",
+    "PlanRecorded",
+    "ReAct",
+    "ReWOO",
+    "Strategy",
+]

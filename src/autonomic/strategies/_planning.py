@@ -24,7 +24,7 @@ from autonomic.strategies.plans import (
     parse_plan,
 )
 
-__all__ = ["planning_step", "rounds", "tool_list"]
+__all__ = ["attempts", "head", "planning_step", "rounds", "tool_list"]
 
 Verdicts = Callable[[int], Sequence[Message]]
 """For plan ``k`` (1-based), the messages that follow its evidence (the model's verdict
@@ -39,7 +39,8 @@ def tool_list(tools: Sequence[ToolSpec]) -> str:
     )
 
 
-def _head(agent: AgentView, state: RunState, role: str) -> list[Message]:
+def head(agent: AgentView, state: RunState, role: str) -> list[Message]:
+    """The system prompt (instructions, role, tools, plan format) and the goal."""
     system = f"{agent.instructions}\n\n{role}\n\nTools:\n{tool_list(agent.tools)}\n\n{PLAN_FORMAT}"
     return [Message(role="system", content=system), Message(role="user", content=state.goal)]
 
@@ -51,13 +52,15 @@ def _repair(error: str) -> Message:
     )
 
 
-def _attempts(replies: Sequence[Message], tools: Sequence[ToolSpec]) -> list[Message]:
+def attempts(
+    replies: Sequence[Message], tools: Sequence[ToolSpec], *, any_order: bool = False
+) -> list[Message]:
     """The replies, each malformed one followed by the request to repair it."""
     messages: list[Message] = []
     for reply in replies:
         messages.append(Message(role="assistant", content=reply.content))
         try:
-            parse_plan(reply.content, tools)
+            parse_plan(reply.content, tools, any_order=any_order)
         except PlanError as e:
             messages.append(_repair(str(e)))
     return messages
@@ -71,15 +74,15 @@ def rounds(
     recorded."""
     book = state.slot(PlanBook)
     replies = state.transcripts.get("plan", [])
-    messages = _head(agent, state, role)
+    messages = head(agent, state, role)
     start = 0
     for plan, end in zip(book.plans, book.replies_at, strict=True):
-        messages += _attempts(replies[start : end - 1], agent.tools)
+        messages += attempts(replies[start : end - 1], agent.tools)
         messages.append(Message(role="assistant", content=plan.text))
         messages.append(Message(role="user", content=f"{evidence(plan, book)}\n\n{closing}"))
         messages += verdicts(plan.index)
         start = end
-    messages += _attempts(replies[start:], agent.tools)
+    messages += attempts(replies[start:], agent.tools)
     return messages
 
 
@@ -91,6 +94,7 @@ def planning_step(
     *,
     max_repairs: int,
     reason: str = "",
+    any_order: bool = False,
 ) -> Step:
     """Ask for a plan, record the one the model wrote, or ask it to repair a malformed
     one; fail once ``max_repairs`` repairs did not help. ``dialogue`` ends where the
@@ -100,7 +104,7 @@ def planning_step(
     if new:
         text = new[-1].content
         try:
-            nodes = parse_plan(text, agent.tools)
+            nodes = parse_plan(text, agent.tools, any_order=any_order)
         except PlanError as e:
             if len(new) > max_repairs:
                 return Fail(f"the planner wrote no usable plan in {len(new)} tries: {e}")

@@ -41,6 +41,7 @@ __all__ = [
     "node_calls",
     "parse_plan",
     "plan_progress",
+    "resolve",
     "substitute",
 ]
 
@@ -169,8 +170,13 @@ def call_id(plan: PlanRecorded, node: PlanNode) -> str:
     return f"p{plan.index}.{node.id}"
 
 
-def parse_plan(text: str, tools: Sequence[ToolSpec]) -> tuple[PlanNode, ...]:
-    """The nodes of a plan in ``PLAN_FORMAT``; PlanError saying what is wrong otherwise."""
+def parse_plan(
+    text: str, tools: Sequence[ToolSpec], *, any_order: bool = False
+) -> tuple[PlanNode, ...]:
+    """The nodes of a plan in ``PLAN_FORMAT``; PlanError saying what is wrong otherwise.
+
+    With ``any_order``, a step may use one written after it: the nodes come back in an
+    order where every node follows its inputs (a cycle is an error)."""
     specs = {t.name: t for t in tools}
     nodes: list[PlanNode] = []
     seen: set[str] = set()
@@ -193,14 +199,36 @@ def parse_plan(text: str, tools: Sequence[ToolSpec]) -> tuple[PlanNode, ...]:
         args = _arguments(node_id, raw.strip(), spec)
         deps = tuple(dict.fromkeys(_PLACEHOLDER.findall(json.dumps(args))))
         later = [d for d in deps if d not in seen]
-        if later:
+        if later and not any_order:
             raise PlanError(f"#{node_id} uses #{later[0]}, which is not defined before it")
         nodes.append(PlanNode(node_id, tool, args, deps, note))
         seen.add(node_id)
         note = ""
     if not nodes:
         raise PlanError("it has no step of the form #E1 = tool[{...}]")
-    return tuple(nodes)
+    return resolve(nodes) if any_order else tuple(nodes)
+
+
+def resolve(nodes: Sequence[PlanNode]) -> tuple[PlanNode, ...]:
+    """``nodes`` ordered so that each follows every node it waits for (stable otherwise);
+    PlanError naming a missing input or a cycle."""
+    known = {n.id for n in nodes}
+    for node in nodes:
+        missing = [d for d in node.deps if d not in known]
+        if missing:
+            raise PlanError(f"#{node.id} uses #{missing[0]}, which the plan does not define")
+    ordered: list[PlanNode] = []
+    placed: set[str] = set()
+    left = list(nodes)
+    while left:
+        ready = [n for n in left if set(n.deps) <= placed]
+        if not ready:
+            cycle = ", ".join(f"#{n.id}" for n in left)
+            raise PlanError(f"{cycle} wait for each other (a cycle): none of them can start")
+        ordered += ready
+        placed.update(n.id for n in ready)
+        left = [n for n in left if n.id not in placed]
+    return tuple(ordered)
 
 
 def _arguments(node_id: str, raw: str, spec: ToolSpec) -> dict[str, Any]:

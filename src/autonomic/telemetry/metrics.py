@@ -110,6 +110,7 @@ class RunMetrics:
         self._runs: dict[str, tuple[str, float]] = {}
         self._pending: set[tuple[str, str]] = set()
         self._actions: dict[tuple[str, str], str] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.runs_started = Counter(
             "autonomic_runs_started", "Runs started (or forked).", ["agent"], registry=r
         )
@@ -182,7 +183,7 @@ class RunMetrics:
         self.runs_driven.set(driven)
         for status in CURRENT_STATUSES:
             runs = await self.store.list_runs(status=status, limit=CURRENT_CAP)
-            self.runs_current.labels(status).set(len(runs))
+            self._of(self.runs_current, status).set(len(runs))
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
@@ -197,11 +198,11 @@ class RunMetrics:
             match e:
                 case RunStarted():
                     self._remember(run_id, e.agent, stored.ts)
-                    self.runs_started.labels(self._agent(e.agent)).inc()
+                    self._of(self.runs_started, self._agent(e.agent)).inc()
                 case RunForked():
                     agent, _ = await self._run(run_id)
                     self._remember(run_id, agent, stored.ts)
-                    self.runs_started.labels(self._agent(agent)).inc()
+                    self._of(self.runs_started, self._agent(agent)).inc()
                 case ModelResponded():
                     await self._model_call(run_id, e)
                 case ActionRequested():
@@ -209,7 +210,7 @@ class RunMetrics:
                     if len(self._actions) >= _RUN_CACHE:
                         del self._actions[next(iter(self._actions))]
                     self._actions[(run_id, e.action_id)] = e.tool
-                    self.steps.labels(self._agent(agent), "tool").inc()
+                    self._of(self.steps, self._agent(agent), "tool").inc()
                 case ActionCompleted() | ActionFailed():
                     await self._tool_done(run_id, e)
                 case ApprovalRequested():
@@ -217,10 +218,18 @@ class RunMetrics:
                 case ApprovalGranted() | ApprovalDenied():
                     self._pending.discard((run_id, e.digest))
                 case GuardTripped():
-                    self.guard_trips.labels(self._guard(e.guard)).inc()
+                    self._of(self.guard_trips, self._guard(e.guard)).inc()
                 case RunCompleted() | RunFailed() | RunCancelled() | RunDead():
                     await self._ended(run_id, e, stored.ts)
         self.approvals_pending.set(len(self._pending))
+
+    def _of(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: prometheus_client's lookup is the slow part."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _remember(self, run_id: str, agent: str, started: float) -> None:
         if len(self._runs) >= _RUN_CACHE:
@@ -238,16 +247,16 @@ class RunMetrics:
     async def _model_call(self, run_id: str, e: ModelResponded) -> None:
         agent, _ = await self._run(run_id)
         model = self._model(e.model)
-        self.steps.labels(self._agent(agent), "model").inc()
-        self.op_duration.labels("chat", model).observe(e.latency_ms / 1000)
-        self.token_usage.labels("chat", model, "input").observe(e.usage.input_tokens)
-        self.token_usage.labels("chat", model, "output").observe(e.usage.output_tokens)
-        self.tokens.labels(model, "input").inc(e.usage.input_tokens)
-        self.tokens.labels(model, "output").inc(e.usage.output_tokens)
+        self._of(self.steps, self._agent(agent), "model").inc()
+        self._of(self.op_duration, "chat", model).observe(e.latency_ms / 1000)
+        self._of(self.token_usage, "chat", model, "input").observe(e.usage.input_tokens)
+        self._of(self.token_usage, "chat", model, "output").observe(e.usage.output_tokens)
+        self._of(self.tokens, model, "input").inc(e.usage.input_tokens)
+        self._of(self.tokens, model, "output").inc(e.usage.output_tokens)
         if e.cost is None:
-            self.unpriced.labels(model).inc()
+            self._of(self.unpriced, model).inc()
         else:
-            self.cost.labels(model).inc(e.cost)
+            self._of(self.cost, model).inc(e.cost)
 
     async def _tool_done(self, run_id: str, e: ActionCompleted | ActionFailed) -> None:
         tool = self._actions.pop((run_id, e.action_id), None)
@@ -255,8 +264,8 @@ class RunMetrics:
             tool = await self._tool_name(run_id, e.action_id)
         tool = self._tool(tool)
         outcome = "ok" if isinstance(e, ActionCompleted) else "error"
-        self.tool_calls.labels(tool, outcome).inc()
-        self.tool_duration.labels(tool).observe(e.duration_ms / 1000)
+        self._of(self.tool_calls, tool, outcome).inc()
+        self._of(self.tool_duration, tool).observe(e.duration_ms / 1000)
 
     async def _tool_name(self, run_id: str, action_id: str) -> str:
         from autonomic.loader import read_events
@@ -275,8 +284,8 @@ class RunMetrics:
             RunCancelled: "cancelled",
             RunDead: "dead",
         }[type(e)]
-        self.runs_ended.labels(self._agent(agent), status).inc()
-        self.run_duration.labels(self._agent(agent), status).observe(max(0.0, ts - started))
+        self._of(self.runs_ended, self._agent(agent), status).inc()
+        self._of(self.run_duration, self._agent(agent), status).observe(max(0.0, ts - started))
         self._runs.pop(run_id, None)
         self._pending = {p for p in self._pending if p[0] != run_id}
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["export_run", "otlp_exporter", "otlp_json", "readable_spans", "spans_of_run"]
 
 SCOPE = "autonomic"
+_RESOURCES: dict[str, Any] = {}
 
 
 def _require_otel() -> None:
@@ -44,7 +45,9 @@ def readable_spans(spans: Sequence[Span], service_name: str = "autonomic") -> li
 
     from autonomic import __version__
 
-    resource = Resource.create({"service.name": service_name})
+    resource = _RESOURCES.get(service_name)
+    if resource is None:  # creating one inspects the process: do it once
+        resource = _RESOURCES[service_name] = Resource.create({"service.name": service_name})
     scope = InstrumentationScope(SCOPE, __version__)
     kinds = {"INTERNAL": SpanKind.INTERNAL, "CLIENT": SpanKind.CLIENT}
     codes = {"UNSET": StatusCode.UNSET, "OK": StatusCode.OK, "ERROR": StatusCode.ERROR}

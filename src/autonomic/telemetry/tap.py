@@ -66,7 +66,7 @@ class CommitTap:
         """Hand over what is queued, then stop the task."""
         if self._task is None:
             return
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), 5.0)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -75,21 +75,27 @@ class CommitTap:
 
     async def _consume(self) -> None:
         while True:
-            run_id, first_seq, events = await self.queue.get()
-            try:
-                stored = [_decoded(run_id, seq, e) for seq, e in enumerate(events, first_seq)]
-                for observer in self.observers:
-                    result = observer(run_id, stored)
-                    if asyncio.iscoroutine(result):
-                        await result
-                self.seen += 1
-            except Exception as e:  # an observer's bug must not stop the others, or the runs
-                log.warning("telemetry observer failed on run %s: %s", run_id, e)
-            finally:
-                self.queue.task_done()
+            batches = [await self.queue.get()]
+            while len(batches) < 256:  # one wake-up for all that is queued
+                try:
+                    batches.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            for run_id, first_seq, events in batches:
+                try:
+                    stored = [_decoded(seq, e) for seq, e in enumerate(events, first_seq)]
+                    for observer in self.observers:
+                        result = observer(run_id, stored)
+                        if asyncio.iscoroutine(result):
+                            await result
+                    self.seen += 1
+                except Exception as e:  # an observer's bug must not stop the others, or the runs
+                    log.warning("telemetry observer failed on run %s: %s", run_id, e)
+                finally:
+                    self.queue.task_done()
 
 
-def _decoded(run_id: str, seq: int, new: NewEvent) -> StoredEvent:
+def _decoded(seq: int, new: NewEvent) -> StoredEvent:
     record = EventRecord(seq, new.type, new.version, new.ts, new.body)
     return StoredEvent(seq, new.ts, decode_event(record, new.blobs))
 

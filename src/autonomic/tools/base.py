@@ -24,12 +24,18 @@ from autonomic.tools.observations import observation_of, observation_text
 from autonomic.tools.options import DEFAULT_OPTIONS, ToolOptions
 from autonomic.tools.threads import run_in_thread
 
-__all__ = ["TOOL_EVENTS", "FunctionTool", "Tool", "ToolContext", "tool"]
+__all__ = ["TOOL_EVENTS", "FunctionTool", "Tool", "ToolContext", "allow_tool_events", "tool"]
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 TOOL_EVENTS: tuple[type[Event], ...] = (EgressRequested,)
 """The events a tool may add to its run's log; every other event is the runtime's to record."""
+
+
+def allow_tool_events(*types: type[Event]) -> None:
+    """Let tools record these (registered) event types too, e.g. memory's ``Remembered``."""
+    global TOOL_EVENTS
+    TOOL_EVENTS = (*TOOL_EVENTS, *(t for t in types if t not in TOOL_EVENTS))
 
 
 @dataclass(frozen=True, slots=True)
