@@ -30,6 +30,8 @@ from autonomic.events import EventRecord, NewEvent
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "BoardEntry",
+    "Boards",
     "Claim",
     "Commit",
     "Committed",
@@ -413,6 +415,37 @@ class Vaults(Protocol):
     async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]: ...
 
     async def get_vault(self, vault_id: str) -> dict[str, bytes]: ...
+
+
+class BoardEntry(msgspec.Struct, frozen=True, gc=False):
+    """One key of a blackboard: its JSON value, version (from 1), last writer and time."""
+
+    key: str
+    value: bytes
+    version: int
+    writer: str
+    ts: float
+
+
+@runtime_checkable
+class Boards(Protocol):
+    """Blackboards beside the runs: versioned JSON values by key, one board per ``scope``
+    (a root run id), and the runs that watch a key. Not part of ``Store``, like ``Vaults``.
+
+    ``board_put`` is a compare-and-set: it writes only when the key is at version
+    ``expected`` (0: the key does not exist; None: whatever its version), and returns
+    (written, the key's version now). It never raises for a lost race, so a writer can
+    read again and retry."""
+
+    async def board_entries(self, scope: str) -> dict[str, BoardEntry]: ...
+
+    async def board_put(
+        self, scope: str, key: str, value: bytes, writer: str, expected: int | None, ts: float
+    ) -> tuple[bool, int]: ...
+
+    async def board_watch(self, scope: str, key: str, run_id: str) -> None: ...
+
+    async def board_watchers(self, scope: str, key: str) -> list[str]: ...
 
 
 class Store(EventLog, RunIndex, Leases, Inbox, Protocol):

@@ -17,6 +17,7 @@ from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunEnd
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import (
     TERMINAL_STATUSES,
+    BoardEntry,
     Claim,
     Commit,
     Committed,
@@ -55,6 +56,8 @@ class InMemoryStore(SharedResource):
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._vaults: dict[str, dict[str, bytes]] = {}
+        self._boards: dict[str, dict[str, BoardEntry]] = {}
+        self._board_watch: dict[tuple[str, str], dict[str, None]] = {}
         self._inbox: dict[str, list[InboxItem]] = {}
         self._inbox_ids = itertools.count(1)
 
@@ -211,6 +214,27 @@ class InMemoryStore(SharedResource):
 
     async def get_vault(self, vault_id: str) -> dict[str, bytes]:
         return dict(self._vaults.get(vault_id, {}))
+
+    # -- blackboards -----------------------------------------------------------------------
+
+    async def board_entries(self, scope: str) -> dict[str, BoardEntry]:
+        return dict(self._boards.get(scope, {}))
+
+    async def board_put(
+        self, scope: str, key: str, value: bytes, writer: str, expected: int | None, ts: float
+    ) -> tuple[bool, int]:
+        board = self._boards.setdefault(scope, {})
+        current = board[key].version if key in board else 0
+        if expected is not None and expected != current:
+            return False, current
+        board[key] = BoardEntry(key, bytes(value), current + 1, writer, ts)
+        return True, current + 1
+
+    async def board_watch(self, scope: str, key: str, run_id: str) -> None:
+        self._board_watch.setdefault((scope, key), {})[run_id] = None
+
+    async def board_watchers(self, scope: str, key: str) -> list[str]:
+        return list(self._board_watch.get((scope, key), {}))
 
     # -- the run index ---------------------------------------------------------------------
 

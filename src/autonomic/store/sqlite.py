@@ -49,6 +49,7 @@ from autonomic.store._sqlite_errors import store_error
 from autonomic.store._sqlite_schema import ensure_schema
 from autonomic.store.base import (
     TERMINAL_STATUSES,
+    BoardEntry,
     Claim,
     Commit,
     Committed,
@@ -682,6 +683,57 @@ class SQLiteStore(SharedResource):
                 "SELECT name, secret FROM vault WHERE vault_id = ?", (vault_id,)
             ).fetchall()
             return {name: bytes(secret) for name, secret in rows}
+
+        return await self._read(op)
+
+    # -- blackboards -------------------------------------------------------------------
+
+    async def board_entries(self, scope: str) -> dict[str, BoardEntry]:
+        def op(conn: sqlite3.Connection) -> dict[str, BoardEntry]:
+            rows = conn.execute(
+                "SELECT key, value, version, writer, ts FROM board WHERE scope = ?", (scope,)
+            ).fetchall()
+            return {r[0]: BoardEntry(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows}
+
+        return await self._read(op)
+
+    async def board_put(
+        self, scope: str, key: str, value: bytes, writer: str, expected: int | None, ts: float
+    ) -> tuple[bool, int]:
+        def op() -> tuple[bool, int]:
+            row = self._w.execute(
+                "SELECT version FROM board WHERE scope = ? AND key = ?", (scope, key)
+            ).fetchone()
+            current = row[0] if row else 0
+            if expected is not None and expected != current:
+                return False, current
+            self._w.execute(
+                "INSERT INTO board (scope, key, value, version, writer, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET "
+                "value = excluded.value, version = excluded.version, "
+                "writer = excluded.writer, ts = excluded.ts",
+                (scope, key, value, current + 1, writer, ts),
+            )
+            return True, current + 1
+
+        return await self._write(op)
+
+    async def board_watch(self, scope: str, key: str, run_id: str) -> None:
+        def op() -> None:
+            self._w.execute(
+                "INSERT OR IGNORE INTO board_watch (scope, key, run_id) VALUES (?, ?, ?)",
+                (scope, key, run_id),
+            )
+
+        await self._write(op)
+
+    async def board_watchers(self, scope: str, key: str) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT run_id FROM board_watch WHERE scope = ? AND key = ? ORDER BY run_id",
+                (scope, key),
+            ).fetchall()
+            return [r[0] for r in rows]
 
         return await self._read(op)
 

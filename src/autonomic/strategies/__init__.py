@@ -1,6 +1,7 @@
 """Strategies: pure state machines that pick a run's next step."""
 
 from autonomic.strategies.base import AgentView, Strategy
+from autonomic.strategies.controller import BoardController
 from autonomic.strategies.dag import DAGPlanner
 from autonomic.strategies.forkjoin import ForkJoin
 from autonomic.strategies.hierarchy import Hierarchy
@@ -10,6 +11,7 @@ from autonomic.strategies.rewoo import ReWOO
 
 __all__ = [
     "AgentView",
+    "BoardController",
     "DAGPlanner",
     "ForkJoin",
     "Hierarchy",
