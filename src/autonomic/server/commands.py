@@ -85,7 +85,12 @@ async def cmd_serve(args: argparse.Namespace, _: object) -> int:
     if not args.agents:
         raise ConfigError("say which agents to serve: --agents myapp.agents (or module:attr)")
     agents = load_agents(args.agents)
-    runtime = Runtime(open_store(args.store, create=True), agents=agents, resume_incomplete=True)
+    runtime = Runtime(
+        open_store(args.store, create=True),
+        agents=agents,
+        resume_incomplete=True,
+        lease_s=args.lease_s,
+    )
     app = create_app(runtime, keys=_keys(args))
     names = ", ".join(a.name for a in agents)
     print(
@@ -156,6 +161,12 @@ def add_server_parsers(commands: Any) -> None:
     serve.add_argument("--host", default=os.environ.get("AUTONOMIC_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("AUTONOMIC_PORT", "8000")))
     serve.add_argument("--keys", help=keys_help)
+    serve.add_argument(
+        "--lease-s",
+        type=_positive,
+        default=30.0,
+        help="how long a run stays with this process after it stops answering (default 30)",
+    )
     serve.set_defaults(handler=cmd_serve, offline=True)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")

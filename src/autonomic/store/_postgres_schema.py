@@ -71,6 +71,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_by_run ON inbox (run_id, id)
     """,
+    # 3: the PII vault: encrypted values by placeholder, per root run
+    """
+    CREATE TABLE vault (
+        vault_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        secret BYTEA NOT NULL,
+        PRIMARY KEY (vault_id, name)
+    )
+    """,
+    # 4: blackboards: versioned JSON values by key per root run, and who watches a key
+    """
+    CREATE TABLE board (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BYTEA NOT NULL,
+        version BIGINT NOT NULL,
+        writer TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE TABLE board_watch (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (scope, key, run_id)
+    )
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
