@@ -88,6 +88,21 @@ async def _ended(store: Any) -> int:
     return sum(r.status in ("completed", "failed", "dead", "cancelled") for r in runs)
 
 
+def _spawn(
+    url: str, ports: list[int], concurrency: int, env: dict[str, str], log: Path
+) -> tuple[Any, list[subprocess.Popen[bytes]]]:
+    """Start a worker process per health port, ready when its /health answers."""
+    logs = open(log, "ab")  # noqa: SIM115 (closed by the caller)
+    command = [sys.executable, "-m", "autonomic", "worker", "--store", url]
+    command += ["--agents", "bench_agents", "--concurrency", str(concurrency)]
+    command += ["--poll-s", "0.2", "--drain-s", "0"]
+    procs = [
+        subprocess.Popen([*command, "--health-port", str(port)], env=env, stdout=logs, stderr=logs)
+        for port in ports
+    ]
+    return logs, procs
+
+
 async def measure(
     url: str, workers: int, args: argparse.Namespace, agents_dir: Path
 ) -> dict[str, Any]:
@@ -100,37 +115,11 @@ async def measure(
         "PYTHONPATH": os.pathsep.join([str(agents_dir), *sys.path]),
     }
     ports = [_free_port() for _ in range(workers)]
-    logs = open(agents_dir / f"workers-{workers}.log", "ab")  # noqa: SIM115 (closed below)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "autonomic",
-                "worker",
-                "--store",
-                url,
-                "--agents",
-                "bench_agents",
-                "--concurrency",
-                str(args.concurrency),
-                "--health-port",
-                str(port),
-                "--poll-s",
-                "0.2",
-                "--drain-s",
-                "0",
-            ],
-            env=env,
-            stdout=logs,
-            stderr=logs,
-        )  # fmt: skip
-        for port in ports
-    ]
+    logs, procs = _spawn(url, ports, args.concurrency, env, agents_dir / f"workers-{workers}.log")
     try:
         async with asyncio.timeout(120):
             for port in ports:
-                while not await _healthy(port):
+                while not await _healthy(port):  # noqa: ASYNC110 (another process)
                     await asyncio.sleep(0.05)
         sys.path.insert(0, str(agents_dir))
         os.environ["BENCH_STEPS"] = str(args.steps)
@@ -146,7 +135,7 @@ async def measure(
                 )
             submitted = time.perf_counter() - started
             async with asyncio.timeout(args.deadline_s):
-                while await _ended(client.store) < args.runs:
+                while await _ended(client.store) < args.runs:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             statuses = {r.status for r in await client.list_runs(limit=args.runs + 10)}
