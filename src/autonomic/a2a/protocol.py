@@ -217,7 +217,7 @@ def update_of(stored: StoredEvent, state: RunState, version: str) -> list[dict[s
         case Suspended():
             name = task_state(state)
             return [status(name, _note(state), final=name == "input-required")]
-        case Resumed():
+        case Resumed():  # a process took the run up: a submitted task starts working
             return [status("working", None)]
         case RunCompleted():
             artifact: dict[str, Any] = {
