@@ -28,6 +28,7 @@ from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.events import event_to_dict
 from autonomic.kpis import kpi_lines, run_kpis
 from autonomic.runtime import RunHandle, RunResult, Runtime
+from autonomic.server.commands import add_server_parsers
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
@@ -519,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     topup.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     topup.add_argument("--json", action="store_true")
     add_telemetry_parsers(sub)
+    add_server_parsers(commands)
     return parser
 
 

@@ -266,6 +266,24 @@ async def test_list_runs_filters_by_status_and_parent_newest_first(store: Store)
         await store.list_runs(limit=-1)
 
 
+async def test_list_runs_filters_by_tenant_agent_and_time_and_pages_by_cursor(
+    store: Store,
+) -> None:
+    for i in range(5):
+        run = NewRun(f"t{i}", "calc" if i % 2 else "pay", "g", tenant="acme" if i < 4 else "b")
+        await store.create_run(run, evs("s"), owner=None, lease_s=30)
+    mine = await store.list_runs(tenant="acme", limit=10)
+    assert [r.run_id for r in mine] == ["t3", "t2", "t1", "t0"]
+    assert [r.run_id for r in await store.list_runs(tenant="acme", agent="calc")] == ["t3", "t1"]
+    assert await store.list_runs(since=mine[0].created_at + 1) == []
+    assert [r.run_id for r in await store.list_runs(tenant="b", since=0)] == ["t4"]
+    paged, before = [], None
+    while page := await store.list_runs(tenant="acme", limit=3, before=before):
+        paged += [r.run_id for r in page]
+        before = (page[-1].created_at, page[-1].run_id)
+    assert paged == ["t3", "t2", "t1", "t0"]
+
+
 # -- commits: ends, fencing, atomicity ------------------------------------------------------
 
 

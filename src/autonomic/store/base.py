@@ -328,8 +328,14 @@ class RunIndex(Protocol):
         status: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunInfo]:
-        """Most recent first."""
+        """Most recent first (by ``created_at``, then run id, both descending), only runs
+        created at ``since`` or later, and, with ``before`` (the ``created_at`` and run id
+        of the last run of a page), only those that come after it: a cursor."""
         ...
 
 

@@ -227,15 +227,23 @@ class InMemoryStore(SharedResource):
         status: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunInfo]:
         check_limit(limit)
         runs = [
             r
-            for r in reversed(self._runs.values())  # so that ties list the newest first
+            for r in self._runs.values()
             if (status is None or r.status == status)
             and (parent_run_id is None or r.parent_run_id == parent_run_id)
+            and (tenant is None or r.tenant == tenant)
+            and (agent is None or r.agent == agent)
+            and (since is None or r.created_at >= since)
+            and (before is None or (r.created_at, r.run_id) < before)
         ]
-        return sorted(runs, key=lambda r: r.created_at, reverse=True)[:limit]
+        return sorted(runs, key=lambda r: (r.created_at, r.run_id), reverse=True)[:limit]
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -913,18 +913,30 @@ class SQLiteStore(SharedResource):
         status: str | None = None,
         parent_run_id: str | None = None,
         limit: int = 50,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunInfo]:
         check_limit(int64("limit", limit))
-        where = [
-            f"{column} = ?"
-            for column, value in (("status", status), ("parent_run_id", parent_run_id))
-            if value is not None
-        ]
-        params = [value for value in (status, parent_run_id) if value is not None]
+        equal = (
+            ("status", status),
+            ("parent_run_id", parent_run_id),
+            ("tenant", tenant),
+            ("agent", agent),
+        )
+        where = [f"{column} = ?" for column, value in equal if value is not None]
+        params: list[object] = [value for _, value in equal if value is not None]
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+            params += [before[0], before[0], before[1]]
         sql = (
             f"SELECT {RUN_COLUMNS} FROM runs "
             + (f"WHERE {' AND '.join(where)} " if where else "")
-            + "ORDER BY created_at DESC, rowid DESC LIMIT ?"
+            + "ORDER BY created_at DESC, run_id DESC LIMIT ?"
         )
         return await self._read(
             lambda conn: [run_info(row) for row in conn.execute(sql, (*params, limit))]
