@@ -86,7 +86,15 @@ async def cmd_serve(args: argparse.Namespace, _: object) -> int:
         raise ConfigError("say which agents to serve: --agents myapp.agents (or module:attr)")
     agents = load_agents(args.agents)
     runtime = Runtime(open_store(args.store, create=True), agents=agents, resume_incomplete=True)
-    app = create_app(runtime, keys=_keys(args))
+    from autonomic.server.observability import observability_routers
+
+    exporter = None
+    if args.otlp_endpoint:
+        from autonomic.telemetry.otel import otlp_exporter
+
+        exporter = otlp_exporter(args.otlp_endpoint)
+    routers = observability_routers(runtime, exporter=exporter)
+    app = create_app(runtime, keys=_keys(args), routers=routers)
     names = ", ".join(a.name for a in agents)
     print(
         f"autonomic: serving {names} on http://{args.host}:{args.port}/ (store {args.store})",
@@ -156,6 +164,12 @@ def add_server_parsers(commands: Any) -> None:
     serve.add_argument("--host", default=os.environ.get("AUTONOMIC_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("AUTONOMIC_PORT", "8000")))
     serve.add_argument("--keys", help=keys_help)
+    serve.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        help="export each run's spans when it ends to this OTLP/HTTP collector "
+        "(default: $OTEL_EXPORTER_OTLP_ENDPOINT; needs autonomic[otel])",
+    )
     serve.set_defaults(handler=cmd_serve, offline=True)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
@@ -166,7 +180,8 @@ def add_server_parsers(commands: Any) -> None:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: runs:read, runs:write, approvals:write, budgets:write",
+        help="comma-separated: runs:read, runs:write, approvals:write, budgets:write, "
+        "metrics:read",
     )
     create.add_argument("--expires-in", type=_duration, help="lifetime, e.g. 30d or 12h")
     create.add_argument("--rate", type=_positive, default=20.0, help="requests/s (default 20)")

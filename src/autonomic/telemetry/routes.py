@@ -40,6 +40,7 @@ def metrics_router(
         "/metrics",
         summary="Prometheus metrics of the runs this process sees",
         response_class=Response,
+        response_model=None,
         responses={200: {"content": {CONTENT_TYPE: {}}}},
     )
     async def scrape() -> Response:
