@@ -28,6 +28,7 @@ def note(i: int) -> str:
 
 
 CHATTY_TURNS = int(os.environ.get("CHATTY_TURNS", "20"))
+CHATTY_LATENCY = float(os.environ.get("CHATTY_LATENCY", "0"))
 
 calc = Agent("calc", model=ScriptedModel(["5"]))
 payer = Agent(
@@ -39,7 +40,8 @@ chatty = Agent(
     "chatty",
     model=ScriptedModel(
         [[tool_call("note", i=10 * t + k) for k in range(10)] for t in range(CHATTY_TURNS)]
-        + ["noted everything"]
+        + ["noted everything"],
+        latency=CHATTY_LATENCY,
     ),
     tools=[note],
     max_steps=CHATTY_TURNS + 5,

@@ -33,7 +33,7 @@ from autonomic.errors import (
     ToolError,
 )
 from autonomic.events import Event, register_event
-from autonomic.guards import Allow, Budget, Deny, Guard, RequireApproval, Rewrite
+from autonomic.guards import Allow, Budget, Deny, Guard, RequireApproval, Rewrite, ToolPolicy
 from autonomic.loader import StoredEvent
 from autonomic.models import (
     CachedModel,
@@ -204,6 +204,7 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolOptions",
+    "ToolPolicy",
     "ToolSpec",
     "UnsafeSandboxWarning",
     "Usage",

@@ -144,7 +144,7 @@ class Agent:
             "strategy": self.strategy.name,
             "limits": self.limits(),
             "on_unknown_outcome": self.on_unknown_outcome,
-            "guards": [(type(g).__qualname__, g.name) for g in self.guards],
+            "guards": [_guard_spec(g) for g in self.guards],
             "subagents": sorted(self.team()),
             "allow_recursion": self.allow_recursion,
         }
@@ -167,6 +167,14 @@ class Agent:
             return f"{spec.name}:{attr}"
         file = getattr(module, "__file__", None)
         return f"{os.path.abspath(file)}:{attr}" if file else None
+
+
+def _guard_spec(guard: Guard) -> tuple[Any, ...]:
+    """What the digest records of a guard: its type and name, and its settings when it
+    describes them (``digest_spec``), so that loosening a guard changes the digest."""
+    base = (type(guard).__qualname__, guard.name)
+    spec = getattr(guard, "digest_spec", None)
+    return (*base, spec()) if callable(spec) else base
 
 
 def _approval_policy(tool: Tool) -> str:

@@ -32,6 +32,7 @@ from autonomic.server.commands import add_server_parsers
 from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.telemetry.cli import add_runs_parsers as add_telemetry_parsers
 from autonomic.views import cost_text, render_summary, render_trace, short, status_text
+from autonomic.worker import add_worker_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -444,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only submit the run; a process serving the agent drives it",
     )
+    run.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
+    run.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")
     run.set_defaults(handler=cmd_run)
 
     approve = commands.add_parser("approve", help="approve (or deny) a tool call a run waits on")
@@ -520,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     topup.add_argument("--no-wait", action="store_true", help="do not drive the run on here")
     topup.add_argument("--json", action="store_true")
     add_telemetry_parsers(sub)
+    add_worker_parser(commands)
     add_server_parsers(commands)
     return parser
 

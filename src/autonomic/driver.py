@@ -66,7 +66,9 @@ from autonomic.events import (
     event_types,
 )
 from autonomic.guards.base import (
+    GUARD_PURPOSE,
     Allow,
+    Consult,
     Deny,
     Guard,
     RequireApproval,
@@ -87,7 +89,7 @@ from autonomic.lifecycle import (
     signal_key,
     wait_for,
 )
-from autonomic.messages import ToolCall
+from autonomic.messages import ModelRequest, ToolCall
 from autonomic.models.base import Model
 from autonomic.snapshot import SnapshotWriter
 from autonomic.state import RunState
@@ -786,6 +788,8 @@ class Driver:
         """(why the call needs approval, why it is denied); both None to run it now."""
         for guard in self.guards:
             verdict = await _ask(guard, functools.partial(guard.check_call, self.state, call))
+            if isinstance(verdict, Consult):
+                verdict = await self._consult(guard, verdict)
             if isinstance(verdict, Deny):
                 reason = _text(verdict.reason)
                 self.record(GuardTripped(_name(guard), reason))
@@ -797,10 +801,42 @@ class Driver:
             if not isinstance(verdict, Allow):
                 raise _Broken(
                     f"guard {_name(guard)!r} returned a {type(verdict).__name__} for a tool "
-                    "call, not a verdict (Allow, Deny or RequireApproval)"
+                    "call, not a verdict (Allow, Deny, RequireApproval or Consult)"
                 )
         check = approval_check(self.tools[call.name], dict(call.arguments))
         return (check.reason if check.required else None), None
+
+    async def _consult(self, guard: Guard, consult: Consult) -> object:
+        """Make the model call a guard asked for (a critic), recorded under its own
+        purpose; the guard's verdict on its answer. A model that fails denies."""
+        model, request = consult.model, consult.request
+        if not isinstance(request, ModelRequest) or not request.purpose.startswith(GUARD_PURPOSE):
+            raise _Broken(
+                f"guard {_name(guard)!r} asked to consult a model without a ModelRequest "
+                f"whose purpose starts with {GUARD_PURPOSE!r}"
+            )
+        self._check_lease()
+        self.record(ModelCalled(request.purpose, self._digester.digest(request), model.name))
+        await self.commit()
+        started = time.perf_counter()
+        try:
+            response = checked_response(await model.complete(request))
+        except BaseException as e:
+            _reraise_cancellation(e)
+            return Deny(f"could not consult {model.name!r}: {_describe(e)}")
+        self.record(
+            ModelResponded(
+                text=response.text,
+                tool_calls=response.tool_calls,
+                usage=response.usage,
+                model=response.model or model.name,
+                cost=response.cost,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                meta=dict(response.meta),
+                purpose=request.purpose,
+            )
+        )
+        return await _ask(guard, functools.partial(consult.decide, response))
 
     async def _tool_calls(self, step: ToolCalls) -> None:
         calls = _checked_calls(step, self._answered)

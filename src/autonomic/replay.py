@@ -22,9 +22,10 @@ from autonomic.events import (
     Event,
     GuardTripped,
     ModelCalled,
+    ModelResponded,
     RunCompleted,
 )
-from autonomic.guards.base import Rewrite
+from autonomic.guards.base import GUARD_PURPOSE, Rewrite, store_scope
 from autonomic.guards.budget import with_inherited_budget
 from autonomic.loader import StoredEvent
 from autonomic.state import RunState
@@ -53,11 +54,21 @@ def _describe(step: object) -> str:
 
 
 def _group(events: Sequence[StoredEvent], start: int, kinds: tuple[type[Event], ...]) -> int:
-    """The index just after the events of one step that begin at ``start``."""
+    """The index just after the events of one step that begin at ``start`` (a guard's
+    consultation of a model between its calls included)."""
     end = start + 1
-    while end < len(events) and isinstance(events[end].event, kinds):
+    while end < len(events) and (
+        isinstance(events[end].event, kinds) or _consulting(events[end].event)
+    ):
         end += 1
     return end
+
+
+def _consulting(event: Event) -> bool:
+    """Is ``event`` part of a model call a guard made (a critic), not a decision?"""
+    return isinstance(event, ModelCalled | ModelResponded) and event.purpose.startswith(
+        GUARD_PURPOSE
+    )
 
 
 def _recorded_calls(events: Sequence[StoredEvent]) -> list[tuple[str, str, dict[str, object]]]:
@@ -101,6 +112,8 @@ def _check(step: Step, events: Sequence[StoredEvent], digester: RequestDigester)
 def _decision_extent(events: Sequence[StoredEvent], i: int, agent: Agent) -> int | None:
     """If event ``i`` records a step the strategy chose, the index after that step's events."""
     event = events[i].event
+    if _consulting(event):
+        return None
     if isinstance(event, ModelCalled | RunCompleted):
         return i + 1
     if isinstance(event, ActionRequested | ApprovalRequested):
@@ -115,11 +128,12 @@ def _decision_extent(events: Sequence[StoredEvent], i: int, agent: Agent) -> int
 
 def _guarded(agent: Agent, state: RunState, step: Step) -> Step:
     """``step`` as the guards that replay (pure ones, such as a budget) rewrote it."""
-    for guard in with_inherited_budget(agent.guards, state):
-        if guard.replays:
-            verdict = guard.check(state, step)
-            if isinstance(verdict, Rewrite):
-                step = verdict.step
+    with store_scope(None, agent.tool_map):  # a guard may ask what a tool declares
+        for guard in with_inherited_budget(agent.guards, state):
+            if guard.replays:
+                verdict = guard.check(state, step)
+                if isinstance(verdict, Rewrite):
+                    step = verdict.step
     return step
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
 from autonomic.agent import Agent
@@ -86,6 +86,10 @@ class Supervisor:
         self._timers: list[asyncio.TimerHandle] = []
         self._left_behind: set[asyncio.Task[None]] = set()  # drivers stuck past a cancel
         self._stopping = False
+        self.only_registered = False
+        """Claim only runs of registered agents, orphans included (a worker's choice)."""
+        self.observer: Callable[[str, str], None] | None = None
+        """Told ``(run id, what happened)`` when a run is claimed, waits or ends here."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -111,6 +115,12 @@ class Supervisor:
         for driver in drivers:  # tasks cancelled before they ever ran hold their lease still
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(driver.state.run_id, driver.lease)
+
+    def stop_claiming(self) -> None:
+        """Claim no more runs (a worker draining); those held are driven on."""
+        for task in self._loops:
+            if task.get_name() == "autonomic-claims":
+                task.cancel()
 
     def busy(self, run_id: str) -> bool:
         return run_id in self.tasks or run_id in self._starting
@@ -297,9 +307,11 @@ class Supervisor:
             log.error("run %s: could not start the child run: %s", run_id, e)
 
     def committed(self, run_id: str, committed: Committed, status: str) -> None:
-        self.bus.publish(run_topic(run_id))
+        self.bus.publish(run_topic(run_id), str(committed.last_seq))
         if committed.ready or status in ENDED:  # an ending may wake the parent
             self.bus.publish(READY_TOPIC, run_id)
+        if self.observer is not None and (status in ENDED or status == "waiting"):
+            self.observer(run_id, status)
 
     def abandon(self, driver: Driver, why: str, action_id: str | None) -> None:
         run_id = driver.state.run_id
@@ -384,26 +396,36 @@ class Supervisor:
                     return
 
     async def _claim_loop(self) -> None:
+        """Claim what is ready, then wait for a hint (or ``poll_s``); subscribed before
+        the first claim, so that no run made ready meanwhile waits for the poll."""
+        task = asyncio.current_task()
         async with self.bus.subscribe(READY_TOPIC) as ready:
             while True:
+                await self._claim_ready()
+                if task is not None and task.cancelling():  # a database client ate the cancel
+                    raise asyncio.CancelledError
                 await ready.next(self.poll_s)
-                room = self.capacity - len(self.tasks) - len(self._starting)
-                if room <= 0:
-                    continue
-                try:
-                    claims = await self.store.claim_runs(
-                        self.owner,
-                        self.lease_s,
-                        room,
-                        # adopting orphans means any agent importable here
-                        agents=None if self.orphans else self.registry.names(),
-                        orphans=self.orphans,
-                    )
-                except StoreError as e:
-                    log.warning("could not claim runs: %s", e)
-                    continue
-                for claim in claims:
-                    self._claimed(claim)
+
+    async def _claim_ready(self) -> None:
+        room = self.capacity - len(self.tasks) - len(self._starting)
+        if room <= 0:
+            return
+        try:
+            claims = await self.store.claim_runs(
+                self.owner,
+                self.lease_s,
+                room,
+                # adopting orphans means any agent importable here, unless told
+                agents=None
+                if self.orphans and not self.only_registered
+                else self.registry.names(),
+                orphans=self.orphans,
+            )
+        except StoreError as e:
+            log.warning("could not claim runs: %s", e)
+            return
+        for claim in claims:
+            self._claimed(claim)
 
     def _claimed(self, claim: Claim) -> None:
         run_id = claim.info.run_id
@@ -418,6 +440,8 @@ class Supervisor:
             if claim.info.status == "waiting"
             else ("recovered" if claim.took_over else "claimed")
         )
+        if self.observer is not None:
+            self.observer(run_id, reason)
         self._in_background(self._adopt_logged(claim, reason))
 
     async def _adopt_logged(self, claim: Claim, reason: str) -> None:

@@ -8,6 +8,7 @@ from autonomic.events import ActionCompleted, GuardTripped
 from autonomic.guards.attacks import ATTACKS, LEGITIMATE, GullibleModel, run_suite
 from autonomic.guards.shields import InjectionGuard, has_side_effects, spotlight
 from autonomic.guards.taint import MARK, atoms, normalise, tainted_values
+from autonomic.replay import replay_events
 from autonomic.views import render_trace
 
 
@@ -116,3 +117,4 @@ async def test_with_approval_policy_a_person_decides_and_the_trace_says_why() ->
     observed = next(e for e in events if isinstance(e, ActionCompleted))
     assert observed.observation.startswith("<<untrusted tool:read_email ")
     assert "injection" in render_trace(stored)
+    assert replay_events(run.run_id, stored, agent).status == "completed"

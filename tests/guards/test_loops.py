@@ -11,6 +11,7 @@ from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_ca
 from autonomic.events import GuardTripped
 from autonomic.guards.loops import LoopGuard, detect_loop
 from autonomic.messages import Message, ToolCall
+from autonomic.replay import replay_events
 from autonomic.views import render_trace
 
 
@@ -146,6 +147,7 @@ async def test_warn_then_nudge_then_stop_through_the_runtime() -> None:
     assert "re-plan" in prompts[4].messages[-1].content
     trace = render_trace(stored)
     assert "loops" in trace and "stopped" in trace
+    assert replay_events(run.run_id, stored, agent).status == "failed"  # no divergence
 
 
 def test_bad_settings_are_refused() -> None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 
+from autonomic import Agent, Runtime
+from autonomic.events import ChildCompleted, ChildSpawned
 from autonomic.memory.dreamer import DREAM_PURPOSE, Dreamer
+from autonomic.memory.dreaming import Dreaming, dreamer_agent
 from autonomic.memory.embedders import MiniLMEmbedder
 from autonomic.memory.episodic import EpisodicMemory
 from autonomic.memory.knowledge import KnowledgeGraph
+from autonomic.memory.tools import FactAsserted, memory_tools
 from autonomic.messages import ModelRequest
-from autonomic.models.testing import FunctionModel
+from autonomic.models.testing import FunctionModel, ScriptedModel, tool_call
+from autonomic.store.base import Store
+from autonomic.strategies import ReAct
 
 COFFEE = [
     "The user drinks an espresso every morning.",
@@ -76,3 +82,37 @@ async def test_the_call_budget_leaves_the_rest_for_later(embedder: MiniLMEmbedde
     second = await dreamer.dream()
     assert second.model_calls == 1 and second.left_for_later == 0
     assert len(graph.facts()) == 3
+
+
+async def test_an_agent_starts_the_dreamer_as_a_durable_child_every_n_calls(
+    store: Store, embedder: MiniLMEmbedder
+) -> None:
+    episodic = EpisodicMemory(":memory:", embedder, dedup_threshold=0.99)
+    graph = KnowledgeGraph(":memory:")
+    dreamer = Dreamer(episodic, graph, extractor([]), cluster_threshold=0.6)
+    script = [tool_call("remember", text=t) for t in COFFEE + TRAVEL] + ["Done."]
+    agent = Agent(
+        "assistant",
+        model=ScriptedModel(script),
+        tools=memory_tools(episodic=episodic),
+        strategy=Dreaming(ReAct(), every=3),
+        subagents=[dreamer_agent(dreamer)],
+        max_steps=20,
+    )
+    async with Runtime(store) as rt:
+        run = await rt.start(agent, "Remember what I tell you.")
+        result = await run.wait()
+        assert result.status == "completed" and result.answer == "Done."
+        events = [e async for e in run.events(follow=False)]
+        spawned = [e.event for e in events if isinstance(e.event, ChildSpawned)]
+        assert len(spawned) == 7 // 3 and {s.agent for s in spawned} == {"dreamer"}
+        ended = [e.event for e in events if isinstance(e.event, ChildCompleted)]
+        assert len(ended) == len(spawned) and {e.status for e in ended} == {"completed"}
+        reports = [json.loads(e.answer) for e in ended]
+        child_events = [e.event async for e in rt.events(spawned[-1].child_run_id, follow=False)]
+    assert sum(len(r["facts"]) for r in reports) == 3  # each cluster consolidated once
+    asserted = {
+        (e.subject, e.relation, e.object) for e in child_events if isinstance(e, FactAsserted)
+    }
+    assert asserted <= {f.triple for f in graph.facts()}
+    assert {f.triple for f in graph.facts()} >= {("user", "drinks", "espresso")}

@@ -5,21 +5,14 @@ even while an event stream is open."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from autonomic.cli import main
-
-TESTS = Path(__file__).parents[1]
-SRC = TESTS.parent / "src"
+from service_harness import cli_key, free_port, launch
 
 
 def test_keys_create_list_revoke(tmp_path, capsys) -> None:
@@ -58,67 +51,14 @@ def test_keys_create_list_revoke(tmp_path, capsys) -> None:
     assert "--agents" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}", "AUTONOMIC_HOME": str(tmp_path)}
-    keys = str(tmp_path / "keys.json")
-    token = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autonomic",
-            "keys",
-            "create",
-            "--keys",
-            keys,
-            "--name",
-            "ci",
-            "--scopes",
-            "runs:read,runs:write",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "autonomic",
-            "--store",
-            f"sqlite:///{tmp_path / 'runs.db'}",
-            "serve",
-            "--agents",
-            "service_agents",
-            "--port",
-            str(port),
-            "--keys",
-            keys,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    token = cli_key(tmp_path)
+    port = free_port()
+    server = launch(tmp_path, port)
     try:
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/openapi.json").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.communicate()
-                time.sleep(0.05)
         agents = httpx.get(f"{url}/v1/agents", headers=headers).json()
         assert {a["name"] for a in agents} == {"calc", "payer", "chatty", "slow", "frugal"}
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
@@ -126,11 +66,9 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
         assert httpx.get(f"{url}/metrics", headers=headers).status_code == 403  # no metrics:read
         run = httpx.post(f"{url}/v1/runs", headers=headers, json={"agent": "payer", "goal": "pay"})
         assert run.status_code == 202
-        page = httpx.get(url + "/").text
-        assert "<title>autonomic</title>" in page
-        with httpx.stream(
-            "GET", f"{url}/v1/runs/{run.json()['run_id']}/events", headers=headers, timeout=30
-        ) as stream:
+        assert "<title>autonomic</title>" in httpx.get(url + "/").text
+        events = f"{url}/v1/runs/{run.json()['run_id']}/events"
+        with httpx.stream("GET", events, headers=headers, timeout=30) as stream:
             lines = stream.iter_lines()
             assert next(line for line in lines if line.startswith("id:")) == "id: 1"
             started = time.monotonic()
@@ -139,7 +77,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
         _, err = server.communicate(timeout=20)
         assert server.returncode == 0, err
         assert time.monotonic() - started < 8, err
-        assert "Traceback" not in err and all(not line.startswith("id: 1") for line in rest)
+        assert "Traceback" not in err and "id: 1" not in rest
     finally:
         if server.poll() is None:
             server.kill()

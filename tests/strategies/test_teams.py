@@ -167,3 +167,19 @@ async def test_hierarchy_does_not_start_a_task_whose_input_failed(store: Store) 
     assert [e.event.agent for e in events if isinstance(e.event, ChildSpawned)] == ["hr"]
     assert "#E1 hr: Check\n  → failed: model 'function' failed" in told[0]
     assert "not started: a task it waits for failed" in told[0]
+
+
+async def test_each_part_gets_a_carved_share_of_the_parents_budget(store: Store) -> None:
+    from autonomic.guards.budget import Budget
+
+    parent = Agent(
+        name="boss",
+        model=ScriptedModel([]),
+        subagents=[summer()],
+        guards=[Budget(tokens=80_000, max_tokens=100, child_share=0.5)],
+        strategy=ForkJoin("summer", split=split, join=total, on_failure="skip"),
+    )
+    result, events = await _run(store, parent, "sum 1..16")
+    assert result.status == "completed"
+    budgets = [e.event.budget for e in events if isinstance(e.event, ChildSpawned)]
+    assert [b and b["tokens"] for b in budgets] == [10_000.0] * 4  # half, split 4 ways

@@ -111,7 +111,9 @@ class PostgresBus(SharedResource):
                         (self.channel, batch),
                     )
                 except Exception as e:
-                    log.warning("bus: could not send hints (%s); retrying", e)
+                    log.warning(
+                        "bus: could not send hints (%s); retrying", " ".join(str(e).split())
+                    )
                     conn, old = None, conn
                     await _close(old)
                     await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
@@ -142,7 +144,10 @@ class PostgresBus(SharedResource):
                     if sender != self.sender:
                         self._local.publish(topic, message)
             except Exception as e:
-                log.warning("bus: lost the listening connection (%s); reconnecting", e)
+                log.warning(
+                    "bus: lost the listening connection (%s); reconnecting",
+                    " ".join(str(e).split()),
+                )
                 await _close(conn)
                 await asyncio.sleep(_RECONNECT_S[min(tries, len(_RECONNECT_S) - 1)])
                 tries += 1

@@ -13,7 +13,7 @@ happens, so nothing the model asks for can go around them. Hooks may be plain or
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -27,8 +27,10 @@ from autonomic.steps import Step
 
 __all__ = [
     "ALLOW",
+    "GUARD_PURPOSE",
     "Allow",
     "CallVerdict",
+    "Consult",
     "Deny",
     "Guard",
     "RequireApproval",
@@ -71,9 +73,24 @@ class RequireApproval:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Consult:
+    """Ask ``model`` first (a critic): the runtime makes the call, records it under
+    ``request.purpose`` (which must start with ``guard:``, keeping it out of the acting
+    transcript; its cost counts like any other call), and the verdict on the tool call is
+    ``decide(response)``. A model that fails denies the call."""
+
+    model: Any
+    request: Any
+    decide: Callable[[Any], Allow | Deny | RequireApproval]
+
+
+GUARD_PURPOSE = "guard:"
+"""Model calls a guard asked for have a purpose starting with this (replay skips them)."""
+
 Verdict = Allow | Deny | Rewrite
 Outcome = ActionCompleted | ActionFailed
-CallVerdict = Allow | Deny | RequireApproval
+CallVerdict = Allow | Deny | RequireApproval | Consult
 
 ALLOW = Allow()
 

@@ -264,6 +264,12 @@ class Budget(Guard):
         if self.max_tokens < 1:
             raise ConfigError("Budget max_tokens must be at least 1")
 
+    def digest_spec(self) -> dict[str, Any]:
+        """What the agent's digest records of this budget."""
+        spec: dict[str, Any] = {k: getattr(self, k) for k in DIMENSIONS}
+        spec.update(warn_at=self.warn_at, max_tokens=self.max_tokens, child_share=self.child_share)
+        return spec
+
     # -- the limits ------------------------------------------------------------------
 
     def limits(self, state: RunState) -> dict[str, float]:

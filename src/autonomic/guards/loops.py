@@ -11,6 +11,7 @@ to re-plan, then the run is stopped, each recorded as ``GuardTripped`` with the 
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import re
@@ -30,6 +31,8 @@ __all__ = ["Loop", "LoopGuard", "detect_loop"]
 
 Identity = Callable[[dict[str, Any]], object]
 Embedder = Callable[[str], Sequence[float]]
+Memo = dict[int, tuple[ToolCall, str]]
+"""Identities already worked out, by the call object (held, so that its id stays its own)."""
 
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+")
@@ -45,10 +48,30 @@ class Loop:
     excess: int
 
 
-def _identity(call: ToolCall, identities: Mapping[str, Identity]) -> str:
-    rule = identities.get(call.name) or _declared(call.name)
-    key: object = rule(dict(call.arguments)) if callable(rule) else call.arguments
-    return f"{call.name}:{json.dumps(key, sort_keys=True, default=str)}"
+class _Identities:
+    """What makes two calls the same, per tool: the guard's rule, the tool's declared
+    ``identity_key``, or else all of the arguments."""
+
+    def __init__(self, rules: Mapping[str, Identity], memo: Memo | None) -> None:
+        self._rules: dict[str, object] = dict(rules)
+        self._memo = memo
+
+    def __call__(self, call: ToolCall) -> str:
+        memo = self._memo
+        if memo is None:
+            return self._key(call)
+        known = memo.get(id(call))
+        if known is None or known[0] is not call:
+            known = memo[id(call)] = (call, self._key(call))
+        return known[1]
+
+    def _key(self, call: ToolCall) -> str:
+        name = call.name
+        if name not in self._rules:
+            self._rules[name] = _declared(name)
+        rule = self._rules[name]
+        key: object = rule(dict(call.arguments)) if callable(rule) else call.arguments
+        return f"{name}:{json.dumps(key, sort_keys=True, default=str)}"
 
 
 def _declared(tool: str) -> object:
@@ -105,13 +128,16 @@ def detect_loop(
     monologue: int = 4,
     identities: Mapping[str, Identity] | None = None,
     embed: Embedder | None = None,
+    memo: Memo | None = None,
 ) -> Loop | None:
     """The loop the newest messages show, or None. ``repeat``: how many times the same
-    thing in a row counts as a loop (A-B-A-B: that many pairs)."""
-    rules = identities or {}
-    recent = list(messages[-window * 3 :])
-    calls = [_identity(c, rules) for m in recent if m.role == "assistant" for c in m.tool_calls]
-    calls = calls[-window:]
+    thing in a row counts as a loop (A-B-A-B: that many pairs). ``memo``: the
+    identities of calls already seen, kept between calls for one run."""
+    identity = _Identities(identities or {}, memo)
+    recent = list(messages[-window * 2 - 1 :])
+    said = [m for m in recent if m.role == "assistant"]
+    acts = [[identity(c) for c in m.tool_calls] for m in said]
+    calls = [key for keys in acts for key in keys][-window:]
     same = _run_length(calls)
     if same >= repeat:
         name = calls[-1].split(":", 1)[0]
@@ -131,7 +157,6 @@ def detect_loop(
             f"the same error {failing} times: {results[-1][:120]}",
             failing - repeat,
         )
-    said = [m for m in recent if m.role == "assistant"]
     quiet = 0
     for m in reversed(said):
         if m.tool_calls:
@@ -139,10 +164,12 @@ def detect_loop(
         quiet += 1
     if quiet >= monologue:
         return Loop("monologue", f"{quiet} answers in a row without an action", quiet - monologue)
+    if not said or not said[-1].content.strip():
+        return None
     # a thought repeated with other calls is progress: compare those with the same calls
-    acts = [(m.content, [_identity(c, rules) for c in m.tool_calls]) for m in said]
-    thoughts = [t for t, a in acts if t.strip() and a == acts[-1][1]][-window:] if acts else []
-    if len(thoughts) >= 2 and acts[-1][0].strip():
+    thoughts = [m.content for m, keys in zip(said, acts, strict=True) if keys == acts[-1]]
+    thoughts = [t for t in thoughts if t.strip()][-window:]
+    if len(thoughts) >= 2:
         newest = thoughts[-1]
         if embed is not None:
             vector = embed(newest)
@@ -177,6 +204,7 @@ class LoopGuard(Guard):
     """
 
     name = "loops"
+    replays = True
 
     def __init__(
         self,
@@ -195,6 +223,17 @@ class LoopGuard(Guard):
             )
         self.repeat, self.window, self.similarity = repeat, window, similarity
         self.monologue, self.identities, self.embed = monologue, dict(identities or {}), embed
+        self._memos: collections.OrderedDict[str, Memo] = collections.OrderedDict()
+
+    def _memo(self, run_id: str) -> Memo:
+        """The identities of a run's calls seen so far (a few hundred runs are kept)."""
+        memo = self._memos.get(run_id)
+        if memo is None or len(memo) > 16 * self.window:
+            memo = self._memos[run_id] = {}
+            while len(self._memos) > 256:
+                self._memos.popitem(last=False)
+        self._memos.move_to_end(run_id)
+        return memo
 
     def check(self, state: RunState, step: Step) -> Verdict:
         if not isinstance(step, ModelCall) or step.request.purpose != "act":
@@ -207,6 +246,7 @@ class LoopGuard(Guard):
             monologue=self.monologue,
             identities=self.identities,
             embed=self.embed,
+            memo=self._memo(state.run_id),
         )
         if loop is None:
             return ALLOW

@@ -58,8 +58,9 @@ class _Seen:
     """What one run's untrusted output held, up to message ``upto``."""
 
     upto: int = 0
-    text: list[str] = field(default_factory=list)
+    text: str = ""
     atoms: set[str] = field(default_factory=set)
+    trusted: str = ""
 
 
 class InjectionGuard(Guard):
@@ -104,8 +105,10 @@ class InjectionGuard(Guard):
         for message in state.messages[seen.upto :]:
             if message.role == "tool" and message.name not in self.trusted_tools:
                 text = normalise(message.content)
-                seen.text.append(text)
+                seen.text += f"{text} \n "
                 seen.atoms |= atoms(text)
+            elif message.role in ("user", "system"):
+                seen.trusted += f"{normalise(message.content)} \n "
         seen.upto = len(state.messages)
         return seen
 
@@ -116,10 +119,7 @@ class InjectionGuard(Guard):
         seen = self._seen(state)
         if not seen.text:
             return ALLOW
-        trusted = " \n ".join(
-            normalise(m.content) for m in state.messages if m.role in ("user", "system")
-        )
-        tainted = tainted_values(call.arguments, " \n ".join(seen.text), seen.atoms, trusted)
+        tainted = tainted_values(call.arguments, seen.text, seen.atoms, seen.trusted)
         if not tainted:
             return ALLOW
         path, value = tainted[0]

@@ -58,14 +58,21 @@ def _aesgcm(key: bytes) -> Any:
     return AESGCM(key)
 
 
+_HOLDERS: dict[type, bool] = {}
+
+
 def vault_store(store: object) -> Vaults:
     """``store`` as a vault holder; ConfigError naming the store when it cannot be one."""
-    if not isinstance(store, Vaults):
+    kind = type(store)
+    holds = _HOLDERS.get(kind)
+    if holds is None:  # a protocol check is slow: once per type
+        holds = _HOLDERS[kind] = isinstance(store, Vaults)
+    if not holds:
         raise ConfigError(
             f"store {getattr(store, 'url', type(store).__name__)!r} cannot hold a PII vault "
             "(the memory and SQLite stores can)"
         )
-    return store
+    return store  # type: ignore[return-value]
 
 
 class Vault:

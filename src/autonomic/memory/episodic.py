@@ -121,6 +121,7 @@ class _Index:
     pruned: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     importance: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     access: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    alive: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
     rows: dict[int, int] = field(default_factory=dict)
 
     def add(self, mid: int, vector: Vectors, created: float, importance: float) -> None:
@@ -134,17 +135,18 @@ class _Index:
             self.pruned = np.concatenate([self.pruned, np.zeros(grow)])
             self.importance = np.concatenate([self.importance, np.zeros(grow)])
             self.access = np.concatenate([self.access, np.zeros(grow)])
+            self.alive = np.concatenate([self.alive, np.zeros(grow, bool)])
         i = self.size
         self.ids[i], self.vectors[i], self.created[i] = mid, vector, created
         self.pruned[i], self.importance[i], self.access[i] = math.inf, importance, 0
+        self.alive[i] = True
         self.rows[mid] = i
         self.size += 1
 
     def live(self, as_of: float | None) -> npt.NDArray[np.bool_]:
         n = self.size
         if as_of is None:
-            result: npt.NDArray[np.bool_] = self.pruned[:n] == math.inf
-            return result
+            return self.alive[:n]
         return (self.created[:n] <= as_of) & (self.pruned[:n] > as_of)
 
 
@@ -157,7 +159,7 @@ class EpisodicMemory:
         embedder: Embedder,
         *,
         scoring: Scoring | None = None,
-        dedup_threshold: float = 0.92,
+        dedup_threshold: float = 0.94,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0 < dedup_threshold <= 1:
@@ -166,6 +168,7 @@ class EpisodicMemory:
         self.dedup_threshold, self._clock = dedup_threshold, clock
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # survives a killed process
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._indexes: dict[str, _Index] = {}
@@ -221,11 +224,16 @@ class EpisodicMemory:
         now: float,
     ) -> list[tuple[Memory, bool]]:
         with self._lock:
+            index = self._index(namespace)
+            before = index.size
+            # one matrix product against what was stored before the batch; each text is
+            # then compared with the batch's own new memories only
+            known = index.vectors[:before] @ np.asarray(vectors, np.float32).T
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 results = [
-                    self._write(t, v, namespace, m, importance, now)
-                    for t, v, m in zip(texts, vectors, metas, strict=True)
+                    self._write(t, v, known[:, j], namespace, m, importance, now)
+                    for j, (t, v, m) in enumerate(zip(texts, vectors, metas, strict=True))
                 ]
                 self._db.execute("COMMIT")
             except BaseException:
@@ -238,6 +246,7 @@ class EpisodicMemory:
         self,
         text: str,
         vector: Vectors,
+        known: Vectors,
         namespace: str,
         metadata: dict[str, Any],
         importance: float,
@@ -250,7 +259,7 @@ class EpisodicMemory:
             "AND pruned_at IS NULL",
             (namespace, digest),
         ).fetchone()
-        target = same[0] if same else self._near(index, vector)
+        target = same[0] if same else self._near(index, vector, known)
         if target is not None:
             self._db.execute(
                 "UPDATE episodic_memories SET merged = merged + 1, "
@@ -279,11 +288,14 @@ class EpisodicMemory:
         index.add(mid, vector, now, importance)
         return Memory(mid, namespace, text, metadata, importance, now), False
 
-    def _near(self, index: _Index, vector: Vectors) -> int | None:
+    def _near(self, index: _Index, vector: Vectors, known: Vectors) -> int | None:
+        """The live memory closest to ``vector`` if it is a near duplicate; ``known`` holds
+        the similarities to the first ``len(known)`` rows, computed for the whole batch."""
         if not index.size:
             return None
-        sims = index.vectors[: index.size] @ vector
-        sims[~index.live(None)] = -1.0
+        added = index.vectors[len(known) : index.size] @ vector
+        sims = np.concatenate([known, added])
+        sims[~index.alive[: index.size]] = -1.0
         best = int(np.argmax(sims))
         return int(index.ids[best]) if sims[best] >= self.dedup_threshold else None
 
@@ -304,6 +316,7 @@ class EpisodicMemory:
                 )
                 index = self._index(row[0])
                 index.pruned[index.rows[mid]] = now
+                index.alive[index.rows[mid]] = False
                 count += 1
         return count
 
@@ -343,8 +356,8 @@ class EpisodicMemory:
                     continue
                 sims = index.vectors[: index.size] @ vector
                 live = index.live(as_of)
-                sims = np.where(live, sims, -np.inf)
-                top = min(s.candidates, int(live.sum()))
+                sims[~live] = -np.inf
+                top = min(s.candidates, int(np.count_nonzero(live)))
                 if top == 0:
                     continue
                 rows = np.argpartition(-sims, top - 1)[:top]
@@ -423,6 +436,7 @@ class EpisodicMemory:
             index.add(mid, np.frombuffer(blob, np.float32), created, importance)
             i = index.rows[mid]
             index.pruned[i] = math.inf if pruned is None else pruned
+            index.alive[i] = pruned is None
             index.access[i] = access
         self._indexes[namespace] = index
         return index

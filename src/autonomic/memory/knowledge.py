@@ -196,6 +196,15 @@ class KnowledgeGraph:
             )
         return cursor.rowcount > 0
 
+    def get(self, fact_id: int) -> Fact:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM kg_facts WHERE id = ?", (fact_id,)
+            ).fetchone()
+        if row is None:
+            raise ConfigError(f"no fact with id {fact_id}")
+        return _fact(row)
+
     def facts(
         self,
         subject: str | None = None,

@@ -80,14 +80,18 @@ async def cmd_serve(args: argparse.Namespace, _: object) -> int:
             raise
         raise MissingExtra("server", "autonomic serve") from e
     from autonomic.runtime import Runtime
+    from autonomic.server.observability import observability_routers
     from autonomic.store import open_store
 
     if not args.agents:
         raise ConfigError("say which agents to serve: --agents myapp.agents (or module:attr)")
     agents = load_agents(args.agents)
-    runtime = Runtime(open_store(args.store, create=True), agents=agents, resume_incomplete=True)
-    from autonomic.server.observability import observability_routers
-
+    runtime = Runtime(
+        open_store(args.store, create=True),
+        agents=agents,
+        resume_incomplete=True,
+        lease_s=args.lease_s,
+    )
     exporter = None
     if args.otlp_endpoint:
         from autonomic.telemetry.otel import otlp_exporter
@@ -169,6 +173,12 @@ def add_server_parsers(commands: Any) -> None:
         default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         help="export each run's spans when it ends to this OTLP/HTTP collector "
         "(default: $OTEL_EXPORTER_OTLP_ENDPOINT; needs autonomic[otel])",
+    )
+    serve.add_argument(
+        "--lease-s",
+        type=_positive,
+        default=30.0,
+        help="how long a run stays with this process after it stops answering (default 30)",
     )
     serve.set_defaults(handler=cmd_serve, offline=True)
 

@@ -31,6 +31,8 @@ from autonomic.server.schemas import (
     ApprovalDenial,
     ApprovalView,
     BudgetTopUp,
+    ContextMessage,
+    ContextView,
     EventsPage,
     ForkRequest,
     ReplayView,
@@ -118,7 +120,12 @@ def _location(response: Response, run_id: str) -> None:
 # -- creating and listing -------------------------------------------------------------------
 
 
-@router.post("/runs", status_code=202, summary="Start a run of an agent towards a goal")
+@router.post(
+    "/runs",
+    status_code=202,
+    summary="Start a run of an agent towards a goal",
+    responses={200: {"model": RunView, "description": "the run of this Idempotency-Key"}},
+)
 async def create_run(
     body: RunCreate,
     response: Response,
@@ -297,6 +304,39 @@ async def event_page(
     )
 
 
+@router.get("/runs/{run_id}/context", summary="What the model was sent at a model call")
+async def model_context(
+    run_id: RunPath,
+    runtime: RuntimeDep,
+    key: Reader,
+    at: Annotated[int, Query(ge=1, le=2**62, description="the seq of a ModelCalled event")],
+) -> ContextView:
+    """The agent's instructions and the conversation as it stood when event ``at`` (a
+    model call) was recorded, folded from the log, with estimated token counts."""
+    info = await owned_run(runtime, key, run_id)
+    events = await read_events(runtime.store, run_id, 0, limit=at)
+    if len(events) < at or type(events[-1].event).__name__ != "ModelCalled":
+        raise Problem(400, "Bad Request", f"event {at} of run {run_id} is not a model call")
+    state = RunState(run_id=run_id)
+    for stored in events[:-1]:
+        state.apply(stored.event, stored.seq, stored.ts)
+    agent = runtime.registry.get(info.agent)
+    shown: list[dict[str, Any]] = (
+        [{"role": "system", "content": agent.instructions}] if agent else []
+    )
+    shown += [msgspec.to_builtins(m) for m in state.messages]
+    messages = [
+        ContextMessage(**m, estimated_tokens=_estimate_tokens(m.get("content", ""))) for m in shown
+    ]
+    return ContextView(
+        at=at, messages=messages, estimated_tokens=sum(m.estimated_tokens for m in messages)
+    )
+
+
+def _estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
 # -- controlling ------------------------------------------------------------------------------
 
 
@@ -362,7 +402,11 @@ async def top_up(
     return _view(await runtime.get_run(run_id))
 
 
-@router.get("/runs/{run_id}/wait", summary="Wait until the run ends or waits")
+@router.get(
+    "/runs/{run_id}/wait",
+    summary="Wait until the run ends or waits",
+    responses={202: {"model": RunView, "description": "timed out: the run goes on"}},
+)
 async def wait_run(
     run_id: RunPath,
     response: Response,

@@ -13,6 +13,8 @@ __all__ = [
     "ApprovalDenial",
     "ApprovalView",
     "BudgetTopUp",
+    "ContextMessage",
+    "ContextView",
     "EventView",
     "EventsPage",
     "ForkRequest",
@@ -111,6 +113,19 @@ class EventView(BaseModel):
 class EventsPage(BaseModel):
     events: list[EventView]
     last_seq: int = Field(description="the run's last event when this page was read")
+
+
+class ContextMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str = ""
+    estimated_tokens: int
+
+
+class ContextView(BaseModel):
+    at: int = Field(description="the seq of the model call")
+    messages: list[ContextMessage]
+    estimated_tokens: int = Field(description="about 4 characters a token")
 
 
 class ApprovalView(BaseModel):

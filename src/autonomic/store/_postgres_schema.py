@@ -71,20 +71,50 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_by_run ON inbox (run_id, id)
     """,
+    # 3: the PII vault: encrypted values by placeholder, per root run
+    """
+    CREATE TABLE vault (
+        vault_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        secret BYTEA NOT NULL,
+        PRIMARY KEY (vault_id, name)
+    )
+    """,
+    # 4: blackboards: versioned JSON values by key per root run, and who watches a key
+    """
+    CREATE TABLE board (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BYTEA NOT NULL,
+        version BIGINT NOT NULL,
+        writer TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE TABLE board_watch (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (scope, key, run_id)
+    )
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def ensure_schema(conn: Any, where: str) -> None:
-    """Create or upgrade the schema of the connection's ``search_path`` in one transaction,
-    or refuse one we cannot read. ``conn`` is an autocommit psycopg ``AsyncConnection``."""
-    if await _version(conn, where) == SCHEMA_VERSION:
+async def ensure_schema(conn: Any, schema: str, where: str) -> None:
+    """Create or upgrade ``schema`` (and make it the connection's ``search_path``) in one
+    transaction, or refuse one we cannot read. ``conn`` is an autocommit psycopg
+    ``AsyncConnection``; a store at this version is only read."""
+    await conn.execute(f'SET search_path TO "{schema}"')
+    if await _version(conn, schema, where) == SCHEMA_VERSION:
         return
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("autonomic:" + schema,))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         # read again under the lock: another process may have just upgraded it
-        for version in range(await _version(conn, where), SCHEMA_VERSION):
+        for version in range(await _version(conn, schema, where), SCHEMA_VERSION):
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
                     await conn.execute(statement)
@@ -95,9 +125,9 @@ async def ensure_schema(conn: Any, where: str) -> None:
         )
 
 
-async def _version(conn: Any, where: str) -> int:
+async def _version(conn: Any, schema: str, where: str) -> int:
     cursor = await conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
     )
     tables = {row[0] for row in await cursor.fetchall()}
     if not tables:

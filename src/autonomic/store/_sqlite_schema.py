@@ -83,6 +83,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (vault_id, name)
     ) WITHOUT ROWID
     """,
+    # 4: blackboards: versioned JSON values by key per root run, and who watches a key
+    """
+    CREATE TABLE board (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        writer TEXT NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE board_watch (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (scope, key, run_id)
+    ) WITHOUT ROWID
+    """,
+    # 5: per-tenant budgets: limits, what ended runs spent and unfinished ones hold (JSON)
+    """
+    CREATE TABLE tenant_budgets (
+        tenant TEXT PRIMARY KEY,
+        budget TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

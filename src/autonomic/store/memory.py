@@ -17,6 +17,7 @@ from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunEnd
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import (
     TERMINAL_STATUSES,
+    BoardEntry,
     Claim,
     Commit,
     Committed,
@@ -25,6 +26,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     check_claimable,
     check_limit,
     check_wait,
@@ -55,6 +57,9 @@ class InMemoryStore(SharedResource):
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._vaults: dict[str, dict[str, bytes]] = {}
+        self._tenants: dict[str, TenantBudget] = {}
+        self._boards: dict[str, dict[str, BoardEntry]] = {}
+        self._board_watch: dict[tuple[str, str], dict[str, None]] = {}
         self._inbox: dict[str, list[InboxItem]] = {}
         self._inbox_ids = itertools.count(1)
 
@@ -201,6 +206,52 @@ class InMemoryStore(SharedResource):
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         return self._snapshots.get(run_id)
 
+    # -- tenant budgets ------------------------------------------------------------------
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        known = self._tenants.get(tenant) or TenantBudget(tenant, {})
+        budget = msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+        self._tenants[tenant] = budget
+        return budget
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        budget = self._tenants.get(tenant)
+        if budget is None:
+            raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+        limits = dict(budget.limits)
+        for key, amount in amounts.items():
+            if key in limits:
+                limits[key] += amount
+        budget = self._tenants[tenant] = msgspec.structs.replace(budget, limits=limits)
+        return budget
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        return self._tenants.get(tenant)
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        budget = self._tenants.get(tenant)
+        if budget is None:
+            return None
+        grant = budget.grant()
+        held = {**budget.held, run_id: grant}
+        self._tenants[tenant] = msgspec.structs.replace(budget, held=held)
+        return grant
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        budget = self._tenants.get(tenant)
+        if budget is None or run_id not in budget.held:
+            return False
+        held = {k: v for k, v in budget.held.items() if k != run_id}
+        total = dict(budget.spent)
+        for key in budget.limits:
+            total[key] = total.get(key, 0.0) + spent.get(key, 0.0)
+        self._tenants[tenant] = msgspec.structs.replace(budget, held=held, spent=total)
+        return True
+
     # -- the vault -------------------------------------------------------------------------
 
     async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]:
@@ -211,6 +262,27 @@ class InMemoryStore(SharedResource):
 
     async def get_vault(self, vault_id: str) -> dict[str, bytes]:
         return dict(self._vaults.get(vault_id, {}))
+
+    # -- blackboards -----------------------------------------------------------------------
+
+    async def board_entries(self, scope: str) -> dict[str, BoardEntry]:
+        return dict(self._boards.get(scope, {}))
+
+    async def board_put(
+        self, scope: str, key: str, value: bytes, writer: str, expected: int | None, ts: float
+    ) -> tuple[bool, int]:
+        board = self._boards.setdefault(scope, {})
+        current = board[key].version if key in board else 0
+        if expected is not None and expected != current:
+            return False, current
+        board[key] = BoardEntry(key, bytes(value), current + 1, writer, ts)
+        return True, current + 1
+
+    async def board_watch(self, scope: str, key: str, run_id: str) -> None:
+        self._board_watch.setdefault((scope, key), {})[run_id] = None
+
+    async def board_watchers(self, scope: str, key: str) -> list[str]:
+        return list(self._board_watch.get((scope, key), {}))
 
     # -- the run index ---------------------------------------------------------------------
 

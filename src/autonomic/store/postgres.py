@@ -26,7 +26,15 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -54,6 +62,7 @@ from autonomic.store._rows import (
 )
 from autonomic.store.base import (
     TERMINAL_STATUSES,
+    BoardEntry,
     Claim,
     Commit,
     Committed,
@@ -209,9 +218,7 @@ class PostgresStore(SharedResource):
                         f"no store at {self.where}: start a run first, or point "
                         "--store/AUTONOMIC_STORE at an existing store"
                     )
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                await conn.execute(f'SET search_path TO "{self.schema}"')
-                await ensure_schema(conn, self.where)
+                await ensure_schema(conn, self.schema, self.where)
         except psycopg.Error as e:
             raise self._failure("open", e) from e
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -579,6 +586,99 @@ class PostgresStore(SharedResource):
             )
 
         await self._tx(op, "write to")
+
+    # -- the vault -----------------------------------------------------------------------
+
+    async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]:
+        items = list(entries.items())
+
+        async def op(conn: AsyncConnection[Any]) -> list[str]:
+            taken = []
+            for name, secret in items:
+                cursor = await conn.execute(
+                    "INSERT INTO vault (vault_id, name, secret) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (vault_id, name, secret),
+                )
+                if cursor.rowcount == 0:
+                    taken.append(name)
+            return taken
+
+        return await self._tx(op, "write to")
+
+    async def get_vault(self, vault_id: str) -> dict[str, bytes]:
+        async def op(conn: AsyncConnection[Any]) -> dict[str, bytes]:
+            cursor = await conn.execute(
+                "SELECT name, secret FROM vault WHERE vault_id = %s", (vault_id,)
+            )
+            return {name: bytes(secret) for name, secret in await cursor.fetchall()}
+
+        return await self._tx(op, "read")
+
+    # -- blackboards -------------------------------------------------------------------
+
+    async def board_entries(self, scope: str) -> dict[str, BoardEntry]:
+        async def op(conn: AsyncConnection[Any]) -> dict[str, BoardEntry]:
+            cursor = await conn.execute(
+                "SELECT key, value, version, writer, ts FROM board WHERE scope = %s", (scope,)
+            )
+            rows = await cursor.fetchall()
+            return {r[0]: BoardEntry(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows}
+
+        return await self._tx(op, "read")
+
+    async def board_put(
+        self, scope: str, key: str, value: bytes, writer: str, expected: int | None, ts: float
+    ) -> tuple[bool, int]:
+        async def op(conn: AsyncConnection[Any]) -> tuple[bool, int]:
+            # a new key is inserted, or the row is locked: no other writer gets between
+            # reading its version and writing the next
+            cursor = await conn.execute(
+                "INSERT INTO board (scope, key, value, version, writer, ts) "
+                "VALUES (%s, %s, %s, 0, %s, %s) ON CONFLICT DO NOTHING",
+                (scope, key, value, writer, ts),
+            )
+            cursor = await conn.execute(
+                "SELECT version FROM board WHERE scope = %s AND key = %s FOR UPDATE",
+                (scope, key),
+            )
+            row = await cursor.fetchone()
+            current = row[0] if row else 0
+            if expected is not None and expected != current:
+                if current == 0:  # undo the placeholder row this transaction inserted
+                    await conn.execute(
+                        "DELETE FROM board WHERE scope = %s AND key = %s AND version = 0",
+                        (scope, key),
+                    )
+                return False, current
+            await conn.execute(
+                "UPDATE board SET value = %s, version = %s, writer = %s, ts = %s "
+                "WHERE scope = %s AND key = %s",
+                (value, current + 1, writer, ts, scope, key),
+            )
+            return True, current + 1
+
+        return await self._tx(op, "write to")
+
+    async def board_watch(self, scope: str, key: str, run_id: str) -> None:
+        async def op(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "INSERT INTO board_watch (scope, key, run_id) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (scope, key, run_id),
+            )
+
+        await self._tx(op, "write to")
+
+    async def board_watchers(self, scope: str, key: str) -> list[str]:
+        async def op(conn: AsyncConnection[Any]) -> list[str]:
+            cursor = await conn.execute(
+                "SELECT run_id FROM board_watch WHERE scope = %s AND key = %s ORDER BY run_id",
+                (scope, key),
+            )
+            return [r[0] for r in await cursor.fetchall()]
+
+        return await self._tx(op, "read")
 
     # -- leases ------------------------------------------------------------------------
 

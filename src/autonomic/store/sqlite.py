@@ -49,6 +49,7 @@ from autonomic.store._sqlite_errors import store_error
 from autonomic.store._sqlite_schema import ensure_schema
 from autonomic.store.base import (
     TERMINAL_STATUSES,
+    BoardEntry,
     Claim,
     Commit,
     Committed,
@@ -57,6 +58,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     Wait,
     check_claimable,
     check_limit,
@@ -658,6 +660,77 @@ class SQLiteStore(SharedResource):
 
         await self._write(op)
 
+    # -- tenant budgets ------------------------------------------------------------------
+
+    def _tenant(self, tenant: str) -> TenantBudget | None:
+        row = self._w.execute(
+            "SELECT budget FROM tenant_budgets WHERE tenant = ?", (tenant,)
+        ).fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+    def _put_tenant(self, budget: TenantBudget) -> TenantBudget:
+        self._w.execute(
+            "INSERT INTO tenant_budgets (tenant, budget) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
+            (budget.tenant, msgspec.json.encode(budget).decode()),
+        )
+        return budget
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        def op() -> TenantBudget:
+            known = self._tenant(tenant) or TenantBudget(tenant, {})
+            return self._put_tenant(
+                msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+            )
+
+        return await self._write(op)
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        def op() -> TenantBudget:
+            budget = self._tenant(tenant)
+            if budget is None:
+                raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+            limits = {k: v + amounts.get(k, 0.0) for k, v in budget.limits.items()}
+            return self._put_tenant(msgspec.structs.replace(budget, limits=limits))
+
+        return await self._write(op)
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        def op(conn: sqlite3.Connection) -> TenantBudget | None:
+            row = conn.execute(
+                "SELECT budget FROM tenant_budgets WHERE tenant = ?", (tenant,)
+            ).fetchone()
+            return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+        return await self._read(op, small=True)
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        def op() -> dict[str, float] | None:
+            budget = self._tenant(tenant)
+            if budget is None:
+                return None
+            grant = budget.grant()
+            self._put_tenant(msgspec.structs.replace(budget, held={**budget.held, run_id: grant}))
+            return grant
+
+        return await self._write(op)
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        def op() -> bool:
+            budget = self._tenant(tenant)
+            if budget is None or run_id not in budget.held:
+                return False
+            held = {k: v for k, v in budget.held.items() if k != run_id}
+            total = {k: budget.spent.get(k, 0.0) + spent.get(k, 0.0) for k in budget.limits}
+            self._put_tenant(msgspec.structs.replace(budget, held=held, spent=total))
+            return True
+
+        return await self._write(op)
+
     # -- the vault -----------------------------------------------------------------------
 
     async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]:
@@ -682,6 +755,57 @@ class SQLiteStore(SharedResource):
                 "SELECT name, secret FROM vault WHERE vault_id = ?", (vault_id,)
             ).fetchall()
             return {name: bytes(secret) for name, secret in rows}
+
+        return await self._read(op)
+
+    # -- blackboards -------------------------------------------------------------------
+
+    async def board_entries(self, scope: str) -> dict[str, BoardEntry]:
+        def op(conn: sqlite3.Connection) -> dict[str, BoardEntry]:
+            rows = conn.execute(
+                "SELECT key, value, version, writer, ts FROM board WHERE scope = ?", (scope,)
+            ).fetchall()
+            return {r[0]: BoardEntry(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows}
+
+        return await self._read(op)
+
+    async def board_put(
+        self, scope: str, key: str, value: bytes, writer: str, expected: int | None, ts: float
+    ) -> tuple[bool, int]:
+        def op() -> tuple[bool, int]:
+            row = self._w.execute(
+                "SELECT version FROM board WHERE scope = ? AND key = ?", (scope, key)
+            ).fetchone()
+            current = row[0] if row else 0
+            if expected is not None and expected != current:
+                return False, current
+            self._w.execute(
+                "INSERT INTO board (scope, key, value, version, writer, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, key) DO UPDATE SET "
+                "value = excluded.value, version = excluded.version, "
+                "writer = excluded.writer, ts = excluded.ts",
+                (scope, key, value, current + 1, writer, ts),
+            )
+            return True, current + 1
+
+        return await self._write(op)
+
+    async def board_watch(self, scope: str, key: str, run_id: str) -> None:
+        def op() -> None:
+            self._w.execute(
+                "INSERT OR IGNORE INTO board_watch (scope, key, run_id) VALUES (?, ?, ?)",
+                (scope, key, run_id),
+            )
+
+        await self._write(op)
+
+    async def board_watchers(self, scope: str, key: str) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT run_id FROM board_watch WHERE scope = ? AND key = ? ORDER BY run_id",
+                (scope, key),
+            ).fetchall()
+            return [r[0] for r in rows]
 
         return await self._read(op)
 
