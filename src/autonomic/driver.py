@@ -810,9 +810,7 @@ class Driver:
         """Make the model call a guard asked for (a critic), recorded under its own
         purpose; the guard's verdict on its answer. A model that fails denies."""
         model, request = consult.model, consult.request
-        if not isinstance(request, ModelRequest) or not request.purpose.startswith(
-            GUARD_PURPOSE
-        ):
+        if not isinstance(request, ModelRequest) or not request.purpose.startswith(GUARD_PURPOSE):
             raise _Broken(
                 f"guard {_name(guard)!r} asked to consult a model without a ModelRequest "
                 f"whose purpose starts with {GUARD_PURPOSE!r}"

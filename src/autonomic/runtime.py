@@ -55,8 +55,18 @@ from autonomic.registry import AgentRegistry
 from autonomic.replay import replay_events
 from autonomic.state import TERMINAL, RunState
 from autonomic.store import DEFAULT_STORE_URL, open_store
-from autonomic.store.base import CANCEL_KEY, Claim, Delivery, Lease, NewRun, RunInfo, Store
+from autonomic.store.base import (
+    CANCEL_KEY,
+    Claim,
+    Delivery,
+    Lease,
+    NewRun,
+    RunInfo,
+    Store,
+    TenantBudget,
+)
 from autonomic.supervisor import AgentChangePolicy, Supervisor
+from autonomic.tenants import checked_limits, grant_for_run, settled_budget, tenant_store
 from autonomic.tools.executor import CANCEL_GRACE_S
 from autonomic.tools.secrets import EnvSecrets, SecretsProvider
 
@@ -263,7 +273,8 @@ class Runtime:
         model = agent.resolved_model()
         self.registry.register(agent)
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
-        state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant)
+        budget = await grant_for_run(self.store, tenant, run_id)
+        state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant, budget)
         supervisor.reserve(run_id)
         try:
             info = await self.store.create_run(
@@ -271,6 +282,7 @@ class Runtime:
             )
         except BaseException:
             supervisor.unreserve(run_id)
+            await self._release_grant(tenant, run_id, budget)
             raise
         lease = Lease(self.owner, info.lease_epoch)
         supervisor.drive(agent, model, state, lease, None, mail=info.inbox_last > 0)
@@ -294,10 +306,59 @@ class Runtime:
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         self.registry.register(agent)
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
-        _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant)
-        await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
+        budget = await grant_for_run(self.store, tenant, run_id)
+        _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant, budget)
+        try:
+            await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
+        except BaseException:
+            await self._release_grant(tenant, run_id, budget)
+            raise
         self.bus.publish(READY_TOPIC, run_id)
         return RunHandle(self, run_id)
+
+    async def _release_grant(
+        self, tenant: str | None, run_id: str, budget: dict[str, float] | None
+    ) -> None:
+        """A run that could not be created gives its tenant's share back."""
+        if tenant is not None and budget is not None:
+            await tenant_store(self.store).settle_tenant_budget(tenant, run_id, {})
+
+    # -- tenants ----------------------------------------------------------------------------
+
+    async def set_tenant_budget(
+        self,
+        tenant: str,
+        *,
+        cost_usd: float | None = None,
+        tokens: int | None = None,
+        run_share: float = 0.5,
+    ) -> TenantBudget:
+        """Limit what ``tenant``'s runs may spend together. Each new root run of the
+        tenant is given ``run_share`` of what the tenant has left; what it does not spend
+        comes back when it ends."""
+        if not isinstance(tenant, str) or not tenant.strip():
+            raise ConfigError("a tenant budget needs a tenant id")
+        if isinstance(run_share, bool) or not isinstance(run_share, int | float):
+            raise ConfigError("run_share must be a fraction in (0, 1]")
+        if not 0 < run_share <= 1:
+            raise ConfigError("run_share must be a fraction in (0, 1]")
+        limits = checked_limits(cost_usd, tokens)
+        return await tenant_store(self.store).set_tenant_budget(tenant, limits, float(run_share))
+
+    async def topup_tenant(
+        self, tenant: str, *, cost_usd: float | None = None, tokens: int | None = None
+    ) -> TenantBudget:
+        """Raise ``tenant``'s limits by these amounts (its new runs get shares of them)."""
+        amounts = checked_limits(cost_usd, tokens)
+        await tenant_store(self.store).topup_tenant(tenant, amounts)
+        budget = await settled_budget(self.store, tenant)
+        assert budget is not None
+        return budget
+
+    async def tenant_budget(self, tenant: str) -> TenantBudget | None:
+        """``tenant``'s budget (limits, spent, held by unfinished runs), with every ended
+        run settled; None when it has none."""
+        return await settled_budget(self.store, tenant)
 
     async def resume(
         self, run_id: str, *, agent: Agent | None = None, model: Model | str | None = None
@@ -676,9 +737,14 @@ def _checked_run_id(run_id: str | None) -> str:
 
 
 def _new_run(
-    agent: Agent, goal: str, model: str, run_id: str, tenant: str | None
+    agent: Agent,
+    goal: str,
+    model: str,
+    run_id: str,
+    tenant: str | None,
+    budget: dict[str, float] | None = None,
 ) -> tuple[RunState, NewRun, list[Any]]:
-    started = run_started(agent, goal, model, tenant=tenant)
+    started = run_started(agent, goal, model, tenant=tenant, budget=budget)
     ts = time.time()
     state = RunState(run_id=run_id)
     state.apply(started, 1, ts)

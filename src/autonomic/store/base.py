@@ -46,6 +46,8 @@ __all__ = [
     "RunIndex",
     "RunInfo",
     "Store",
+    "TenantBudget",
+    "TenantBudgets",
     "Vaults",
     "Wait",
     "check_claimable",
@@ -415,6 +417,63 @@ class Vaults(Protocol):
     async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]: ...
 
     async def get_vault(self, vault_id: str) -> dict[str, bytes]: ...
+
+
+class TenantBudget(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A tenant's budget: its limits (``cost_usd``, ``tokens``), what its ended runs
+    spent, and what its unfinished root runs hold (run id -> amounts). Each new root run
+    is given ``run_share`` of what is left."""
+
+    tenant: str
+    limits: dict[str, float]
+    spent: dict[str, float] = {}
+    held: dict[str, dict[str, float]] = {}
+    run_share: float = 1.0
+
+    def remaining(self) -> dict[str, float]:
+        return {
+            key: limit
+            - self.spent.get(key, 0.0)
+            - sum(hold.get(key, 0.0) for hold in self.held.values())
+            for key, limit in self.limits.items()
+        }
+
+    def grant(self) -> dict[str, float]:
+        """What a new root run of the tenant is given."""
+        grant = {k: max(0.0, v) * self.run_share for k, v in self.remaining().items()}
+        if "tokens" in grant:
+            grant["tokens"] = float(int(grant["tokens"]))
+        return grant
+
+
+@runtime_checkable
+class TenantBudgets(Protocol):
+    """Per-tenant budgets beside the runs (not part of ``Store``: the runtime says so when
+    a backend has none). Every method is atomic."""
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        """Set the tenant's limits (what was spent and held stays)."""
+        ...
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        """Raise the tenant's limits; raises ConfigError when it has no budget."""
+        ...
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None: ...
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        """Give ``run_id`` its share of what the tenant has left, held until it is
+        settled; None when the tenant has no budget."""
+        ...
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        """The run ended having spent ``spent``: release its hold and count that instead.
+        False (nothing changes) when it holds nothing."""
+        ...
 
 
 class BoardEntry(msgspec.Struct, frozen=True, gc=False):

@@ -26,6 +26,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     check_claimable,
     check_limit,
     check_wait,
@@ -56,6 +57,7 @@ class InMemoryStore(SharedResource):
         self._blobs: dict[str, bytes] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._vaults: dict[str, dict[str, bytes]] = {}
+        self._tenants: dict[str, TenantBudget] = {}
         self._boards: dict[str, dict[str, BoardEntry]] = {}
         self._board_watch: dict[tuple[str, str], dict[str, None]] = {}
         self._inbox: dict[str, list[InboxItem]] = {}
@@ -203,6 +205,52 @@ class InMemoryStore(SharedResource):
 
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         return self._snapshots.get(run_id)
+
+    # -- tenant budgets ------------------------------------------------------------------
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        known = self._tenants.get(tenant) or TenantBudget(tenant, {})
+        budget = msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+        self._tenants[tenant] = budget
+        return budget
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        budget = self._tenants.get(tenant)
+        if budget is None:
+            raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+        limits = dict(budget.limits)
+        for key, amount in amounts.items():
+            if key in limits:
+                limits[key] += amount
+        budget = self._tenants[tenant] = msgspec.structs.replace(budget, limits=limits)
+        return budget
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        return self._tenants.get(tenant)
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        budget = self._tenants.get(tenant)
+        if budget is None:
+            return None
+        grant = budget.grant()
+        held = {**budget.held, run_id: grant}
+        self._tenants[tenant] = msgspec.structs.replace(budget, held=held)
+        return grant
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        budget = self._tenants.get(tenant)
+        if budget is None or run_id not in budget.held:
+            return False
+        held = {k: v for k, v in budget.held.items() if k != run_id}
+        total = dict(budget.spent)
+        for key in budget.limits:
+            total[key] = total.get(key, 0.0) + spent.get(key, 0.0)
+        self._tenants[tenant] = msgspec.structs.replace(budget, held=held, spent=total)
+        return True
 
     # -- the vault -------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     Wait,
     check_claimable,
     check_limit,
@@ -658,6 +659,77 @@ class SQLiteStore(SharedResource):
             self.bytes_written += len(body)
 
         await self._write(op)
+
+    # -- tenant budgets ------------------------------------------------------------------
+
+    def _tenant(self, tenant: str) -> TenantBudget | None:
+        row = self._w.execute(
+            "SELECT budget FROM tenant_budgets WHERE tenant = ?", (tenant,)
+        ).fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+    def _put_tenant(self, budget: TenantBudget) -> TenantBudget:
+        self._w.execute(
+            "INSERT INTO tenant_budgets (tenant, budget) VALUES (?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
+            (budget.tenant, msgspec.json.encode(budget).decode()),
+        )
+        return budget
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        def op() -> TenantBudget:
+            known = self._tenant(tenant) or TenantBudget(tenant, {})
+            return self._put_tenant(
+                msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+            )
+
+        return await self._write(op)
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        def op() -> TenantBudget:
+            budget = self._tenant(tenant)
+            if budget is None:
+                raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+            limits = {k: v + amounts.get(k, 0.0) for k, v in budget.limits.items()}
+            return self._put_tenant(msgspec.structs.replace(budget, limits=limits))
+
+        return await self._write(op)
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        def op(conn: sqlite3.Connection) -> TenantBudget | None:
+            row = conn.execute(
+                "SELECT budget FROM tenant_budgets WHERE tenant = ?", (tenant,)
+            ).fetchone()
+            return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+        return await self._read(op, small=True)
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        def op() -> dict[str, float] | None:
+            budget = self._tenant(tenant)
+            if budget is None:
+                return None
+            grant = budget.grant()
+            self._put_tenant(msgspec.structs.replace(budget, held={**budget.held, run_id: grant}))
+            return grant
+
+        return await self._write(op)
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        def op() -> bool:
+            budget = self._tenant(tenant)
+            if budget is None or run_id not in budget.held:
+                return False
+            held = {k: v for k, v in budget.held.items() if k != run_id}
+            total = {k: budget.spent.get(k, 0.0) + spent.get(k, 0.0) for k in budget.limits}
+            self._put_tenant(msgspec.structs.replace(budget, held=held, spent=total))
+            return True
+
+        return await self._write(op)
 
     # -- the vault -----------------------------------------------------------------------
 

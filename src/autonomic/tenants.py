@@ -1,0 +1,77 @@
+"""Per-tenant budgets: the same mechanism as a child's share of its parent's budget.
+
+A tenant's budget lives in the store. Each new root run of the tenant is given a share
+of what the tenant has left (recorded on its ``RunStarted``, and enforced by a Budget
+guard as a child's share is), which the tenant holds until the run ends. The hold is
+settled lazily, whenever the tenant's budget is read or a new run takes its share:
+every held run that has ended gives back what it did not spend. Nothing needs to run
+when a run ends, so a crash can never lose a settlement; at worst a hold is counted a
+little longer.
+"""
+
+from __future__ import annotations
+
+import math
+
+from autonomic.errors import ConfigError, RunNotFound
+from autonomic.guards.budget import ledger_spent
+from autonomic.loader import load_state
+from autonomic.state import TERMINAL
+from autonomic.store.base import Store, TenantBudget, TenantBudgets
+
+__all__ = ["checked_limits", "grant_for_run", "settled_budget", "tenant_store"]
+
+
+def tenant_store(store: Store) -> TenantBudgets:
+    if not isinstance(store, TenantBudgets):
+        raise ConfigError(
+            f"the store {type(store).__name__} keeps no tenant budgets: use the SQLite or "
+            "in-memory store"
+        )
+    return store
+
+
+def checked_limits(cost_usd: float | None, tokens: float | None) -> dict[str, float]:
+    """The limits (or amounts) given, checked; ConfigError for a bad one or none."""
+    limits: dict[str, float] = {}
+    for key, value in (("cost_usd", cost_usd), ("tokens", tokens)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"a tenant's {key} must be a number, not {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"a tenant's {key} must be a finite number >= 0, not {value!r}")
+        limits[key] = float(value)
+    if not limits:
+        raise ConfigError("give the tenant a limit: cost_usd=... and/or tokens=...")
+    return limits
+
+
+async def settled_budget(store: Store, tenant: str) -> TenantBudget | None:
+    """The tenant's budget after every ended run it holds has given back what it did
+    not spend."""
+    budgets = tenant_store(store)
+    budget = await budgets.get_tenant_budget(tenant)
+    if budget is None:
+        return None
+    changed = False
+    for run_id in list(budget.held):
+        try:
+            info = await store.get_run(run_id)
+        except RunNotFound:
+            continue  # being created right now (the hold comes first), or never was
+        if info.status not in TERMINAL:
+            continue
+        spent = ledger_spent(await load_state(store, run_id))
+        changed |= await budgets.settle_tenant_budget(tenant, run_id, spent)
+    return await budgets.get_tenant_budget(tenant) if changed else budget
+
+
+async def grant_for_run(store: Store, tenant: str | None, run_id: str) -> dict[str, float] | None:
+    """What a new root run of ``tenant`` is given (held by the tenant); None when the
+    tenant has no budget (or the store keeps none)."""
+    if tenant is None or not isinstance(store, TenantBudgets):
+        return None
+    if await settled_budget(store, tenant) is None:
+        return None
+    return await store.hold_tenant_budget(tenant, run_id)
