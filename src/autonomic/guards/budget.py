@@ -20,6 +20,7 @@ its root was given.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +227,40 @@ class _Reservation:
 TokenCounter = Callable[[str], int]
 
 
+class _PromptCounter:
+    """Counts a prompt's tokens, remembering each run's last prompt: the next one repeats
+    it and adds a few messages, so only those are counted (a run's reservations would
+    otherwise cost time quadratic in its length)."""
+
+    _RUNS = 256
+
+    def __init__(self) -> None:
+        self._last: OrderedDict[str, tuple[tuple[Message, ...], list[int]]] = OrderedDict()
+        self._tools: tuple[tuple[Any, ...], int] = ((), 0)
+
+    def prompt(self, run_id: str, request: ModelRequest, count: TokenCounter) -> int:
+        messages = request.messages
+        known, sums = self._last.pop(run_id, ((), [0]))
+        same = 0
+        for new, old in zip(messages, known, strict=False):
+            if new is not old and new != old:
+                break
+            same += 1
+        sums = sums[: same + 1]
+        for message in messages[same:]:
+            tokens = count(message.content) + 4
+            tokens += sum(count(msgspec.json.encode(c).decode()) for c in message.tool_calls)
+            sums.append(sums[-1] + tokens)
+        self._last[run_id] = (messages, sums)
+        if len(self._last) > self._RUNS:
+            self._last.popitem(last=False)
+        specs, tools = self._tools
+        if request.tools is not specs and request.tools != specs:
+            tools = sum(count(msgspec.json.encode(t).decode()) for t in request.tools)
+            self._tools = (request.tools, tools)
+        return sums[-1] + tools
+
+
 @dataclass(frozen=True)
 class Budget(Guard):
     """Limits on one run (and, carved out of it, its children). ``None`` is no limit.
@@ -250,6 +285,9 @@ class Budget(Guard):
     replays = True
     _reservations: dict[str, _Reservation] = field(
         default_factory=dict, init=False, repr=False, compare=False
+    )
+    _counter: _PromptCounter = field(
+        default_factory=lambda: _PromptCounter(), init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
@@ -344,7 +382,7 @@ class Budget(Guard):
         if not isinstance(step, ModelCall):
             return ALLOW
         request = step.request
-        tokens, cost = self._reserve(request, led.model)
+        tokens, cost = self._reserve(request, led.model, state.run_id)
         need = {"tokens": 2.0 * tokens, "cost_usd": 2 * cost, "model_calls": 2.0}
         short = self._short(state, need)
         if short is None:
@@ -359,7 +397,7 @@ class Budget(Guard):
             "now with your best answer, saying what you found and what is left to do."
         )
         wrap = _noted(request, note, ())
-        tokens, cost = self._reserve(wrap, led.model)
+        tokens, cost = self._reserve(wrap, led.model, state.run_id)
         if self._short(state, {"tokens": tokens, "cost_usd": cost, "model_calls": 1}) is None:
             self._reservations[state.run_id] = _Reservation(state.seq, tokens, cost, True, short)
             return Rewrite(ModelCall(wrap))
@@ -392,14 +430,9 @@ class Budget(Guard):
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _reserve(self, request: ModelRequest, model: str) -> tuple[int, float]:
+    def _reserve(self, request: ModelRequest, model: str, run_id: str = "") -> tuple[int, float]:
         """(tokens, USD) the call may cost at most."""
-        count = self.tokenizer or conservative_tokens
-        prompt = sum(count(m.content) + 4 for m in request.messages)
-        prompt += sum(
-            count(msgspec.json.encode(c).decode()) for m in request.messages for c in m.tool_calls
-        )
-        prompt += sum(count(msgspec.json.encode(t).decode()) for t in request.tools)
+        prompt = self._counter.prompt(run_id, request, self.tokenizer or conservative_tokens)
         price = _price(model)
         return prompt + self.max_tokens, price.cost(Usage(prompt, self.max_tokens))
 
