@@ -286,6 +286,7 @@ class Budget(Guard):
     _reservations: dict[str, _Reservation] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _prices: dict[str, Price] = field(default_factory=dict, init=False, repr=False, compare=False)
     _counter: _PromptCounter = field(
         default_factory=lambda: _PromptCounter(), init=False, repr=False, compare=False
     )
@@ -338,21 +339,24 @@ class Budget(Guard):
         used = self.used(state)
         return {k: limit - used[k] for k, limit in self.limits(state).items()}
 
-    def _short(self, state: RunState, need: dict[str, float]) -> str | None:
+    @staticmethod
+    def _short(
+        used: dict[str, float], limits: dict[str, float], need: dict[str, float]
+    ) -> str | None:
         """Why ``need`` (more of some dimensions) does not fit; None when it does."""
-        used = self.used(state)
-        for key, limit in self.limits(state).items():
+        for key, limit in limits.items():
             if used[key] + need.get(key, 0.0) > limit:
                 spent = _amount(key, used[key])
                 return f"{_label(key)} limit of {_amount(key, limit)} reached ({spent} used)"
         return None
 
-    def _warning(self, state: RunState, need: dict[str, float]) -> str | None:
+    def _warning(
+        self, used: dict[str, float], limits: dict[str, float], need: dict[str, float]
+    ) -> str | None:
         """What to tell the model when, with ``need`` reserved, a limit is ``warn_at``
         used; None before that."""
-        used = self.used(state)
         parts, worst = [], 0.0
-        for key, limit in self.limits(state).items():
+        for key, limit in limits.items():
             fraction = (used[key] + need.get(key, 0.0)) / limit
             if fraction >= self.warn_at:
                 worst = max(worst, fraction)
@@ -371,22 +375,25 @@ class Budget(Guard):
         led = _ledger(state)
         if isinstance(step, Await | Fail | Record):
             return ALLOW
+        if not led.wrapped and not isinstance(step, ModelCall):
+            return ALLOW
+        used, limits = self.used(state), self.limits(state)
         if led.wrapped:
             least = {
                 "model_calls": 1.0,
                 "tokens": float(self.max_tokens),
-                "cost_usd": _price(led.model).cost(Usage(0, self.max_tokens)),
+                "cost_usd": self._price(led.model).cost(Usage(0, self.max_tokens)),
             }
-            why = self._short(state, least) or "the wrap-up turn was made"
+            why = self._short(used, limits, least) or "the wrap-up turn was made"
             return Rewrite(self._wait(state, why))
         if not isinstance(step, ModelCall):
             return ALLOW
         request = step.request
         tokens, cost = self._reserve(request, led.model, state.run_id)
         need = {"tokens": 2.0 * tokens, "cost_usd": 2 * cost, "model_calls": 2.0}
-        short = self._short(state, need)
+        short = self._short(used, limits, need)
         if short is None:
-            warning = self._warning(state, need)
+            warning = self._warning(used, limits, need)
             held = _Reservation(state.seq, tokens, cost, False, warning)
             self._reservations[state.run_id] = held
             if warning is None:
@@ -398,7 +405,10 @@ class Budget(Guard):
         )
         wrap = _noted(request, note, ())
         tokens, cost = self._reserve(wrap, led.model, state.run_id)
-        if self._short(state, {"tokens": tokens, "cost_usd": cost, "model_calls": 1}) is None:
+        if (
+            self._short(used, limits, {"tokens": tokens, "cost_usd": cost, "model_calls": 1})
+            is None
+        ):
             self._reservations[state.run_id] = _Reservation(state.seq, tokens, cost, True, short)
             return Rewrite(ModelCall(wrap))
         return Rewrite(self._wait(state, short))
@@ -433,8 +443,15 @@ class Budget(Guard):
     def _reserve(self, request: ModelRequest, model: str, run_id: str = "") -> tuple[int, float]:
         """(tokens, USD) the call may cost at most."""
         prompt = self._counter.prompt(run_id, request, self.tokenizer or conservative_tokens)
-        price = _price(model)
+        price = self._price(model)
         return prompt + self.max_tokens, price.cost(Usage(prompt, self.max_tokens))
+
+    def _price(self, model: str) -> Price:
+        """The model's price (the table's highest when unknown), read once per model."""
+        price = self._prices.get(model)
+        if price is None:
+            price = self._prices[model] = _price(model)
+        return price
 
     def _wait(self, state: RunState, why: str) -> Await:
         return Await(
