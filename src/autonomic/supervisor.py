@@ -307,7 +307,7 @@ class Supervisor:
             log.error("run %s: could not start the child run: %s", run_id, e)
 
     def committed(self, run_id: str, committed: Committed, status: str) -> None:
-        self.bus.publish(run_topic(run_id))
+        self.bus.publish(run_topic(run_id), str(committed.last_seq))
         if committed.ready or status in ENDED:  # an ending may wake the parent
             self.bus.publish(READY_TOPIC, run_id)
         if self.observer is not None and (status in ENDED or status == "waiting"):
@@ -396,28 +396,34 @@ class Supervisor:
                     return
 
     async def _claim_loop(self) -> None:
+        """Claim what is ready, then wait for a hint (or ``poll_s``); subscribed before
+        the first claim, so that no run made ready meanwhile waits for the poll."""
+        task = asyncio.current_task()
         async with self.bus.subscribe(READY_TOPIC) as ready:
             while True:
+                await self._claim_ready()
+                if task is not None and task.cancelling():  # a database client ate the cancel
+                    raise asyncio.CancelledError
                 await ready.next(self.poll_s)
-                room = self.capacity - len(self.tasks) - len(self._starting)
-                if room <= 0:
-                    continue
-                try:
-                    claims = await self.store.claim_runs(
-                        self.owner,
-                        self.lease_s,
-                        room,
-                        # adopting orphans means any agent importable here, unless told
-                        agents=None
-                        if self.orphans and not self.only_registered
-                        else self.registry.names(),
-                        orphans=self.orphans,
-                    )
-                except StoreError as e:
-                    log.warning("could not claim runs: %s", e)
-                    continue
-                for claim in claims:
-                    self._claimed(claim)
+
+    async def _claim_ready(self) -> None:
+        room = self.capacity - len(self.tasks) - len(self._starting)
+        if room <= 0:
+            return
+        try:
+            claims = await self.store.claim_runs(
+                self.owner,
+                self.lease_s,
+                room,
+                # adopting orphans means any agent importable here, unless told
+                agents=None if self.orphans and not self.only_registered else self.registry.names(),
+                orphans=self.orphans,
+            )
+        except StoreError as e:
+            log.warning("could not claim runs: %s", e)
+            return
+        for claim in claims:
+            self._claimed(claim)
 
     def _claimed(self, claim: Claim) -> None:
         run_id = claim.info.run_id

@@ -27,7 +27,7 @@ from autonomic.guards.detectors import (
     luhn_valid,
 )
 from autonomic.guards.pii import PIIGuard, reveal
-from autonomic.guards.vault import Vault
+from autonomic.guards.vault import Vault, vault_store
 from autonomic.store import open_store
 from autonomic.store.base import Store
 
@@ -204,12 +204,15 @@ def test_no_raw_value_reaches_a_model_or_any_record(
     assert EMAIL in capsys.readouterr().out
 
 
-async def test_memory_store_holds_the_vault_too() -> None:
-    store: Store
-    async with open_store("memory://") as store:
-        with store_scope(store):
-            guard = PIIGuard(key=KEY)
-            assert await guard.screen_goal("r", f"ip 10.1.2.3 key sk-{'a' * 30}") == (
-                "ip [IP_1] key [API_KEY_1]"
-            )
-        assert (await store.get_vault("r")).keys() == {"[IP_1]", "[API_KEY_1]"}  # type: ignore[attr-defined]
+async def test_every_store_holds_a_vault(store: Store) -> None:
+    with store_scope(store):
+        guard = PIIGuard(key=KEY)
+        assert await guard.screen_goal("r", f"ip 10.1.2.3 key sk-{'a' * 30}") == (
+            "ip [IP_1] key [API_KEY_1]"
+        )
+    vaults = vault_store(store)
+    assert (await vaults.get_vault("r")).keys() == {"[IP_1]", "[API_KEY_1]"}
+    assert await vaults.put_vault("r", {"[IP_1]": b"other", "[IP_2]": b"x"}) == ["[IP_1]"]
+    sealed = await vaults.get_vault("r")
+    assert sealed["[IP_2]"] == b"x" and b"10.1.2.3" not in sealed["[IP_1]"]
+    assert await vaults.get_vault("elsewhere") == {}

@@ -15,14 +15,24 @@ __all__ = ["DEFAULT_BUS_URL", "Bus", "LocalBus", "Subscription", "open_bus"]
 
 DEFAULT_BUS_URL = "local://"
 
-_SCHEMES = ("local",)
+_SCHEMES = ("local", "redis", "rediss", "nats", "tls")
 
 
 def open_bus(url: str) -> Bus:
-    """A bus for ``url`` (not yet opened): ``local://`` (this process only)."""
+    """A bus for ``url`` (not yet opened): ``local://`` (this process only),
+    ``redis://host:6379/0`` (Redis Streams) or ``nats://host:4222`` (NATS JetStream);
+    ``?prefix=app`` keeps one deployment's topics apart from another's on one broker."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "local":
         return LocalBus()
+    if scheme in ("redis", "rediss"):
+        from autonomic.bus.redis import RedisBus
+
+        return RedisBus(url)
+    if scheme in ("nats", "tls"):
+        from autonomic.bus.nats import NatsBus
+
+        return NatsBus(url)
     raise ConfigError(
         f"unknown bus URL {url!r}: use one of " + ", ".join(f"{s}://..." for s in _SCHEMES)
     )

@@ -120,7 +120,12 @@ def _location(response: Response, run_id: str) -> None:
 # -- creating and listing -------------------------------------------------------------------
 
 
-@router.post("/runs", status_code=202, summary="Start a run of an agent towards a goal")
+@router.post(
+    "/runs",
+    status_code=202,
+    summary="Start a run of an agent towards a goal",
+    responses={200: {"model": RunView, "description": "the run of this Idempotency-Key"}},
+)
 async def create_run(
     body: RunCreate,
     response: Response,
@@ -397,7 +402,11 @@ async def top_up(
     return _view(await runtime.get_run(run_id))
 
 
-@router.get("/runs/{run_id}/wait", summary="Wait until the run ends or waits")
+@router.get(
+    "/runs/{run_id}/wait",
+    summary="Wait until the run ends or waits",
+    responses={202: {"model": RunView, "description": "timed out: the run goes on"}},
+)
 async def wait_run(
     run_id: RunPath,
     response: Response,

@@ -71,8 +71,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_by_run ON inbox (run_id, id)
     """,
-    # 3: the PII vault's table, as in SQLite (this store holds no vault yet; the table
-    # keeps the migration numbers the same in both stores)
+    # 3: the PII vault: encrypted values by placeholder, per root run
     """
     CREATE TABLE vault (
         vault_id TEXT NOT NULL,

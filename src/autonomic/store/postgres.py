@@ -669,6 +669,34 @@ class PostgresStore(SharedResource):
 
         return await self._tx(op, "write to")
 
+    # -- the vault -----------------------------------------------------------------------
+
+    async def put_vault(self, vault_id: str, entries: Mapping[str, bytes]) -> list[str]:
+        items = list(entries.items())
+
+        async def op(conn: AsyncConnection[Any]) -> list[str]:
+            taken = []
+            for name, secret in items:
+                cursor = await conn.execute(
+                    "INSERT INTO vault (vault_id, name, secret) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (vault_id, name, secret),
+                )
+                if cursor.rowcount == 0:
+                    taken.append(name)
+            return taken
+
+        return await self._tx(op, "write to")
+
+    async def get_vault(self, vault_id: str) -> dict[str, bytes]:
+        async def op(conn: AsyncConnection[Any]) -> dict[str, bytes]:
+            cursor = await conn.execute(
+                "SELECT name, secret FROM vault WHERE vault_id = %s", (vault_id,)
+            )
+            return {name: bytes(secret) for name, secret in await cursor.fetchall()}
+
+        return await self._tx(op, "read")
+
     # -- blackboards -------------------------------------------------------------------
 
     async def board_entries(self, scope: str) -> dict[str, BoardEntry]:

@@ -1,0 +1,257 @@
+"""A bus on NATS JetStream (``nats://host:4222?prefix=app``; ``pip install "autonomic[nats]"``).
+
+One stream (named ``prefix``) holds the subjects ``prefix.<topic>``, ``keep`` messages a
+subject for ``ttl_s``. Publishing waits for the stream's acknowledgement, with a message
+id per message so that a publish retried after an outage is stored once. A plain
+subscriber is a core subscription (every message, in order, resubscribed after a
+reconnect); a group is a durable pull consumer whose members fetch one message at a
+time, acknowledge it when they ask for the next, and receive again what a member left
+unacknowledged for ``claim_idle_s`` (its AckWait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from types import TracebackType
+from typing import Any, Self
+
+from autonomic.bus._outbox import Outbox
+from autonomic.bus._url import redacted, split_bus_url
+from autonomic.errors import ConfigError
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js.api import ConsumerConfig, DeliverPolicy, Header, StreamConfig
+except ImportError as e:  # pragma: no cover - depends on the extras installed
+    raise ConfigError('the NATS bus needs nats-py: pip install "autonomic[nats]"') from e
+
+__all__ = ["NatsBus", "subject_token"]
+
+log = logging.getLogger("autonomic.bus")
+
+_CONNECT_S = 3.0
+_RETRY_S = 0.5
+_ESCAPES = {c: f"%{ord(c):02X}" for c in "%.*> \t\r\n"}
+
+
+def subject_token(topic: str) -> str:
+    """A topic as one subject token: the characters NATS gives a meaning are escaped."""
+    return "".join(_ESCAPES.get(c, c) for c in topic)
+
+
+class NatsBus:
+    def __init__(self, url: str) -> None:
+        self.url = redacted(url)
+        self._client_url, self.options = split_bus_url(url)
+        self.stream = self.options.prefix
+        self._nc: Client | None = None
+        self._opened = 0
+        self._outbox = Outbox(self._send, name=f"nats bus {self.url}")
+        self._origin = os.urandom(6).hex()  # message ids: unique to this bus object
+        self._last_error: BaseException | None = None
+
+    def subject(self, topic: str) -> str:
+        return f"{self.stream}.{subject_token(topic)}"
+
+    @property
+    def client(self) -> Client:
+        if self._nc is None:
+            raise ConfigError("the NATS bus is not open: open the runtime (or bus) first")
+        return self._nc
+
+    async def _error(self, e: Exception) -> None:
+        self._last_error = e
+        log.debug("nats bus %s: %s", self.url, e)
+
+    async def open(self) -> None:
+        self._opened += 1
+        if self._opened > 1:
+            return
+        try:
+            async with asyncio.timeout(_CONNECT_S):
+                nc = await nats.connect(
+                    self._client_url,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=self._error,
+                )
+        except (TimeoutError, OSError, nats.errors.Error) as e:
+            self._opened -= 1
+            raise ConfigError(
+                f"cannot reach the NATS bus at {self.url}: {self._last_error or e}; "
+                "start nats-server with JetStream (-js) or fix the bus URL"
+            ) from None
+        try:
+            await self._ensure_stream(nc)
+        except (TimeoutError, nats.errors.Error) as e:
+            self._opened -= 1
+            await nc.close()
+            raise ConfigError(
+                f"the NATS server at {self.url} refused the stream {self.stream!r}: {e}; "
+                "is JetStream enabled (nats-server -js)?"
+            ) from None
+        self._nc = nc
+        self._outbox.start()
+
+    async def _ensure_stream(self, nc: Client) -> None:
+        js = nc.jetstream()
+        try:
+            await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                StreamConfig(
+                    name=self.stream,
+                    subjects=[f"{self.stream}.>"],
+                    max_msgs_per_subject=self.options.keep,
+                    max_age=self.options.ttl_s,
+                )
+            )
+
+    async def close(self) -> None:
+        if self._opened == 0:
+            return
+        self._opened -= 1
+        if self._opened > 0:
+            return
+        await self._outbox.stop(grace_s=2.0)
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await nc.drain()
+
+    def publish(self, topic: str, message: str = "") -> None:
+        self._outbox.put(topic, message)
+
+    async def _send(self, batch: list[tuple[str, str, int]]) -> None:
+        js = self.client.jetstream()
+        acks = [
+            await js.publish_async(
+                self.subject(topic),
+                message.encode(),
+                wait_stall=5.0,
+                headers={Header.MSG_ID: f"{self._origin}-{number}"},
+            )
+            for topic, message, number in batch
+        ]
+        async with asyncio.timeout(5.0):
+            await asyncio.gather(*acks)
+
+    def subscribe(self, topic: str, *, group: str | None = None) -> _Subscription | _Member:
+        if group is None:
+            return _Subscription(self, topic)
+        return _Member(self, topic, group)
+
+
+class _Subscription:
+    """Every message on the subject, through a core subscription."""
+
+    def __init__(self, bus: NatsBus, topic: str) -> None:
+        self._bus, self._subject = bus, bus.subject(topic)
+        self._messages: collections.deque[str] = collections.deque(maxlen=10_000)
+        self._signal = asyncio.Event()
+        self._sub: Any = None
+
+    async def _heard(self, msg: Msg) -> None:
+        self._messages.append(msg.data.decode())
+        self._signal.set()
+
+    async def __aenter__(self) -> Self:
+        self._sub = await self._bus.client.subscribe(self._subject, cb=self._heard)
+        await self._bus.client.flush(timeout=5)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+    async def next(self, wait_s: float | None) -> str | None:
+        if not self._messages:
+            self._signal.clear()
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._signal.wait()
+            except TimeoutError:
+                return None
+        return self._messages.popleft()
+
+
+class _Member:
+    """One member of a group: a durable pull consumer shared by the group's members."""
+
+    def __init__(self, bus: NatsBus, topic: str, group: str) -> None:
+        self._bus, self._subject = bus, bus.subject(topic)
+        digest = hashlib.sha256(f"{group}\0{topic}".encode()).hexdigest()[:16]
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in group)
+        self._durable = f"{name}-{digest}"
+        self._sub: Any = None
+        self._unacked: Msg | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._bind()
+        return self
+
+    async def _bind(self) -> None:
+        claim_idle_s = self._bus.options.claim_idle_s
+        self._sub = await self._bus.client.jetstream().pull_subscribe(
+            self._subject,
+            durable=self._durable,
+            stream=self._bus.stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.NEW,
+                ack_wait=claim_idle_s,
+                inactive_threshold=self._bus.options.ttl_s,
+            ),
+        )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await self._ack()
+            await self._sub.unsubscribe()
+
+    async def _ack(self) -> None:
+        if self._unacked is not None:
+            msg, self._unacked = self._unacked, None
+            await msg.ack()
+
+    async def next(self, wait_s: float | None) -> str | None:
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while True:
+            left = 5.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                await self._ack()
+                if self._sub is None:
+                    await self._bind()
+                msgs = await self._sub.fetch(1, timeout=max(0.01, min(left, 5.0)))
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, OSError) as e:
+                log.debug("nats bus: %s; retrying", e)
+                if isinstance(e, nats.js.errors.NotFoundError):
+                    self._sub = None  # the server lost the consumer (restarted empty)
+                await asyncio.sleep(max(0.0, min(_RETRY_S, left)))
+                continue
+            self._unacked = msgs[0]
+            return str(msgs[0].data.decode())

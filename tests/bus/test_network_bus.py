@@ -1,0 +1,172 @@
+"""What only a network bus does: take over what a dead member held, say clearly when its
+broker is down, ride out a broker restart, and carry wake-ups between runtimes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from autonomic import Agent, ConfigError, Runtime, ScriptedModel, tool, tool_call
+from autonomic.bus import open_bus
+from bus_kinds import bus_for, forget
+
+NETWORK = ["redis", "nats"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _until(sub: object, count: int, deadline_s: float = 20.0) -> list[str]:
+    got: list[str] = []
+    async with asyncio.timeout(deadline_s):
+        while len(got) < count:
+            message = await sub.next(1.0)  # type: ignore[attr-defined]
+            if message is not None:
+                got.append(message)
+    return got
+
+
+async def _until_seen(sub: object, wanted: set[str], deadline_s: float = 30.0) -> list[str]:
+    """Distinct messages in the order first heard, until all of ``wanted`` were."""
+    got: list[str] = []
+    async with asyncio.timeout(deadline_s):
+        while not wanted <= set(got):
+            message = await sub.next(1.0)  # type: ignore[attr-defined]
+            if message is not None and message not in got:
+                got.append(message)
+    return got
+
+
+@pytest.mark.parametrize("kind", NETWORK)
+async def test_a_message_a_dead_member_held_goes_to_another(kind: str) -> None:
+    async with bus_for(kind, "&claim_idle_s=0.5") as bus:
+        dead = bus.subscribe("jobs", group="g")
+        await dead.__aenter__()  # it takes a message, then dies: it never acknowledges
+        async with bus.subscribe("jobs", group="g") as survivor:
+            bus.publish("jobs", "only")
+            taken = await dead.next(5.0)
+            assert taken == "only"
+            assert await _until(survivor, 1) == ["only"]
+
+
+@pytest.mark.parametrize("kind", NETWORK)
+async def test_a_broker_that_is_down_is_one_clear_error(kind: str, tmp_path: Path) -> None:
+    url = f"{kind}://127.0.0.1:{free_port()}"
+    bus = open_bus(url)
+    with pytest.raises(ConfigError) as refused:
+        await bus.open()
+    message = str(refused.value)
+    assert message.startswith(f"cannot reach the {'Redis' if kind == 'redis' else 'NATS'} bus")
+    assert url in message and "\n" not in message
+    runtime = Runtime(f"sqlite:///{tmp_path / 'runs.db'}", bus=url)
+    with pytest.raises(ConfigError, match="cannot reach"):
+        await runtime.__aenter__()
+    async with Runtime(runtime.store) as again:  # the store was closed, and opens again
+        assert await again.list_runs() == []
+
+
+@pytest.mark.parametrize("kind", NETWORK)
+def test_the_cli_says_so_in_one_line(kind: str) -> None:
+    url = f"{kind}://127.0.0.1:{free_port()}"
+    cli = subprocess.run(
+        [sys.executable, "-m", "autonomic", "--store", "memory://", "--bus", url, "runs", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 2
+    assert cli.stderr.count("\n") == 1 and "cannot reach" in cli.stderr
+
+
+@contextlib.contextmanager
+def private_server(kind: str, port: int, data: Path) -> Iterator[subprocess.Popen[bytes]]:
+    data.mkdir(exist_ok=True)
+    if kind == "redis":
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
+        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    else:
+        argv = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if server.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited with {server.returncode}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+
+
+@pytest.mark.parametrize("kind", NETWORK)
+async def test_the_bus_rides_out_a_broker_restart(kind: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"{kind}://127.0.0.1:{port}?prefix=restart"
+    data = tmp_path / "data"
+    with private_server(kind, port, data):
+        bus = open_bus(url)
+        await bus.open()
+        follower = await bus.subscribe("run:x").__aenter__()
+        member = await bus.subscribe("run:x", group="g").__aenter__()
+        bus.publish("run:x", "1")
+        assert await _until(follower, 1) == ["1"]
+        assert await _until(member, 1) == ["1"]
+    bus.publish("run:x", "2")  # the broker is down: held, never raised
+    await asyncio.sleep(0.5)
+    with private_server(kind, port, data):
+        bus.publish("run:x", "3")
+        # at least once: a publish retried across the outage may arrive twice, in order
+        assert await _until_seen(follower, {"2", "3"}) == ["2", "3"]
+        assert await _until_seen(member, {"2", "3"}) == ["2", "3"]
+        await follower.__aexit__(None, None, None)
+        await member.__aexit__(None, None, None)
+        await bus.close()
+
+
+@tool
+def add(a: int, b: int) -> int:
+    "Add two integers."
+    return a + b
+
+
+@pytest.fixture(params=NETWORK)
+async def shared_bus(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    from bus_kinds import bus_url
+
+    prefix = f"rt{free_port()}"
+    yield bus_url(request.param, prefix)
+    await forget(request.param, prefix)
+
+
+async def test_a_run_submitted_in_one_runtime_is_woken_and_followed_in_another(
+    shared_bus: str, tmp_path: Path
+) -> None:
+    """The worker polls only once a minute: only the bus can wake it in time."""
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    agent = Agent(name="calc", model=ScriptedModel([tool_call("add", a=2, b=3), "5"]), tools=[add])
+    worker = Runtime(store, agents=[agent], bus=shared_bus, poll_s=60)
+    client = Runtime(store, wake=False, bus=shared_bus)
+    async with worker, client:
+        await asyncio.sleep(0.5)  # the worker has claimed what was ready, and now waits
+        async with asyncio.timeout(20):
+            run = await client.submit(agent, "What is 2+3?")
+            result = await run.wait()
+            followed = [stored.seq async for stored in client.events(run.run_id)]
+        assert result.answer == "5"
+        assert followed == list(range(1, result.events + 1))
+        assert run.run_id not in client.supervisor.tasks
