@@ -71,6 +71,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     Wait,
     check_claimable,
     check_limit,
@@ -754,6 +755,87 @@ class PostgresStore(SharedResource):
             )
 
         await self._tx(op, "write to")
+
+    # -- tenant budgets ------------------------------------------------------------------
+
+    @staticmethod
+    async def _tenant(conn: AsyncConnection[Any], tenant: str) -> TenantBudget | None:
+        """The tenant's budget, its row locked until the transaction ends."""
+        cursor = await conn.execute(
+            "SELECT budget FROM tenant_budgets WHERE tenant = %s FOR UPDATE", (tenant,)
+        )
+        row = await cursor.fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+    @staticmethod
+    async def _put_tenant(conn: AsyncConnection[Any], budget: TenantBudget) -> TenantBudget:
+        await conn.execute(
+            "INSERT INTO tenant_budgets (tenant, budget) VALUES (%s, %s) "
+            "ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
+            (budget.tenant, msgspec.json.encode(budget).decode()),
+        )
+        return budget
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget:
+            await conn.execute(
+                "INSERT INTO tenant_budgets (tenant, budget) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (tenant, msgspec.json.encode(TenantBudget(tenant, {})).decode()),
+            )
+            known = await self._tenant(conn, tenant) or TenantBudget(tenant, {})
+            budget = msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+            return await self._put_tenant(conn, budget)
+
+        return await self._tx(op, "write to")
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget:
+            budget = await self._tenant(conn, tenant)
+            if budget is None:
+                raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+            limits = {k: v + amounts.get(k, 0.0) for k, v in budget.limits.items()}
+            return await self._put_tenant(conn, msgspec.structs.replace(budget, limits=limits))
+
+        return await self._tx(op, "write to")
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget | None:
+            cursor = await conn.execute(
+                "SELECT budget FROM tenant_budgets WHERE tenant = %s", (tenant,)
+            )
+            row = await cursor.fetchone()
+            return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+        return await self._tx(op, "read")
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        async def op(conn: AsyncConnection[Any]) -> dict[str, float] | None:
+            budget = await self._tenant(conn, tenant)
+            if budget is None:
+                return None
+            grant = budget.grant()
+            held = {**budget.held, run_id: grant}
+            await self._put_tenant(conn, msgspec.structs.replace(budget, held=held))
+            return grant
+
+        return await self._tx(op, "write to")
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        async def op(conn: AsyncConnection[Any]) -> bool:
+            budget = await self._tenant(conn, tenant)
+            if budget is None or run_id not in budget.held:
+                return False
+            held = {k: v for k, v in budget.held.items() if k != run_id}
+            total = {k: budget.spent.get(k, 0.0) + spent.get(k, 0.0) for k in budget.limits}
+            await self._put_tenant(conn, msgspec.structs.replace(budget, held=held, spent=total))
+            return True
+
+        return await self._tx(op, "write to")
 
     # -- the vault -----------------------------------------------------------------------
 
