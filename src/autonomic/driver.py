@@ -924,9 +924,11 @@ class Driver:
         return await self._all(map(run, requests))
 
     async def _guarded_action(self, request: ActionRequested, attempt: int) -> Outcome:
-        """An action between the guards that see what a tool receives and gives back. A
-        guard that fails fails the action: nothing it should have screened is recorded."""
+        """An action between the guards that see what a tool receives and gives back (its
+        outcome, and the events its attempts recorded). A guard that fails fails the
+        action: nothing it should have screened is recorded."""
         given, guard = request, None
+        held: list[Event] = []  # what the attempts recorded, screened with the outcome
         try:
             for guard in self._tool_input:
                 given = await _verdict(guard.tool_input(self.state, given))
@@ -937,11 +939,15 @@ class Driver:
                 self.state.run_id,
                 first_attempt=attempt,
                 secrets=self.secrets,
-                record=self.record,
+                record=held.append if self._tool_output else self.record,
                 stuck=self._stuck,
             )
             for guard in self._tool_output:
+                if held:
+                    held = list(await _verdict(guard.tool_events(self.state, request, held)))
                 outcome = await _verdict(guard.tool_output(self.state, request, outcome))
+            for event in held:
+                self.record(event)
         except BaseException as e:
             _reraise_cancellation(e)
             if guard is None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_call
+from autonomic import Agent, FunctionModel, ModelRequest, Runtime, ToolError, tool, tool_call
 from autonomic.cli import main
 from autonomic.errors import ConfigError
+from autonomic.events import ActionRetried, EgressRequested
 from autonomic.guards.base import store_scope
 from autonomic.guards.detectors import (
     Detection,
@@ -27,9 +28,10 @@ from autonomic.guards.detectors import (
     luhn_valid,
 )
 from autonomic.guards.pii import PIIGuard, reveal
-from autonomic.guards.vault import Vault
+from autonomic.guards.vault import Vault, vault_store
 from autonomic.store import open_store
 from autonomic.store.base import Store
+from autonomic.tools import ToolContext
 
 DATA = Path(__file__).parent / "data" / "pii_snippets.jsonl"
 KEY = os.urandom(32)
@@ -121,10 +123,13 @@ def test_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 received: list[dict[str, str]] = []
 
 
-@tool
-def lookup(email: str) -> str:
-    "The customer's record."
+@tool(retries=1, backoff_s=0.0)
+def lookup(email: str, context: ToolContext) -> str:
+    "The customer's record (busy at first; it notes where it looked)."
     assert email == EMAIL, email
+    context.record(EgressRequested(context.action_id, "GET", "crm.example", 443, False, email))
+    if context.attempt == 1:
+        raise ToolError(f"the CRM is busy with {email}", retryable=True)
     return f"customer {email}: phone {PHONE}, iban {IBAN}"
 
 
@@ -172,14 +177,19 @@ def test_no_raw_value_reaches_a_model_or_any_record(
     )
     url = f"sqlite:///{tmp_path / 'runs.db'}"
 
-    async def run() -> tuple[str, str, str]:
+    async def run() -> tuple[str, str, str, list[object]]:
         async with Runtime(url, snapshot_every=2) as rt:
             handle = await rt.start(agent, f"Send {EMAIL} a note with card {CARD}")
             result = await handle.wait()
             revealed = await reveal(rt.store, handle.run_id, result.answer or "")
-            return handle.run_id, result.answer or "", revealed
+            events = [e.event async for e in rt.events(handle.run_id, follow=False)]
+            return handle.run_id, result.answer or "", revealed, events
 
-    run_id, answer, revealed = asyncio.run(run())
+    run_id, answer, revealed, events = asyncio.run(run())
+    (retried,) = [e for e in events if isinstance(e, ActionRetried)]
+    assert retried.error == "the CRM is busy with [EMAIL_1]"
+    egress = [e for e in events if isinstance(e, EgressRequested)]
+    assert len(egress) == 2 and all(e.target == "[EMAIL_1]" for e in egress)
     assert answer == "Done: sent to [EMAIL_1]"
     assert revealed == f"Done: sent to {EMAIL}"
     # the tools got the real values
@@ -204,12 +214,15 @@ def test_no_raw_value_reaches_a_model_or_any_record(
     assert EMAIL in capsys.readouterr().out
 
 
-async def test_memory_store_holds_the_vault_too() -> None:
-    store: Store
-    async with open_store("memory://") as store:
-        with store_scope(store):
-            guard = PIIGuard(key=KEY)
-            assert await guard.screen_goal("r", f"ip 10.1.2.3 key sk-{'a' * 30}") == (
-                "ip [IP_1] key [API_KEY_1]"
-            )
-        assert (await store.get_vault("r")).keys() == {"[IP_1]", "[API_KEY_1]"}  # type: ignore[attr-defined]
+async def test_every_store_holds_a_vault(store: Store) -> None:
+    with store_scope(store):
+        guard = PIIGuard(key=KEY)
+        assert await guard.screen_goal("r", f"ip 10.1.2.3 key sk-{'a' * 30}") == (
+            "ip [IP_1] key [API_KEY_1]"
+        )
+    vaults = vault_store(store)
+    assert (await vaults.get_vault("r")).keys() == {"[IP_1]", "[API_KEY_1]"}
+    assert await vaults.put_vault("r", {"[IP_1]": b"other", "[IP_2]": b"x"}) == ["[IP_1]"]
+    sealed = await vaults.get_vault("r")
+    assert sealed["[IP_2]"] == b"x" and b"10.1.2.3" not in sealed["[IP_1]"]
+    assert await vaults.get_vault("elsewhere") == {}

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from autonomic import Agent, FunctionModel, ModelRequest, RunResult, Runtime, ScriptedModel, tool
-from autonomic.events import ActionRequested, ModelCalled
+from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, ModelCalled
 from autonomic.loader import StoredEvent, read_events
 from autonomic.store.base import Store
 from autonomic.strategies import DAGPlanner, PlanRecorded, ReWOO
@@ -176,3 +176,47 @@ async def test_dag_stops_replanning_at_its_limit(store: Store) -> None:
     result, _ = await _run(store, agent)
     assert result.status == "failed"
     assert result.error == "still missing after 2 plans: still more"
+
+
+async def test_a_dag_node_can_be_a_sub_agent_that_sees_only_its_own_task_and_tools(
+    store: Store,
+) -> None:
+    seen: list[ModelRequest] = []
+
+    def researcher_model(request: ModelRequest) -> str:
+        seen.append(request)
+        return "Rome has 2800 thousand people"
+
+    researcher = Agent(
+        name="researcher",
+        instructions="Research.",
+        model=FunctionModel(researcher_model),
+        tools=[larger],
+    )
+    plan = (
+        '#E1 = population[{"city": "Paris"}]\n'
+        '#E2 = researcher[{"goal": "How many people live in Rome?"}]\n'
+        '#E3 = larger[{"a": "#E1", "b": "2800"}]'
+    )
+    agent = Agent(
+        name="d",
+        model=ScriptedModel([plan, "Answer: Rome"]),
+        tools=[*TOOLS, researcher.as_tool()],
+        strategy=DAGPlanner(),
+    )
+    result, events = await _run(store, agent)
+    assert result.answer == "Rome"
+    # the handoff carries the task only: no parent history, only the receiver's own tools
+    (request,) = seen
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "Research."),
+        ("user", "How many people live in Rome?"),
+    ]
+    assert [t.name for t in request.tools] == ["larger"]
+    # every call of the parent has exactly one outcome, and no call id repeats
+    requested = [e.event for e in events if isinstance(e.event, ActionRequested)]
+    settled = [
+        e.event.action_id for e in events if isinstance(e.event, ActionCompleted | ActionFailed)
+    ]
+    assert sorted(settled) == sorted(r.action_id for r in requested)
+    assert len({r.call_id for r in requested}) == len(requested) == 3

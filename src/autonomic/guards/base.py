@@ -140,6 +140,13 @@ class Guard:
         """What is recorded of a tool's ``outcome``, and so what the model sees of it."""
         return outcome
 
+    def tool_events(
+        self, state: RunState, request: ActionRequested, events: list[Event]
+    ) -> Sequence[Event] | Awaitable[Sequence[Event]]:
+        """What is recorded of the events an action's attempts recorded (retries, breaker
+        changes, the tool's own), asked with ``tool_output`` by the guards that have it."""
+        return events
+
 
 _CROSSING_HOOKS = ("screen_goal", "tool_input", "tool_output")
 _SCOPE: ContextVar[tuple[Any, Mapping[str, Any]] | None] = ContextVar(

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from autonomic.events import ActionCompleted, ActionFailed, ActionRequested
+from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, Event
 from autonomic.guards.base import Guard, Outcome, run_store
 from autonomic.guards.detectors import Detector, RegexDetector, detect
 from autonomic.guards.vault import PLACEHOLDER, Vault, load_key, vault_store
@@ -125,6 +125,38 @@ class PIIGuard(Guard):
         observation = await self.mask(vault, outcome.observation)
         full = await self.mask(vault, outcome.full_output) if outcome.full_output else ""
         return msgspec.structs.replace(outcome, observation=observation, full_output=full)
+
+    async def tool_events(
+        self, state: RunState, request: ActionRequested, events: list[Event]
+    ) -> list[Event]:
+        vault = await self._opened(_vault_id(state))
+        masked = []
+        for event in events:
+            changes = {}
+            for name in event.__struct_fields__:
+                value = getattr(event, name)
+                screened = await self._masked(vault, value)
+                if screened is not value:
+                    changes[name] = screened
+            masked.append(msgspec.structs.replace(event, **changes) if changes else event)
+        return masked
+
+    async def _masked(self, vault: Vault, value: Any) -> Any:
+        """``value`` with the strings in it masked (the same object when none changed)."""
+        if isinstance(value, str):
+            screened = await self.mask(vault, value)
+            return value if screened == value else screened
+        if isinstance(value, dict):
+            items = {k: await self._masked(vault, v) for k, v in value.items()}
+            return value if all(items[k] is value[k] for k in value) else items
+        if isinstance(value, list | tuple):
+            parts = [await self._masked(vault, v) for v in value]
+            return (
+                value
+                if all(a is b for a, b in zip(parts, value, strict=True))
+                else type(value)(parts)
+            )
+        return value
 
 
 def _vault_id(state: RunState) -> str:

@@ -57,7 +57,8 @@ Ref = Annotated[str, Path(pattern=RUN_ID, description="digest, action id or call
 _SETTLED = frozenset({"completed", "failed", "cancelled", "dead", "waiting"})
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (async: a plain function would cost a thread hop a request)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -120,7 +121,12 @@ def _location(response: Response, run_id: str) -> None:
 # -- creating and listing -------------------------------------------------------------------
 
 
-@router.post("/runs", status_code=202, summary="Start a run of an agent towards a goal")
+@router.post(
+    "/runs",
+    status_code=202,
+    summary="Start a run of an agent towards a goal",
+    responses={200: {"model": RunView, "description": "the run of this Idempotency-Key"}},
+)
 async def create_run(
     body: RunCreate,
     response: Response,
@@ -397,7 +403,11 @@ async def top_up(
     return _view(await runtime.get_run(run_id))
 
 
-@router.get("/runs/{run_id}/wait", summary="Wait until the run ends or waits")
+@router.get(
+    "/runs/{run_id}/wait",
+    summary="Wait until the run ends or waits",
+    responses={202: {"model": RunView, "description": "timed out: the run goes on"}},
+)
 async def wait_run(
     run_id: RunPath,
     response: Response,

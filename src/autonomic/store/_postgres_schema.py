@@ -71,8 +71,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX inbox_by_run ON inbox (run_id, id)
     """,
-    # 3: the PII vault's table, as in SQLite (this store holds no vault yet; the table
-    # keeps the migration numbers the same in both stores)
+    # 3: the PII vault: encrypted values by placeholder, per root run
     """
     CREATE TABLE vault (
         vault_id TEXT NOT NULL,
@@ -97,6 +96,13 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT NOT NULL,
         run_id TEXT NOT NULL,
         PRIMARY KEY (scope, key, run_id)
+    )
+    """,
+    # 5: per-tenant budgets: limits, what ended runs spent and unfinished ones hold (JSON)
+    """
+    CREATE TABLE tenant_budgets (
+        tenant TEXT PRIMARY KEY,
+        budget TEXT NOT NULL
     )
     """,
 )

@@ -4,6 +4,7 @@ from autonomic.strategies.base import AgentView, Strategy
 from autonomic.strategies.controller import BoardController
 from autonomic.strategies.dag import DAGPlanner
 from autonomic.strategies.forkjoin import ForkJoin
+from autonomic.strategies.governance import GovernanceBoard
 from autonomic.strategies.hierarchy import Hierarchy
 from autonomic.strategies.plans import PlanNode, PlanRecorded
 from autonomic.strategies.react import ReAct
@@ -14,6 +15,7 @@ __all__ = [
     "BoardController",
     "DAGPlanner",
     "ForkJoin",
+    "GovernanceBoard",
     "Hierarchy",
     "PlanNode",
     "PlanRecorded",

@@ -201,6 +201,7 @@ async function showRun(runId) {
       if (page.events.length < PAGE) {
         state.done = true;
         observer.disconnect();
+        refreshRun(runId).catch(() => {}); // the summary and approvals as of the last event
         follow(state);
       }
     } finally {
