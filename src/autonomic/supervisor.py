@@ -416,9 +416,7 @@ class Supervisor:
                 self.lease_s,
                 room,
                 # adopting orphans means any agent importable here, unless told
-                agents=None
-                if self.orphans and not self.only_registered
-                else self.registry.names(),
+                agents=None if self.orphans and not self.only_registered else self.registry.names(),
                 orphans=self.orphans,
             )
         except StoreError as e:
