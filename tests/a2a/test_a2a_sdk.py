@@ -139,6 +139,8 @@ async def test_streaming_send_gives_the_task_updates_and_the_answer(served: Serv
         await client.close()
     kinds = [u.WhichOneof("payload") for u in updates]
     assert kinds[0] == "task" and kinds[-2:] == ["artifact_update", "status_update"]
+    states = [u.status_update.status.state for u in updates if u.HasField("status_update")]
+    assert states == [TaskState.TASK_STATE_WORKING, TaskState.TASK_STATE_COMPLETED]
     assert get_artifact_text(updates[-2].artifact_update.artifact) == "The answer is 5"
     assert updates[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
 

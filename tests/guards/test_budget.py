@@ -172,3 +172,19 @@ async def test_topup_refuses_nonsense(tmp_path: Path) -> None:
             await runtime.topup("x", cost_usd=-1)
         with pytest.raises(ConfigError, match="say what to add"):
             await runtime.topup("x")
+
+
+def test_counting_a_run_prompt_by_prompt_matches_counting_each_from_scratch() -> None:
+    from autonomic.messages import Message
+
+    def fresh(request: ModelRequest) -> int:
+        return Budget()._reserve(request, "budget-test", "r")[0]
+
+    budget = Budget()
+    messages: list[Message] = [Message(role="system", content="be brief")]
+    for n in range(12):
+        messages.append(Message(role="user", content=f"turn {n} " * n))
+        if n == 6:  # a strategy that rewrites an earlier message (a summary, say)
+            messages[1] = Message(role="user", content="a summary of what happened " * 9)
+        request = ModelRequest(messages=tuple(messages))
+        assert budget._reserve(request, "budget-test", "r")[0] == fresh(request)

@@ -1,6 +1,9 @@
-"""One offline embedder for all memory tests: the real int8 MiniLM shipped on PyPI."""
+"""Memory tests' fixtures: the real offline embedder (one for the session), and a place
+for memory tables on each backend (a SQLite file; a fresh PostgreSQL schema)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -10,3 +13,11 @@ from autonomic.memory.embedders import MiniLMEmbedder
 @pytest.fixture(scope="session")
 def embedder() -> MiniLMEmbedder:
     return MiniLMEmbedder()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "memory.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url

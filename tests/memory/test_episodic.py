@@ -28,8 +28,8 @@ class Clock:
         return self.now
 
 
-async def test_recall_finds_the_memory_by_meaning(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
-    memory = EpisodicMemory(tmp_path / "m.db", embedder)
+async def test_recall_finds_the_memory_by_meaning(location: str, embedder: MiniLMEmbedder) -> None:
+    memory = EpisodicMemory(location, embedder)
     await memory.remember_many(FACTS, "user:1")
     found = await memory.recall("which database does staging use?", "user:1", k=3)
     assert found[0].memory.text == FACTS[2]
@@ -38,14 +38,20 @@ async def test_recall_finds_the_memory_by_meaning(tmp_path: Path, embedder: Mini
     food = await memory.recall("what food must the user avoid", "user:1", k=1)
     assert food[0].memory.text == FACTS[3] and food[0].memory.access_count == 1
     memory.close()
-    reopened = EpisodicMemory(tmp_path / "m.db", embedder)  # vectors live in the file
-    again = await reopened.recall("kid's name", "user:1", k=1)
+    reopened = EpisodicMemory(location, embedder)  # vectors live in the database
+    with reopened:
+        again = await reopened.recall("kid's name", "user:1", k=1)
     assert again[0].memory.text == FACTS[0]
-    reopened.close()
 
 
-async def test_exact_and_near_duplicates_are_merged(embedder: MiniLMEmbedder) -> None:
-    memory = EpisodicMemory(":memory:", embedder)
+async def test_exact_and_near_duplicates_are_merged(
+    location: str, embedder: MiniLMEmbedder
+) -> None:
+    with EpisodicMemory(location, embedder) as memory:
+        await check_duplicates(memory)
+
+
+async def check_duplicates(memory: EpisodicMemory) -> None:
     first, merged = await memory.remember("The user prefers window seats.", "user:1")
     assert not merged
     same, merged = await memory.remember("  the user prefers WINDOW seats ", "user:1")
@@ -77,9 +83,13 @@ async def test_recency_decay_and_weights(embedder: MiniLMEmbedder) -> None:
     assert ranked[0].memory.text.startswith("The guest")  # the old one has decayed away
 
 
-async def test_as_of_and_pruning(embedder: MiniLMEmbedder) -> None:
+async def test_as_of_and_pruning(location: str, embedder: MiniLMEmbedder) -> None:
     clock = Clock(100.0)
-    memory = EpisodicMemory(":memory:", embedder, clock=clock)
+    with EpisodicMemory(location, embedder, clock=clock) as memory:
+        await check_as_of(memory, clock)
+
+
+async def check_as_of(memory: EpisodicMemory, clock: Clock) -> None:
     old, _ = await memory.remember("Project Falcon ships in May.")
     clock.now = 200.0
     await memory.remember("Project Falcon is delayed to July.")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from autonomic.errors import ConfigError
@@ -18,9 +16,13 @@ class Clock:
         return self.now
 
 
-def test_a_superseded_fact_is_hidden_now_and_returned_as_of_its_time(tmp_path: Path) -> None:
+def test_a_superseded_fact_is_hidden_now_and_returned_as_of_its_time(location: str) -> None:
     clock = Clock()
-    graph = KnowledgeGraph(tmp_path / "kg.db", clock=clock)
+    with KnowledgeGraph(location, clock=clock) as graph:
+        check_supersession(graph, clock)
+
+
+def check_supersession(graph: KnowledgeGraph, clock: Clock) -> None:
     old, _ = graph.assert_fact("alice", "lives_in", "Paris", single=True, provenance=["r1:4"])
     clock.now = 200.0
     new, closed = graph.assert_fact("alice", "lives_in", "Berlin", single=True)
@@ -40,8 +42,12 @@ def test_a_superseded_fact_is_hidden_now_and_returned_as_of_its_time(tmp_path: P
     assert [f.object for f in graph.facts("alice", "lives_in", as_of=250.0)] == ["Berlin"]
 
 
-def test_traversal_follows_hops_relations_and_cycles() -> None:
-    graph = KnowledgeGraph(":memory:")
+def test_traversal_follows_hops_relations_and_cycles(location: str) -> None:
+    with KnowledgeGraph(location) as graph:
+        check_traversal(graph)
+
+
+def check_traversal(graph: KnowledgeGraph) -> None:
     for s, r, o in [
         ("alice", "works_for", "acme"),
         ("acme", "located_in", "berlin"),

@@ -122,3 +122,22 @@ async def test_the_metrics_route_serves_the_exposition(tmp_path: Path) -> None:
     assert m[("autonomic_runs_total", (("agent", "calc"), ("status", "completed")))] == 1
     assert m[("autonomic_runs_current", (("status", "pending"),))] == 0
     assert m[("autonomic_runs_driven", ())] == 0
+
+
+async def test_health_and_readiness(tmp_path: Path) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from autonomic.telemetry.routes import health_router
+
+    runtime = Runtime(f"sqlite:///{tmp_path / 'runs.db'}")
+    app = FastAPI()
+    app.include_router(health_router(runtime))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with runtime:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            assert (await http.get("/readyz")).status_code == 200
+        closed = await http.get("/readyz")  # the store is closed now
+        assert closed.status_code == 503 and "store" in closed.json()["detail"]
+        assert (await http.get("/healthz")).status_code == 200

@@ -70,9 +70,11 @@ def a2a_router(
     access: Access | None = None,
     default_agent: str | None = None,
     blocking_timeout_s: float = 60.0,
+    bearer: bool = False,
 ) -> APIRouter:
     """The A2A routes for every agent ``runtime`` serves (looked up at each request, so
-    agents registered later are served too)."""
+    agents registered later are served too). ``access`` guards the JSON-RPC calls (the
+    cards stay public, as discovery needs); ``bearer`` says so in the cards."""
     check = access or _open_access
     router = APIRouter(tags=["a2a"])
 
@@ -84,7 +86,7 @@ def a2a_router(
 
     def card(request: Request, agent: Agent) -> dict[str, Any]:
         url = str(request.base_url).rstrip("/") + f"/a2a/{agent.name}"
-        return p.agent_card(agent, url)
+        return p.agent_card(agent, url, bearer=bearer)
 
     @router.get("/.well-known/agent-card.json", summary="A2A agent card of the default agent")
     async def default_card(request: Request) -> dict[str, Any]:

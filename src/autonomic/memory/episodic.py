@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from autonomic.errors import ConfigError
+from autonomic.memory._sql import connect
 from autonomic.memory.embedders import Embedder, Vectors
 
 __all__ = ["EpisodicMemory", "Memory", "Recollection", "Scoring"]
@@ -151,7 +151,8 @@ class _Index:
 
 
 class EpisodicMemory:
-    """L3 memory in a SQLite file (``":memory:"`` for a private, temporary one)."""
+    """L3 memory in a SQLite file (``":memory:"`` for a private, temporary one) or in
+    PostgreSQL (``postgresql://...``; vectors as ``bytea``, searched in process)."""
 
     def __init__(
         self,
@@ -166,15 +167,19 @@ class EpisodicMemory:
             raise ConfigError("dedup_threshold must be in (0, 1]")
         self.embedder, self.scoring = embedder, scoring or Scoring()
         self.dedup_threshold, self._clock = dedup_threshold, clock
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # survives a killed process
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path)
+        self._db.script(_SCHEMA)
         self._lock = threading.RLock()
         self._indexes: dict[str, _Index] = {}
 
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> EpisodicMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -229,15 +234,15 @@ class EpisodicMemory:
             # one matrix product against what was stored before the batch; each text is
             # then compared with the batch's own new memories only
             known = index.vectors[:before] @ np.asarray(vectors, np.float32).T
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin()
             try:
                 results = [
                     self._write(t, v, known[:, j], namespace, m, importance, now)
                     for j, (t, v, m) in enumerate(zip(texts, vectors, metas, strict=True))
                 ]
-                self._db.execute("COMMIT")
+                self._db.commit()
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 self._indexes.pop(namespace, None)  # reload what the file holds
                 raise
             return results
@@ -262,14 +267,15 @@ class EpisodicMemory:
         target = same[0] if same else self._near(index, vector, known)
         if target is not None:
             self._db.execute(
-                "UPDATE episodic_memories SET merged = merged + 1, "
-                "importance = MIN(importance + 0.1, 10.0), accessed_at = ? WHERE id = ?",
+                "UPDATE episodic_memories SET merged = merged + 1, importance = CASE WHEN "
+                "importance < 9.9 THEN importance + 0.1 ELSE 10.0 END, accessed_at = ? "
+                "WHERE id = ?",
                 (now, target),
             )
             row = index.rows[target]
             index.importance[row] = min(index.importance[row] + 0.1, 10.0)
             return self._get(target), True
-        cursor = self._db.execute(
+        mid = self._db.insert(
             "INSERT INTO episodic_memories (namespace, text, digest, embedder, vector, "
             "metadata, importance, created_at, accessed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -284,7 +290,6 @@ class EpisodicMemory:
                 now,
             ),
         )
-        mid = int(cursor.lastrowid or 0)
         index.add(mid, vector, now, importance)
         return Memory(mid, namespace, text, metadata, importance, now), False
 

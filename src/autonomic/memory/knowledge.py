@@ -14,7 +14,6 @@ moment when it held. ``provenance`` names the events a fact came from (``run_id:
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autonomic.errors import ConfigError
+from autonomic.memory._sql import connect
 
 __all__ = ["Fact", "KnowledgeGraph"]
 
@@ -86,17 +86,23 @@ def _fact(row: Sequence[object]) -> Fact:
 
 
 class KnowledgeGraph:
-    """L4 memory in a SQLite file (the same file as episodic memory is fine)."""
+    """L4 memory in a SQLite file (the same file as episodic memory is fine) or in
+    PostgreSQL (``postgresql://...?schema=NAME``)."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path)
+        self._db.script(_SCHEMA)
         self._clock = clock
         self._lock = threading.RLock()
 
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> KnowledgeGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def assert_fact(
         self,
@@ -119,7 +125,7 @@ class KnowledgeGraph:
         now = self._clock()
         start = now if valid_from is None else valid_from
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin()
             try:
                 same = self._db.execute(
                     f"SELECT {_COLUMNS} FROM kg_facts WHERE namespace = ? AND subject = ? "
@@ -129,7 +135,7 @@ class KnowledgeGraph:
                 if same is not None:
                     fact = _fact(same)
                     self._link(fact.id, derived_from)
-                    self._db.execute("COMMIT")
+                    self._db.commit()
                     return fact, ()
                 closed: tuple[Fact, ...] = ()
                 if single:
@@ -145,7 +151,7 @@ class KnowledgeGraph:
                         "UPDATE kg_facts SET valid_to = ?, expired_at = ? WHERE id = ?",
                         [(start, now, f.id) for f in closed],
                     )
-                cursor = self._db.execute(
+                fid = self._db.insert(
                     "INSERT INTO kg_facts (namespace, subject, relation, object, valid_from, "
                     "recorded_at, provenance, derived_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -159,11 +165,10 @@ class KnowledgeGraph:
                         json.dumps(list(derived_from)),
                     ),
                 )
-                fid = int(cursor.lastrowid or 0)
                 self._link(fid, derived_from)
-                self._db.execute("COMMIT")
+                self._db.commit()
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise
         fact = Fact(
             fid,
@@ -194,7 +199,7 @@ class KnowledgeGraph:
                 f"UPDATE kg_facts SET valid_to = ?, expired_at = ? WHERE id = ? AND {_CURRENT}",
                 (now if at is None else at, now, fact_id),
             )
-        return cursor.rowcount > 0
+        return bool(cursor.rowcount > 0)
 
     def get(self, fact_id: int) -> Fact:
         with self._lock:
@@ -256,7 +261,7 @@ class KnowledgeGraph:
             params.update({f"r{i}": r for i, r in enumerate(relations)})
         query = f"""
             WITH RECURSIVE walk(node, hop) AS (
-                SELECT :start, 0
+                SELECT CAST(:start AS TEXT), 0
                 UNION
                 SELECT object, hop + 1 FROM walk JOIN kg_facts ON subject = node
                 WHERE hop < :depth - 1 AND namespace = :ns AND {live}{only}

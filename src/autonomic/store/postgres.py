@@ -71,6 +71,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     Wait,
     check_claimable,
     check_limit,
@@ -96,10 +97,24 @@ _RETRY_STATES = ("40001", "40P01")
 
 _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
 _INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (%s, %s, %s, %s, %s, %s)"
+_INSERT_EVENTS = (
+    "INSERT INTO events (run_id, seq, type, version, ts, body) SELECT * FROM "
+    "unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::bytea[])"
 )
-_INSERT_BLOB = "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+_INSERT_BLOBS = (
+    "INSERT INTO blobs (digest, data) SELECT * FROM unnest(%s::text[], %s::bytea[]) "
+    "ON CONFLICT DO NOTHING"
+)
+_HEADS = (
+    "SELECT run_id, status, last_seq, lease_owner, lease_epoch, inbox_last FROM runs "
+    "WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE"
+)
+_APPEND_MANY = """
+UPDATE runs SET last_seq = v.last_seq, updated_at = %s, status = v.status, wait = NULL,
+    wake_at = NULL, lease_owner = v.owner,
+    lease_expires_at = CASE WHEN v.owner IS NULL THEN NULL ELSE lease_expires_at END
+FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS v(run_id, last_seq, status, owner)
+WHERE runs.run_id = v.run_id"""
 _HEAD = (
     "SELECT status, last_seq, lease_owner, lease_epoch, inbox_last "
     "FROM runs WHERE run_id = %s FOR UPDATE"
@@ -143,8 +158,9 @@ def import_psycopg() -> Any:
     return psycopg
 
 
-def _split_url(url: str) -> tuple[str, str, str]:
-    """(conninfo for libpq, schema, the URL without its password for messages)."""
+def _split_url(url: str) -> tuple[str, str, str, str]:
+    """(conninfo for libpq, schema, libpq ``options`` given, the URL without its password
+    for messages)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{url!r} is not a PostgreSQL URL: use postgresql://host/db")
@@ -155,12 +171,90 @@ def _split_url(url: str) -> tuple[str, str, str]:
             f"schema {schema!r} in the store URL is not a plain name: use letters, digits "
             "and underscores"
         )
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    options = next((v for k, v in query if k == "options"), "")
+    rest = urlencode([(k, v) for k, v in query if k not in ("schema", "options")])
     conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
     netloc = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username + "@" if parts.username else ""
     shown = urlunsplit((parts.scheme, user + netloc, parts.path, "", ""))
-    return conninfo, schema, f"{shown} (schema {schema})"
+    return conninfo, schema, options, f"{shown} (schema {schema})"
+
+
+def _is_plain(c: Commit) -> bool:
+    """A commit of events, perhaps with a new status or a release: the common case, which
+    is written in batches."""
+    return (
+        c.wait is None and c.status != "waiting" and not (c.consumed or c.deliveries or c.children)
+    )
+
+
+class _GroupCommit:
+    """Plain commits made while a batch is being written wait and go together in the next
+    one: one transaction, a few statements and one WAL flush for many commits.
+
+    A batch that fails as a whole because of one commit (a damaged log) is written again
+    one commit at a time, so that only that one fails; one that fails because the server
+    is unreachable fails every commit in it.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self._queue: list[tuple[Commit, asyncio.Future[Committed]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, c: Commit) -> Committed:
+        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
+        self._queue.append((c, future))
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def drain(self) -> None:
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                batch = [(c, f) for c, f in batch if not f.done()]
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._flusher = None
+
+    async def _write(self, batch: list[tuple[Commit, asyncio.Future[Committed]]]) -> None:
+        commits = [c for c, _ in batch]
+
+        async def many(conn: AsyncConnection[Any]) -> list[Any]:
+            return await self.store._append_many(conn, commits)
+
+        try:
+            results = await self.store._tx(many, "write to", pipeline=True)
+        except (StoreCorrupt, ConfigError) as e:
+            if len(batch) == 1:
+                c = commits[0]
+                results = [
+                    StoreCorrupt(
+                        f"run {c.run_id}: its log already holds events after event "
+                        f"{c.expected_seq}, where its row says it ends (the store is damaged)"
+                    )
+                    if isinstance(e, StoreCorrupt)
+                    else e
+                ]
+            else:  # one commit spoilt the batch: find it
+                for one in batch:
+                    await self._write([one])
+                return
+        except Exception as e:  # the server is unreachable: every commit failed
+            results = [e] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
@@ -168,12 +262,14 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
 
 
 class PostgresStore(SharedResource):
-    """``postgresql://host:port/db?schema=name``; ``pool_size`` connections at most."""
+    """``postgresql://host:port/db?schema=name``; ``pool_size`` connections at most.
+
+    Commits are durable when they return (the server's ``synchronous_commit``)."""
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = 10) -> None:
         self.url = url
         self.create = create
-        self.conninfo, self.schema, self.where = _split_url(url)
+        self.conninfo, self.schema, self._options, self.where = _split_url(url)
         if pool_size < 1:
             raise ConfigError("pool_size must be 1 or more")
         self.pool_size = pool_size
@@ -181,6 +277,7 @@ class PostgresStore(SharedResource):
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
         self._bus: PostgresBus | None = None
         self._checking: asyncio.Future[None] | None = None
+        self._plain = _GroupCommit(self)
 
     @property
     def bus(self) -> PostgresBus:
@@ -195,8 +292,11 @@ class PostgresStore(SharedResource):
     # -- lifecycle ---------------------------------------------------------------------
 
     def connect_kwargs(self) -> dict[str, Any]:
-        """How every connection is made: autocommit, in the store's schema."""
-        return {"autocommit": True, "options": f"-c search_path={self.schema}"}
+        """How every connection is made: autocommit, in the store's schema, with the
+        URL's ``options`` (``?options=-c%20synchronous_commit%3Doff`` trades the last
+        moments of commits on a server crash for speed, as SQLite's default does)."""
+        options = f"{self._options} -c search_path={self.schema}".strip()
+        return {"autocommit": True, "options": options}
 
     async def _open(self) -> None:
         psycopg = import_psycopg()
@@ -237,6 +337,7 @@ class PostgresStore(SharedResource):
         self._pool = pool
 
     async def _close(self) -> None:
+        await self._plain.drain()
         if self._checking is not None:
             await asyncio.wait([self._checking])
         if self._pool is not None:
@@ -273,16 +374,28 @@ class PostgresStore(SharedResource):
             else:
                 self._order[run_id] = (lock, users - 1)
 
-    async def _tx(self, op: Callable[[AsyncConnection[Any]], Awaitable[T]], doing: str) -> T:
+    async def _tx(
+        self,
+        op: Callable[[AsyncConnection[Any]], Awaitable[T]],
+        doing: str,
+        *,
+        pipeline: bool = False,
+    ) -> T:
         """Run ``op`` in one transaction, retried when the server rolled it back for a
-        deadlock or a serialization failure."""
+        deadlock or a serialization failure. With ``pipeline``, statements whose results
+        are not read go to the server together (with the COMMIT): fewer round trips, but
+        their errors surface only when the transaction ends."""
         psycopg = import_psycopg()
         if self._pool is None:
             raise StoreError("the store is not open: use 'async with' or await store.open()")
         for attempt in range(_RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    return await op(conn)
+                async with self._pool.connection() as conn:
+                    if not pipeline:
+                        async with conn.transaction():
+                            return await op(conn)
+                    async with conn.pipeline(), conn.transaction():
+                        return await op(conn)
             except AutonomicError:
                 raise
             except psycopg.Error as e:
@@ -321,30 +434,37 @@ class PostgresStore(SharedResource):
 
     async def _insert_blobs(self, conn: AsyncConnection[Any], blobs: dict[str, bytes]) -> None:
         if blobs:  # in one order everywhere, so that concurrent inserts cannot deadlock
-            async with conn.cursor() as cursor:
-                await cursor.executemany(_INSERT_BLOB, sorted(blobs.items()))
+            digests = sorted(blobs)
+            await conn.execute(_INSERT_BLOBS, (digests, [blobs[d] for d in digests]))
 
     async def _insert_events(
         self, conn: AsyncConnection[Any], run_id: str, first_seq: int, events: Sequence[NewEvent]
     ) -> None:
-        if not events:
-            return
         rows = [
             (run_id, first_seq + i, e.type, e.version, e.ts, e.body) for i, e in enumerate(events)
         ]
-        psycopg = import_psycopg()
-        try:
-            async with conn.cursor() as cursor:
-                await cursor.executemany(_INSERT_EVENT, rows)
-        except psycopg.errors.UniqueViolation as error:
-            raise StoreCorrupt(
-                f"run {run_id}: its log already holds events after event {first_seq - 1}, "
-                "where its row says it ends (the store is damaged)"
-            ) from error
+        await self._insert_rows(
+            conn,
+            rows,
+            f"run {run_id}: its log already holds events after "
+            f"event {first_seq - 1}, where its row says it ends",
+        )
         blobs: dict[str, bytes] = {}
         for event in events:
             blobs.update(event.blobs)
         await self._insert_blobs(conn, blobs)
+
+    async def _insert_rows(
+        self, conn: AsyncConnection[Any], rows: Sequence[tuple[Any, ...]], taken: str
+    ) -> None:
+        """Insert event rows in one statement; ``taken`` says what a duplicate means."""
+        if not rows:
+            return
+        psycopg = import_psycopg()
+        try:
+            await conn.execute(_INSERT_EVENTS, [list(column) for column in zip(*rows, strict=True)])
+        except psycopg.errors.UniqueViolation as error:
+            raise StoreCorrupt(f"{taken} (the store is damaged)") from error
 
     async def _check_new(self, conn: AsyncConnection[Any], runs: Sequence[NewRun]) -> None:
         """Refuse ids that are taken (before anything is written)."""
@@ -454,7 +574,56 @@ class PostgresStore(SharedResource):
             return await self._commit(conn, commit, wait)
 
         async with self._ordered(commit.run_id):
+            if _is_plain(commit):
+                return await self._plain.write(commit)
             return await self._tx(op, "write to")
+
+    async def _append_many(
+        self, conn: AsyncConnection[Any], commits: Sequence[Commit]
+    ) -> list[Any]:
+        """Write plain commits in one transaction: lock their rows (in one order), check
+        each in turn against them, then insert every event in one statement and update
+        every row in another. A refused commit is reported, the others are written."""
+        cursor = await conn.execute(_HEADS, (sorted({c.run_id for c in commits}),))
+        heads = {row[0]: list(row[1:]) for row in await cursor.fetchall()}
+        results: list[Any] = []
+        rows: list[tuple[Any, ...]] = []
+        blobs: dict[str, bytes] = {}
+        written: dict[str, list[Any]] = {}
+        for c in commits:
+            head = heads.get(c.run_id)
+            if head is None:
+                results.append(RunNotFound(c.run_id))
+                continue
+            status, last, owner, epoch, inbox_last = head
+            refusal = refused(c, status, last, owner, epoch)
+            if refusal:
+                results.append(refusal)
+                continue
+            for e in c.events:
+                last += 1
+                rows.append((c.run_id, last, e.type, e.version, e.ts, e.body))
+                blobs.update(e.blobs)
+            head[:3] = c.status or status, last, None if c.release else owner
+            written[c.run_id] = head
+            results.append(Committed(last, inbox_last))
+        await self._insert_rows(
+            conn, rows, "a log already holds events past where its run's row says it ends"
+        )
+        await self._insert_blobs(conn, blobs)
+        if written:
+            ids = list(written)
+            await conn.execute(
+                _APPEND_MANY,
+                (
+                    time.time(),
+                    ids,
+                    [written[i][1] for i in ids],
+                    [written[i][0] for i in ids],
+                    [written[i][2] for i in ids],
+                ),
+            )
+        return results
 
     async def _commit(
         self, conn: AsyncConnection[Any], c: Commit, wait_text: str | None
@@ -586,6 +755,87 @@ class PostgresStore(SharedResource):
             )
 
         await self._tx(op, "write to")
+
+    # -- tenant budgets ------------------------------------------------------------------
+
+    @staticmethod
+    async def _tenant(conn: AsyncConnection[Any], tenant: str) -> TenantBudget | None:
+        """The tenant's budget, its row locked until the transaction ends."""
+        cursor = await conn.execute(
+            "SELECT budget FROM tenant_budgets WHERE tenant = %s FOR UPDATE", (tenant,)
+        )
+        row = await cursor.fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+    @staticmethod
+    async def _put_tenant(conn: AsyncConnection[Any], budget: TenantBudget) -> TenantBudget:
+        await conn.execute(
+            "INSERT INTO tenant_budgets (tenant, budget) VALUES (%s, %s) "
+            "ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
+            (budget.tenant, msgspec.json.encode(budget).decode()),
+        )
+        return budget
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget:
+            await conn.execute(
+                "INSERT INTO tenant_budgets (tenant, budget) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (tenant, msgspec.json.encode(TenantBudget(tenant, {})).decode()),
+            )
+            known = await self._tenant(conn, tenant) or TenantBudget(tenant, {})
+            budget = msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+            return await self._put_tenant(conn, budget)
+
+        return await self._tx(op, "write to")
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget:
+            budget = await self._tenant(conn, tenant)
+            if budget is None:
+                raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+            limits = {k: v + amounts.get(k, 0.0) for k, v in budget.limits.items()}
+            return await self._put_tenant(conn, msgspec.structs.replace(budget, limits=limits))
+
+        return await self._tx(op, "write to")
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget | None:
+            cursor = await conn.execute(
+                "SELECT budget FROM tenant_budgets WHERE tenant = %s", (tenant,)
+            )
+            row = await cursor.fetchone()
+            return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+        return await self._tx(op, "read")
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        async def op(conn: AsyncConnection[Any]) -> dict[str, float] | None:
+            budget = await self._tenant(conn, tenant)
+            if budget is None:
+                return None
+            grant = budget.grant()
+            held = {**budget.held, run_id: grant}
+            await self._put_tenant(conn, msgspec.structs.replace(budget, held=held))
+            return grant
+
+        return await self._tx(op, "write to")
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        async def op(conn: AsyncConnection[Any]) -> bool:
+            budget = await self._tenant(conn, tenant)
+            if budget is None or run_id not in budget.held:
+                return False
+            held = {k: v for k, v in budget.held.items() if k != run_id}
+            total = {k: budget.spent.get(k, 0.0) + spent.get(k, 0.0) for k in budget.limits}
+            await self._put_tenant(conn, msgspec.structs.replace(budget, held=held, spent=total))
+            return True
+
+        return await self._tx(op, "write to")
 
     # -- the vault -----------------------------------------------------------------------
 
