@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from autonomic.errors import ConfigError
 from autonomic.events import EventRecord, NewEvent, decode_event
 from autonomic.loader import StoredEvent
 from autonomic.store.base import Commit, Committed, NewRun, RunInfo, Store
@@ -108,6 +109,8 @@ def tap_store(store: Store, tap: CommitTap) -> None:
     (``isinstance(store, Boards)``, which Python 3.12 makes without ``__getattr__``)
     still see it. Its ``close`` first hands the observers what is queued.
     """
+    if getattr(store, "_autonomic_tap", None) is not None:
+        raise ConfigError("this store is already tapped: instrument a runtime once")
     create_run, fork_run, commit, close = (
         store.create_run,
         store.fork_run,
@@ -145,5 +148,6 @@ def tap_store(store: Store, tap: CommitTap) -> None:
         ("fork_run", tapped_fork_run),
         ("commit", tapped_commit),
         ("close", tapped_close),
+        ("_autonomic_tap", tap),
     ):
         setattr(store, name, method)
