@@ -57,7 +57,8 @@ Ref = Annotated[str, Path(pattern=RUN_ID, description="digest, action id or call
 _SETTLED = frozenset({"completed", "failed", "cancelled", "dead", "waiting"})
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (async: a plain function would cost a thread hop a request)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
