@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from autonomic import Agent, Runtime, ScriptedModel, tool, tool_call
+from autonomic import Agent, ConfigError, Runtime, ScriptedModel, tool, tool_call
 from autonomic.loader import StoredEvent
+from autonomic.store.base import Boards, TenantBudgets, Vaults
 from autonomic.telemetry import CommitTap, instrument
 from autonomic.telemetry.metrics import _Bounded
 
@@ -39,7 +41,12 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 async def test_metrics_count_runs_steps_tokens_and_tools(tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
     async with Runtime(f"sqlite:///{tmp_path / 'runs.db'}") as rt:
+        kind = type(rt.store)
         inst = instrument(rt, exporter=exporter)
+        # the store keeps its type: checks for what it can do still see it
+        assert type(rt.store) is kind and isinstance(rt.store, (Boards, TenantBudgets, Vaults))
+        with pytest.raises(ConfigError, match="already tapped"):
+            instrument(rt)
         for script in ([tool_call("add", a=2, b=3), "5"], [tool_call("boom"), "gave up"]):
             agent = Agent(name="calc", model=ScriptedModel(script), tools=[add, boom])
             await (await rt.start(agent, "go")).wait()
