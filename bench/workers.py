@@ -10,6 +10,9 @@ agents x 10 turns a day = 116 steps/s; ``target_load_headroom`` is the best Post
 figure over it (target >= 40x). Bus latency: publish in this process -> received by a
 subscriber in another process, through LISTEN/NOTIFY (p50/p99).
 
+The machine's load blurs wall-clock figures, so each row also gives the workers' CPU time
+per step (the server's not counted).
+
 Usage: python bench/workers.py [--runs 400] [--steps 10] [--concurrency 200]
        [--workers 1,2,4] [--pg postgresql://postgres@127.0.0.1/postgres]
 Prints one JSON object.
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -88,6 +92,11 @@ async def _ended(store: Any) -> int:
     return sum(r.status in ("completed", "failed", "dead", "cancelled") for r in runs)
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _spawn(
     url: str, ports: list[int], concurrency: int, env: dict[str, str], log: Path
 ) -> tuple[Any, list[subprocess.Popen[bytes]]]:
@@ -115,6 +124,7 @@ async def measure(
         "PYTHONPATH": os.pathsep.join([str(agents_dir), *sys.path]),
     }
     ports = [_free_port() for _ in range(workers)]
+    cpu_before = _children_cpu_s()
     logs, procs = _spawn(url, ports, args.concurrency, env, agents_dir / f"workers-{workers}.log")
     try:
         async with asyncio.timeout(120):
@@ -145,6 +155,7 @@ async def measure(
         for proc in procs:
             proc.wait(timeout=30)
         logs.close()
+    cpu = _children_cpu_s() - cpu_before
     return {
         "workers": workers,
         "runs": args.runs,
@@ -152,6 +163,9 @@ async def measure(
         "submit_seconds": round(submitted, 2),
         "runs_per_s": round(args.runs / elapsed, 1),
         "steps_per_s": round(args.runs * args.steps / elapsed, 1),
+        # what the machine's load cannot blur: the workers' own CPU per step (the server's
+        # is not counted), from start to exit
+        "worker_cpu_ms_per_step": round(cpu * 1000 / (args.runs * args.steps), 2),
         "statuses": sorted(statuses),
     }
 

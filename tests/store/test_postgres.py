@@ -104,3 +104,18 @@ async def test_the_bus_carries_hints_between_processes(pg_url: str) -> None:
         assert await stray.next(0.3) is None
         first.publish("run:x", "y" * 10_000)  # too long for a notification: sent empty
         assert await sub.next(5.0) == ""
+
+
+async def test_runs_created_together_are_refused_alone(pg_url: str) -> None:
+    async with PostgresStore(pg_url) as store:
+        await store.create_run(NewRun("old", "a", "g"), [ev("s")], owner=None, lease_s=30)
+        ids = ["n0", "old", "n1", "n2", "n2", "n3"]
+        results = await asyncio.gather(
+            *(store.create_run(NewRun(i, "a", "g"), [ev(i)], owner=None, lease_s=30) for i in ids),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results] == [
+            "RunInfo", "ConfigError", "RunInfo", "RunInfo", "ConfigError", "RunInfo",
+        ]  # fmt: skip
+        assert str(results[1]) == "a run with id 'old' already exists"
+        assert [r.body for r in await store.read("n2")] == [b'{"text":"n2"}']

@@ -190,8 +190,7 @@ def add_server_parsers(commands: Any) -> None:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: runs:read, runs:write, approvals:write, budgets:write, "
-        "metrics:read",
+        help="comma-separated: runs:read, runs:write, approvals:write, budgets:write, metrics:read",
     )
     create.add_argument("--expires-in", type=_duration, help="lifetime, e.g. 30d or 12h")
     create.add_argument("--rate", type=_positive, default=20.0, help="requests/s (default 20)")

@@ -35,7 +35,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -90,6 +90,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore", "import_psycopg"]
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _RETRIES = 8
 """Tries of a transaction the server rolled back for a deadlock or a serialization failure."""
@@ -188,23 +190,34 @@ def _is_plain(c: Commit) -> bool:
     )
 
 
-class _GroupCommit:
-    """Plain commits made while a batch is being written wait and go together in the next
-    one: one transaction, a few statements and one WAL flush for many commits.
+_NewRunItem = tuple[NewRun, Sequence[NewEvent], "str | None", float]
+"""A run to create: the run, its first events, its owner and lease length."""
 
-    A batch that fails as a whole because of one commit (a damaged log) is written again
-    one commit at a time, so that only that one fails; one that fails because the server
-    is unreachable fails every commit in it.
+
+class _Batches(Generic[Item, R]):
+    """Group commit: writes made while a batch is being written wait and go together in
+    the next one: one transaction, a few statements and one WAL flush for many writes.
+
+    ``write_many`` returns a result or an exception for each item (a refusal: the others
+    are written all the same). A batch that fails as a whole because of one item (a
+    damaged log, an id taken meanwhile) is written again one item at a time, so that only
+    that one fails (with ``alone(item, error)``); one that fails because the server is
+    unreachable fails every item in it.
     """
 
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-        self._queue: list[tuple[Commit, asyncio.Future[Committed]]] = []
+    def __init__(
+        self,
+        store: PostgresStore,
+        write_many: Callable[[AsyncConnection[Any], list[Item]], Awaitable[list[Any]]],
+        alone: Callable[[Item, AutonomicError], AutonomicError],
+    ) -> None:
+        self.store, self.write_many, self.alone = store, write_many, alone
+        self._queue: list[tuple[Item, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def write(self, c: Commit) -> Committed:
-        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
-        self._queue.append((c, future))
+    async def write(self, item: Item) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
         if self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
         return await future
@@ -217,36 +230,28 @@ class _GroupCommit:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                batch = [(c, f) for c, f in batch if not f.done()]
+                batch = [(item, f) for item, f in batch if not f.done()]
                 if batch:
                     await self._write(batch)
         finally:
             self._flusher = None
 
-    async def _write(self, batch: list[tuple[Commit, asyncio.Future[Committed]]]) -> None:
-        commits = [c for c, _ in batch]
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
 
         async def many(conn: AsyncConnection[Any]) -> list[Any]:
-            return await self.store._append_many(conn, commits)
+            return await self.write_many(conn, items)
 
+        results: list[Any]
         try:
             results = await self.store._tx(many, "write to", pipeline=True)
         except (StoreCorrupt, ConfigError) as e:
-            if len(batch) == 1:
-                c = commits[0]
-                results = [
-                    StoreCorrupt(
-                        f"run {c.run_id}: its log already holds events after event "
-                        f"{c.expected_seq}, where its row says it ends (the store is damaged)"
-                    )
-                    if isinstance(e, StoreCorrupt)
-                    else e
-                ]
-            else:  # one commit spoilt the batch: find it
+            if len(batch) > 1:  # one item spoilt the batch: find it
                 for one in batch:
                     await self._write([one])
                 return
-        except Exception as e:  # the server is unreachable: every commit failed
+            results = [self.alone(items[0], e)]
+        except Exception as e:  # the server is unreachable: every write failed
             results = [e] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
@@ -255,6 +260,21 @@ class _GroupCommit:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+def _commit_alone(c: Commit, error: AutonomicError) -> AutonomicError:
+    if isinstance(error, StoreCorrupt):  # its events collided with ones already there
+        return StoreCorrupt(
+            f"run {c.run_id}: its log already holds events after event {c.expected_seq}, "
+            "where its row says it ends (the store is damaged)"
+        )
+    return error
+
+
+def _create_alone(item: _NewRunItem, error: AutonomicError) -> AutonomicError:
+    if isinstance(error, StoreCorrupt):  # created meanwhile by another process
+        return ConfigError(f"a run with id {item[0].run_id!r} already exists")
+    return error
 
 
 def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
@@ -277,7 +297,8 @@ class PostgresStore(SharedResource):
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
         self._bus: PostgresBus | None = None
         self._checking: asyncio.Future[None] | None = None
-        self._plain = _GroupCommit(self)
+        self._plain = _Batches[Commit, Committed](self, self._append_many, _commit_alone)
+        self._creates = _Batches[_NewRunItem, RunInfo](self, self._create_many, _create_alone)
 
     @property
     def bus(self) -> PostgresBus:
@@ -338,6 +359,7 @@ class PostgresStore(SharedResource):
 
     async def _close(self) -> None:
         await self._plain.drain()
+        await self._creates.drain()
         if self._checking is not None:
             await asyncio.wait([self._checking])
         if self._pool is not None:
@@ -380,17 +402,21 @@ class PostgresStore(SharedResource):
         doing: str,
         *,
         pipeline: bool = False,
+        transaction: bool = True,
     ) -> T:
         """Run ``op`` in one transaction, retried when the server rolled it back for a
         deadlock or a serialization failure. With ``pipeline``, statements whose results
         are not read go to the server together (with the COMMIT): fewer round trips, but
-        their errors surface only when the transaction ends."""
+        their errors surface only when the transaction ends. Without ``transaction`` (for
+        an ``op`` of one statement, atomic by itself) no BEGIN and COMMIT are sent."""
         psycopg = import_psycopg()
         if self._pool is None:
             raise StoreError("the store is not open: use 'async with' or await store.open()")
         for attempt in range(_RETRIES):
             try:
                 async with self._pool.connection() as conn:
+                    if not transaction:
+                        return await op(conn)
                     if not pipeline:
                         async with conn.transaction():
                             return await op(conn)
@@ -523,12 +549,30 @@ class PostgresStore(SharedResource):
     ) -> RunInfo:
         int64("depth", run.depth)
         seconds("lease_s", lease_s)
-
-        async def op(conn: AsyncConnection[Any]) -> RunInfo:
-            return await self._new_run(conn, run, events, 1, owner, lease_s)
-
         async with self._ordered(run.run_id):
-            return await self._tx(op, "write to")
+            return await self._creates.write((run, events, owner, lease_s))
+
+    async def _create_many(self, conn: AsyncConnection[Any], items: list[_NewRunItem]) -> list[Any]:
+        """Create runs in one transaction; an id that is taken is refused alone."""
+        ids = [run.run_id for run, *_ in items]
+        cursor = await conn.execute("SELECT run_id FROM runs WHERE run_id = ANY(%s)", (ids,))
+        taken = {row[0] for row in await cursor.fetchall()}
+        results: list[Any] = []
+        rows: list[tuple[RunInfo, Sequence[NewEvent]]] = []
+        now = time.time()
+        for run, events, owner, lease_s in items:
+            if run.run_id in taken:
+                results.append(ConfigError(f"a run with id {run.run_id!r} already exists"))
+                continue
+            taken.add(run.run_id)
+            info = new_run_info(
+                run, 1, len(events), owner=owner, lease_s=lease_s, forked_from=None, now=now
+            )
+            rows.append((info, events))
+            results.append(info)
+        if rows:
+            await self._insert_runs(conn, rows)
+        return results
 
     async def fork_run(
         self,
@@ -1005,7 +1049,7 @@ class PostgresStore(SharedResource):
                 for row in rows
             ]
 
-        return await self._tx(op, "write to")
+        return await self._tx(op, "write to", transaction=False)
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, Lease]], lease_s: float
@@ -1015,6 +1059,7 @@ class PostgresStore(SharedResource):
             int64("the lease epoch", lease.epoch)
         if not leases:
             return set(), {}
+        leases = sorted(leases, key=lambda held: held[0])  # rows locked in one order
 
         async def op(conn: AsyncConnection[Any]) -> tuple[set[str], dict[str, int]]:
             cursor = await conn.execute(
@@ -1032,7 +1077,7 @@ class PostgresStore(SharedResource):
             mail: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
             return {run_id for run_id, _ in leases} - mail.keys(), mail
 
-        return await self._tx(op, "write to")
+        return await self._tx(op, "write to", transaction=False)
 
     async def release_lease(
         self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
@@ -1049,7 +1094,7 @@ class PostgresStore(SharedResource):
             )
 
         async with self._ordered(run_id):
-            await self._tx(op, "write to")
+            await self._tx(op, "write to", transaction=False)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -1122,7 +1167,7 @@ class PostgresStore(SharedResource):
             )
             return {row[0]: bytes(row[1]) for row in await cursor.fetchall()}
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         async def op(conn: AsyncConnection[Any]) -> tuple[int, bytes] | None:
@@ -1132,20 +1177,20 @@ class PostgresStore(SharedResource):
             row = await cursor.fetchone()
             return (row[0], bytes(row[1])) if row else None
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def get_run(self, run_id: str) -> RunInfo:
         async def op(conn: AsyncConnection[Any]) -> RunInfo:
             return await self._get_run(conn, run_id)
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def _runs(self, sql: str, params: Sequence[Any]) -> list[RunInfo]:
         async def op(conn: AsyncConnection[Any]) -> list[RunInfo]:
             cursor = await conn.execute(sql, params)
             return [run_info(row) for row in await cursor.fetchall()]
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
         check_limit(int64("limit", limit))
