@@ -9,7 +9,7 @@ import random
 import pytest
 
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_call
-from autonomic.events import GuardTripped
+from autonomic.events import GuardTripped, Suspended
 from autonomic.guards.loops import LoopGuard, detect_loop
 from autonomic.messages import Message, ToolCall
 from autonomic.replay import replay_events
@@ -170,9 +170,12 @@ async def test_pause_waits_for_a_person_and_then_watches_again() -> None:
         first = await run.wait_until_waiting()
         assert first.status == "waiting" and len(calls) == 5
         await rt.signal(run.run_id, "unstick")
+        seen = 0
         async with asyncio.timeout(10):
-            while (await run.state()).guard_trips < 6:  # warned, nudged, paused again
-                await asyncio.sleep(0.01)
+            async for stored in rt.events(run.run_id):  # warned, nudged, paused again
+                seen += isinstance(stored.event, Suspended)
+                if seen == 2:
+                    break
         second = await run.wait_until_waiting()
         assert second.status == "waiting" and len(calls) == 8
         stored = [e async for e in rt.events(run.run_id, follow=False)]
