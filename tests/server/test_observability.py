@@ -63,9 +63,9 @@ async def test_health_metrics_and_their_scope(service: Service) -> None:
         assert "autonomic_runs_current" in reply.text
 
 
-def a2a_config(token: str | None) -> ClientConfig:
+def a2a_config(token: str | None, streaming: bool = False) -> ClientConfig:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return ClientConfig(streaming=False, httpx_client=httpx.AsyncClient(headers=headers))
+    return ClientConfig(streaming=streaming, httpx_client=httpx.AsyncClient(headers=headers))
 
 
 def ask(text: str) -> SendMessageRequest:
@@ -90,6 +90,15 @@ async def test_a2a_behind_the_api_keys_and_tenants(service: Service) -> None:
         await acme.httpx_client.aclose()  # type: ignore[union-attr]
     async with service.client(service.key(tenant="acme")) as api:  # the task is a run
         assert (await api.get(f"/v1/runs/{task.id}")).json()["status"] == "completed"
+    streaming = a2a_config(service.key(tenant="acme"), streaming=True)
+    client = await create_client(card_url, streaming)
+    try:
+        updates = [r async for r in client.send_message(ask("2+3?"))]
+        assert updates[0].HasField("task")
+        assert updates[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    finally:
+        await client.close()
+        await streaming.httpx_client.aclose()  # type: ignore[union-attr]
     globex = a2a_config(service.key(tenant="globex"))
     reader = a2a_config(service.key("runs:read", tenant="acme"))
     nobody = a2a_config(None)
