@@ -3,7 +3,8 @@ scripted models, driven over loopback by an httpx load generator in this one.
 
 (a) POST /v1/runs → first SSE event of that run: p50/p95 (target p95 < 50 ms);
 (b) requests per second for create-run and get-run, ``--concurrency`` clients at once;
-(c) 1,000 concurrent SSE streams on one process: the server's RSS growth per stream;
+(c) 1,000 concurrent SSE streams on one process (of a run that waits): the server's RSS
+    growth per stream, and the CPU it spends while they wait;
 (d) with ``--dashboard``: a 10,000-event run opened in headless Chromium, from navigation
     to its first page of timeline on screen (target < 1 s).
 
@@ -76,6 +77,11 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Served:
@@ -218,6 +224,9 @@ async def streams(served: Served, count: int) -> dict[str, object]:
         open_s = time.perf_counter() - start
         await asyncio.sleep(1)
         after = _rss_kib(served.process.pid)
+        cpu_before, wall_before = _cpu_s(served.process.pid), time.perf_counter()
+        await asyncio.sleep(3)
+        idle_cpu = (_cpu_s(served.process.pid) - cpu_before) / (time.perf_counter() - wall_before)
         release.set()
         for task in tasks:
             task.cancel()
@@ -229,6 +238,7 @@ async def streams(served: Served, count: int) -> dict[str, object]:
         "server_rss_before_mib": round(before / 1024, 1),
         "server_rss_after_mib": round(after / 1024, 1),
         "kib_per_stream": round((after - before) / count, 1),
+        "server_cpu_percent_while_idle": round(idle_cpu * 100, 1),
     }
 
 

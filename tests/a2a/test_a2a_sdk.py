@@ -19,6 +19,7 @@ from a2a.helpers.proto_helpers import get_artifact_text, new_text_message
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
+    ListTasksRequest,
     Role,
     SendMessageRequest,
     StreamResponse,
@@ -296,3 +297,25 @@ async def test_a_remote_a2a_agent_as_a_tool(served: Served, tmp_path: Path) -> N
     with pytest.raises(A2AClientError):
         bad = await create_client(served.url + "/a2a/nobody")
         await bad.close()
+
+
+async def test_list_tasks_a_page_at_a_time(served: Served) -> None:
+    client = await create_client(served.url + "/a2a/calc", ClientConfig(streaming=False))
+    try:
+        sent = [(await only(client.send_message(message(f"{i}+1?")))).task.id for i in range(3)]
+        first = await client.list_tasks(ListTasksRequest(page_size=2))
+        assert len(first.tasks) == 2 and first.next_page_token
+        rest = await client.list_tasks(
+            ListTasksRequest(page_size=2, page_token=first.next_page_token)
+        )
+        assert not rest.next_page_token
+        listed = [t.id for t in [*first.tasks, *rest.tasks]]
+        assert sorted(listed) == sorted(sent) and len(set(listed)) == 3
+        done = await client.list_tasks(
+            ListTasksRequest(status=TaskState.TASK_STATE_COMPLETED, include_artifacts=True)
+        )
+        assert len(done.tasks) == 3 and get_artifact_text(done.tasks[0].artifacts[0])
+        none = await client.list_tasks(ListTasksRequest(status=TaskState.TASK_STATE_FAILED))
+        assert not none.tasks
+    finally:
+        await client.close()

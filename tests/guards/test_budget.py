@@ -188,3 +188,28 @@ def test_counting_a_run_prompt_by_prompt_matches_counting_each_from_scratch() ->
             messages[1] = Message(role="user", content="a summary of what happened " * 9)
         request = ModelRequest(messages=tuple(messages))
         assert budget._reserve(request, "budget-test", "r")[0] == fresh(request)
+
+
+async def test_out_of_wall_time_the_run_wraps_up_and_waits(db_url: str) -> None:
+    import asyncio
+
+    inner = worker(50)
+
+    async def slow(request: ModelRequest) -> ModelResponse:
+        await asyncio.sleep(0.05)
+        return await inner.complete(request)
+
+    timed = Agent(
+        name="timed",
+        model=FunctionModel(slow, name="budget-test"),
+        tools=[step],
+        guards=[Budget(wall_s=0.12)],
+        max_steps=100,
+    )
+    async with Runtime(db_url) as runtime:
+        run = await runtime.start(timed, "many steps")
+        waiting = await run.wait_until_waiting()
+        state = await run.state()
+    assert waiting.waiting_for is not None and "wall-time limit of 0.1s" in waiting.waiting_for
+    assert state.messages[-1].content.startswith("summary after")
+    assert 2 <= waiting.model_calls <= 5

@@ -405,10 +405,10 @@ class Budget(Guard):
         )
         wrap = _noted(request, note, ())
         tokens, cost = self._reserve(wrap, led.model, state.run_id)
-        if (
-            self._short(used, limits, {"tokens": tokens, "cost_usd": cost, "model_calls": 1})
-            is None
-        ):
+        # time cannot be reserved: a run out of wall time still gets its wrap-up turn
+        timeless = {k: v for k, v in limits.items() if k != "wall_s"}
+        wrap_need = {"tokens": float(tokens), "cost_usd": cost, "model_calls": 1.0}
+        if self._short(used, timeless, wrap_need) is None:
             self._reservations[state.run_id] = _Reservation(state.seq, tokens, cost, True, short)
             return Rewrite(ModelCall(wrap))
         return Rewrite(self._wait(state, short))
