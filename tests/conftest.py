@@ -17,7 +17,7 @@ from autonomic.store import open_store
 from autonomic.store.base import Store
 from autonomic.views import render_trace
 
-STORE_KINDS = ["memory", "sqlite", "postgres"]
+STORE_KINDS = ["memory", "sqlite", "postgres", "sharded"]
 ENDED = TERMINAL | {"dead"}
 POSTGRES = os.environ.get(
     "AUTONOMIC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -42,6 +42,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = "memory://"
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'runs.db'}"
+    elif request.param == "sharded":  # two SQLite files: a run tree lives on one of them
+        url = f"sharded+sqlite:///{tmp_path / 'a.db'},sqlite:///{tmp_path / 'b.db'}"
     else:
         url = request.getfixturevalue("pg_url")
     async with open_store(url) as s:

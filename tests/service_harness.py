@@ -9,10 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from fastapi import APIRouter
 
 from autonomic import Runtime
 from autonomic.server import KeyStore, Server, create_app
@@ -43,13 +45,16 @@ class Service:
 
 
 async def start_service(
-    tmp_path: Path, heartbeat_s: float = 15.0
+    tmp_path: Path,
+    heartbeat_s: float = 15.0,
+    routers: Callable[[Runtime], Sequence[APIRouter]] | None = None,
 ) -> tuple[Service, asyncio.Task[None]]:
     keys = KeyStore(tmp_path / "keys.json")
     runtime = Runtime(
         f"sqlite:///{tmp_path / 'runs.db'}", agents=[calc, payer, chatty, slow, frugal]
     )
-    app = create_app(runtime, keys=keys, heartbeat_s=heartbeat_s)
+    mounted = routers(runtime) if routers is not None else ()
+    app = create_app(runtime, keys=keys, heartbeat_s=heartbeat_s, routers=mounted)
     server = Server(app, host="127.0.0.1", port=0, log_level="warning")
     task = asyncio.create_task(server.serve())
     while not server.started:

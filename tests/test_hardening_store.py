@@ -41,6 +41,7 @@ from autonomic.steps import Await, Finish, Signal, Step
 from autonomic.store import InMemoryStore, open_store
 from autonomic.store.base import Commit, Committed, Store
 from autonomic.store.postgres import PostgresStore
+from autonomic.store.sharded import ShardedStore, tree_key
 from autonomic.strategies.base import AgentView
 
 CHARGES: list[int] = []
@@ -223,6 +224,8 @@ class Damage:
     or the PostgreSQL schema with a separate connection, as a disk or a person could."""
 
     def __init__(self, store: Store, run_id: str) -> None:
+        if isinstance(store, ShardedStore):  # the shard the (root) run's tree lives on
+            store = store.shards[store.home(tree_key(run_id))]
         self.store, self.run_id = store, run_id
 
     def _sql(self, statement: str, *args: object) -> list[Any]:

@@ -97,3 +97,17 @@ def test_runs_show_and_trace_print_the_kpis_and_the_plan(
     assert "twice → 8" in out and "plan       fidelity 100%" in out
     assert main(["runs", "show", run_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kpis"]["plan_steps_run"] == 2
+
+
+@pytest.mark.parametrize("agent", ["rewoo", "dag"])
+def test_the_planner_example_runs(
+    agent: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "planner.py"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUTONOMIC_STORE", raising=False)
+    assert main(["run", "--agent", f"{example}:{agent}", "Paris or Rome?"]) == 0
+    assert capsys.readouterr().out.strip() == "Rome (2,873 thousand people)"

@@ -79,7 +79,7 @@ async def test_two_workers_drive_every_submitted_run_once(pg_url: str) -> None:
 
 async def test_a_draining_worker_releases_what_it_cannot_finish(pg_url: str) -> None:
     port = free_port()
-    worker = Worker(pg_url, [slow], lease_s=30, drain_s=0.2, health_port=port)
+    worker = Worker(pg_url, [slow], lease_s=30, drain_s=2.0, health_port=port)
     serving = asyncio.create_task(worker.run())
     async with Runtime(pg_url, wake=False) as client:
         run_id = (await client.submit(slow, "take your time")).run_id

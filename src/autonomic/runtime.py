@@ -27,6 +27,7 @@ from autonomic.approvals import ApprovalSigner, PendingApproval, load_approval_k
 from autonomic.bus import Bus, LocalBus, open_bus
 from autonomic.bus.base import READY_TOPIC, run_topic
 from autonomic.checks import json_safe
+from autonomic.cluster import ChildRunner
 from autonomic.errors import (
     ApprovalRefused,
     ConfigError,
@@ -155,7 +156,9 @@ class Runtime:
     its process more often than that is dead-lettered. ``bus``: a Bus, or its URL
     (``redis://...``, ``nats://...``; default: the store's own bus if it has one, as
     PostgreSQL's LISTEN/NOTIFY, else in-process), opened and closed with the runtime,
-    that carries wake-ups and live following between processes.
+    that carries wake-ups and live following between processes. ``children``: a
+    ``ChildRunner`` (``autonomic.cluster.ray.RayChildren``) that drives the child runs
+    spawned here elsewhere; by default they are driven here.
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class Runtime:
         on_agent_change: AgentChangePolicy = "warn",
         secrets: SecretsProvider | None = None,
         bus: Bus | str | None = None,
+        children: ChildRunner | None = None,
         poll_s: float = 1.0,
         max_concurrent_runs: int = 10_000,
     ) -> None:
@@ -199,6 +203,7 @@ class Runtime:
             "poll_s": poll_s,
             "capacity": max_concurrent_runs,
         }
+        self.children = children
         self._supervisor: Supervisor | None = None
         self._signer: ApprovalSigner | None = None
 
@@ -223,6 +228,7 @@ class Runtime:
                 signer=self._signer,
                 **self._options,  # type: ignore[arg-type]
             )
+            self._supervisor.child_runner = self.children
             self._supervisor.start()
         except BaseException:
             await self.bus.close()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from autonomic.agent import Agent
 from autonomic.approvals import ApprovalSigner
 from autonomic.bus.base import READY_TOPIC, Bus, run_topic
+from autonomic.cluster import ChildRunner
 from autonomic.driver import Driver
 from autonomic.errors import (
     AgentNotFound,
@@ -90,6 +91,8 @@ class Supervisor:
         """Claim only runs of registered agents, orphans included (a worker's choice)."""
         self.observer: Callable[[str, str], None] | None = None
         """Told ``(run id, what happened)`` when a run is claimed, waits or ends here."""
+        self.child_runner: ChildRunner | None = None
+        """Drives the child runs spawned here elsewhere (Ray workers); None: here."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -296,6 +299,12 @@ class Supervisor:
         for run_id, lease in runs:
             if self.busy(run_id):
                 continue
+            if self.child_runner is not None:
+                try:
+                    self.child_runner.start_child(self.store.url, run_id, lease, self.lease_s)
+                    continue
+                except Exception as e:
+                    log.error("run %s: could not hand it over (%s); driving it here", run_id, e)
             self._starting.add(run_id)
             self._in_background(self._start_child(run_id, lease))
 
@@ -416,9 +425,7 @@ class Supervisor:
                 self.lease_s,
                 room,
                 # adopting orphans means any agent importable here, unless told
-                agents=None
-                if self.orphans and not self.only_registered
-                else self.registry.names(),
+                agents=None if self.orphans and not self.only_registered else self.registry.names(),
                 orphans=self.orphans,
             )
         except StoreError as e:

@@ -19,6 +19,7 @@ from a2a.helpers.proto_helpers import get_artifact_text, new_text_message
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
+    ListTasksRequest,
     Role,
     SendMessageRequest,
     StreamResponse,
@@ -139,6 +140,8 @@ async def test_streaming_send_gives_the_task_updates_and_the_answer(served: Serv
         await client.close()
     kinds = [u.WhichOneof("payload") for u in updates]
     assert kinds[0] == "task" and kinds[-2:] == ["artifact_update", "status_update"]
+    states = [u.status_update.status.state for u in updates if u.HasField("status_update")]
+    assert states == [TaskState.TASK_STATE_WORKING, TaskState.TASK_STATE_COMPLETED]
     assert get_artifact_text(updates[-2].artifact_update.artifact) == "The answer is 5"
     assert updates[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
 
@@ -294,3 +297,25 @@ async def test_a_remote_a2a_agent_as_a_tool(served: Served, tmp_path: Path) -> N
     with pytest.raises(A2AClientError):
         bad = await create_client(served.url + "/a2a/nobody")
         await bad.close()
+
+
+async def test_list_tasks_a_page_at_a_time(served: Served) -> None:
+    client = await create_client(served.url + "/a2a/calc", ClientConfig(streaming=False))
+    try:
+        sent = [(await only(client.send_message(message(f"{i}+1?")))).task.id for i in range(3)]
+        first = await client.list_tasks(ListTasksRequest(page_size=2))
+        assert len(first.tasks) == 2 and first.next_page_token
+        rest = await client.list_tasks(
+            ListTasksRequest(page_size=2, page_token=first.next_page_token)
+        )
+        assert not rest.next_page_token
+        listed = [t.id for t in [*first.tasks, *rest.tasks]]
+        assert sorted(listed) == sorted(sent) and len(set(listed)) == 3
+        done = await client.list_tasks(
+            ListTasksRequest(status=TaskState.TASK_STATE_COMPLETED, include_artifacts=True)
+        )
+        assert len(done.tasks) == 3 and get_artifact_text(done.tasks[0].artifacts[0])
+        none = await client.list_tasks(ListTasksRequest(status=TaskState.TASK_STATE_FAILED))
+        assert not none.tasks
+    finally:
+        await client.close()

@@ -172,3 +172,44 @@ async def test_topup_refuses_nonsense(tmp_path: Path) -> None:
             await runtime.topup("x", cost_usd=-1)
         with pytest.raises(ConfigError, match="say what to add"):
             await runtime.topup("x")
+
+
+def test_counting_a_run_prompt_by_prompt_matches_counting_each_from_scratch() -> None:
+    from autonomic.messages import Message
+
+    def fresh(request: ModelRequest) -> int:
+        return Budget()._reserve(request, "budget-test", "r")[0]
+
+    budget = Budget()
+    messages: list[Message] = [Message(role="system", content="be brief")]
+    for n in range(12):
+        messages.append(Message(role="user", content=f"turn {n} " * n))
+        if n == 6:  # a strategy that rewrites an earlier message (a summary, say)
+            messages[1] = Message(role="user", content="a summary of what happened " * 9)
+        request = ModelRequest(messages=tuple(messages))
+        assert budget._reserve(request, "budget-test", "r")[0] == fresh(request)
+
+
+async def test_out_of_wall_time_the_run_wraps_up_and_waits(db_url: str) -> None:
+    import asyncio
+
+    inner = worker(50)
+
+    async def slow(request: ModelRequest) -> ModelResponse:
+        await asyncio.sleep(0.05)
+        return await inner.complete(request)
+
+    timed = Agent(
+        name="timed",
+        model=FunctionModel(slow, name="budget-test"),
+        tools=[step],
+        guards=[Budget(wall_s=0.12)],
+        max_steps=100,
+    )
+    async with Runtime(db_url) as runtime:
+        run = await runtime.start(timed, "many steps")
+        waiting = await run.wait_until_waiting()
+        state = await run.state()
+    assert waiting.waiting_for is not None and "wall-time limit of 0.1s" in waiting.waiting_for
+    assert state.messages[-1].content.startswith("summary after")
+    assert 2 <= waiting.model_calls <= 5

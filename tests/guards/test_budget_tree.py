@@ -1,93 +1,30 @@
 """Hierarchical budgets: a child is given a share of its parent's remainder, the unused
 part comes back when it ends, and a tree of runs never spends more than its root was
-given, also when its process is stopped mid-call (as by kill -9) and the runs resumed."""
+given: also when the runtime is stopped in the middle of a model call (the log a kill -9
+leaves) and the runs resumed by a new one, and when a process driving the tree is killed
+with SIGKILL and another resumes it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, given, settings
 
-from autonomic import Agent, Budget, FunctionModel, ModelRequest, Runtime
+from autonomic import Runtime
 from autonomic.events import ChildCompleted, ChildSpawned, RunStarted
 from autonomic.guards.budget import BudgetLedger, ledger_spent
 from autonomic.loader import read_events
-from autonomic.messages import ModelResponse, ToolCall, Usage
-from autonomic.models.pricing import Price, register_price
-
-PRICE = Price(10.0, 30.0)
-register_price("tree-test", input=PRICE.input, output=PRICE.output)
-MAX_TOKENS = 200
-DEPTH = 3
-
-
-class Tree:
-    """A random tree of agents, decided by ``seed`` for each node's path; the model
-    charges every call it answers (or is stopped in) to ``charged``."""
-
-    def __init__(self, seed: int, crash_at: int | None) -> None:
-        self.seed, self.crash_at = seed, crash_at
-        self.charged = 0.0
-        self.calls = 0
-        self.crashed = asyncio.Event()
-
-    def node(self, path: str) -> tuple[int, random.Random]:
-        rng = random.Random(f"{self.seed}:{path}")
-        depth = path.count(".")
-        return (rng.randint(0, 2) if depth < DEPTH else 0), rng
-
-    async def answer(self, request: ModelRequest) -> ModelResponse:
-        goal = next(m.content for m in request.messages if m.role == "user")
-        path = goal.removeprefix("node ")
-        kids, rng = self.node(path)
-        turn = sum(1 for m in request.messages if m.role == "assistant")
-        for _ in range(turn):
-            rng.random()
-        # what the call costs: at most its reservation (a prompt no longer than the
-        # conservative estimate, at most MAX_TOKENS of output)
-        chars = sum(len(m.content) for m in request.messages)
-        usage = Usage(chars // 4, rng.randint(1, MAX_TOKENS))
-        cost = PRICE.cost(usage)
-        self.charged += cost
-        self.calls += 1
-        if self.calls == self.crash_at:
-            self.crashed.set()
-            await asyncio.Event().wait()  # the process is stopped during this call
-        done = sum(1 for m in request.messages if m.role == "tool")
-        if request.tools and done < kids:
-            call = ToolCall(f"d{turn}", "delegate", {"goal": f"node {path}.{done + 1}"})
-            return ModelResponse(tool_calls=(call,), usage=usage, cost=cost)
-        return ModelResponse(text=f"{path} done", usage=usage, cost=cost)
-
-
-def agents(tree: Tree, budget: float) -> list[Agent]:
-    model = FunctionModel(tree.answer, name="tree-test")
-    level: Agent | None = None
-    made = []
-    for depth in range(DEPTH, -1, -1):
-        tools = [level.as_tool(name="delegate")] if level is not None else []
-        guards = [Budget(cost_usd=budget, max_tokens=MAX_TOKENS)] if depth == 0 else []
-        level = Agent(name=f"level{depth}", model=model, tools=tools, guards=guards, max_steps=50)
-        made.append(level)
-    return made
-
-
-async def settle(runtime: Runtime, stop: asyncio.Event | None = None) -> None:
-    """Until no run is being driven or ready (or ``stop`` is set)."""
-    deadline = time.monotonic() + 30
-    quiet = 0
-    while quiet < 4 and time.monotonic() < deadline:
-        if stop is not None and stop.is_set():
-            return
-        await asyncio.sleep(0.05)
-        busy = runtime.supervisor.tasks or await runtime.list_runs(status="running")
-        quiet = 0 if busy else quiet + 1
-    assert time.monotonic() < deadline, "the tree never settled"
+from guards.budget_tree import Tree, agents, settle
 
 
 async def grow(db: str, seed: int, budget: float, crash_at: int | None) -> tuple[Tree, float]:
@@ -150,3 +87,47 @@ async def test_a_child_is_given_a_share_and_the_rest_comes_back(db_url: str) -> 
     assert not ledger.held  # returned: only what the child spent is counted
     assert ledger.children_cost == ended.spent["cost_usd"]
     assert abs(ledger_spent(state)["cost_usd"] - tree.charged) < 1e-9
+
+
+HERE = Path(__file__).parent
+
+
+def kill_after(proc: subprocess.Popen[bytes], bill: Path, calls: int) -> None:
+    """SIGKILL the process once the provider has billed ``calls`` calls."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if bill.exists() and len(bill.read_text().split()) >= calls:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize(("seed", "calls"), [(3, 2), (9, 5), (15, 9)])
+def test_a_tree_killed_mid_run_and_resumed_stays_within_its_budget(
+    tmp_path: Path, seed: int, calls: int
+) -> None:
+    budget = 0.3
+    db, bill = f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "bill.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent / "src")])}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "budget_tree.py"), db, str(seed), str(budget), str(bill)],
+        env=env,
+    )
+    kill_after(proc, bill, calls)
+    billed_before = len(bill.read_text().split())
+    assert billed_before >= calls  # killed mid-run, not after the tree settled
+
+    async def resume() -> float:
+        tree = Tree(seed, None, bill)
+        made = agents(tree, budget)
+        async with Runtime(
+            db, agents=made, poll_s=0.05, lease_s=0.5, resume_incomplete=True
+        ) as runtime:
+            await settle(runtime)
+            return ledger_spent(await runtime.state("root"))["cost_usd"]
+
+    counted = asyncio.run(resume())
+    charged = sum(float(line) for line in bill.read_text().split())
+    assert len(bill.read_text().split()) > billed_before  # the tree went on after the kill
+    assert charged <= counted + 1e-9 <= budget + 2e-9

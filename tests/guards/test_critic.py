@@ -8,7 +8,9 @@ import json
 
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_call
 from autonomic.events import ActionCompleted, GuardTripped, ModelCalled, ModelResponded
+from autonomic.guards import Budget
 from autonomic.guards.base import Allow, Deny, RequireApproval
+from autonomic.guards.budget import ledger_spent
 from autonomic.guards.critic import CRITIC_PURPOSE, CriticGuard, verdict_of
 from autonomic.guards.loops import LoopGuard
 from autonomic.replay import replay_events
@@ -72,7 +74,7 @@ async def test_critic_denies_revises_and_approves_through_the_runtime() -> None:
         name="tidy",
         model=FunctionModel(actor),
         tools=[look, delete_all, archive],
-        guards=[CriticGuard(critic), LoopGuard()],
+        guards=[Budget(tokens=10**6), CriticGuard(critic), LoopGuard()],
     )
     async with Runtime("memory://") as rt:
         run = await rt.start(agent, "tidy up my mail")
@@ -91,6 +93,8 @@ async def test_critic_denies_revises_and_approves_through_the_runtime() -> None:
     assert trips[1].detail.startswith("revise: archive only the old folder")
     # the critic's calls are counted, and kept out of the acting transcript
     assert state.model_calls == 5 + 3
+    critic_tokens = sum(a.usage.total_tokens for a in answers)
+    assert critic_tokens > 0 and ledger_spent(state)["tokens"] == state.usage.total_tokens
     assert len(state.transcripts[CRITIC_PURPOSE]) == 3
     assert not any("REVISE" in m.content and m.role == "assistant" for m in state.messages)
     completed = [e for e in events if isinstance(e, ActionCompleted)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from autonomic import Agent, Runtime, tool
 from autonomic.events import ActionCompleted, GuardTripped
 from autonomic.guards.attacks import ATTACKS, LEGITIMATE, GullibleModel, run_suite
-from autonomic.guards.shields import InjectionGuard, has_side_effects, spotlight
+from autonomic.guards.shields import InjectionGuard, _unfenced, has_side_effects, spotlight
 from autonomic.guards.taint import MARK, atoms, normalise, tainted_values
 from autonomic.replay import replay_events
 from autonomic.views import render_trace
@@ -21,6 +21,7 @@ def test_spotlight_fences_with_an_id_the_text_cannot_forge() -> None:
     assert tail == f"<<end untrusted {fence}>>"
     assert " " not in body and body.replace(MARK, " ") == " ".join(text.split())
     assert fence not in body
+    assert _unfenced(fenced) == body and _unfenced(text) == text
 
 
 def test_taint_is_what_only_untrusted_text_holds() -> None:

@@ -3,12 +3,13 @@ warn → nudge → stop escalation through the runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_call
-from autonomic.events import GuardTripped
+from autonomic.events import GuardTripped, Suspended
 from autonomic.guards.loops import LoopGuard, detect_loop
 from autonomic.messages import Message, ToolCall
 from autonomic.replay import replay_events
@@ -150,6 +151,41 @@ async def test_warn_then_nudge_then_stop_through_the_runtime() -> None:
     assert replay_events(run.run_id, stored, agent).status == "failed"  # no divergence
 
 
+async def test_pause_waits_for_a_person_and_then_watches_again() -> None:
+    calls: list[int] = []
+
+    def stubborn(request: ModelRequest) -> object:
+        calls.append(1)
+        return tool_call("status", job="42")
+
+    agent = Agent(
+        name="looper-paused",
+        model=FunctionModel(stubborn),
+        tools=[status],
+        guards=[LoopGuard(on_stuck="pause")],
+        max_steps=50,
+    )
+    async with Runtime("memory://") as rt:
+        run = await rt.start(agent, "wait for job 42")
+        first = await run.wait_until_waiting()
+        assert first.status == "waiting" and len(calls) == 5
+        await rt.signal(run.run_id, "unstick")
+        seen = 0
+        async with asyncio.timeout(10):
+            async for stored in rt.events(run.run_id):  # warned, nudged, paused again
+                seen += isinstance(stored.event, Suspended)
+                if seen == 2:
+                    break
+        second = await run.wait_until_waiting()
+        assert second.status == "waiting" and len(calls) == 8
+        stored = [e async for e in rt.events(run.run_id, follow=False)]
+        await run.cancel()
+    trips = [e.event.detail.split(":")[0] for e in stored if isinstance(e.event, GuardTripped)]
+    assert trips == ["warned", "nudged to re-plan", "paused"] * 2
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="repeat >= 2"):
         LoopGuard(repeat=1)
+    with pytest.raises(ValueError, match="on_stuck"):
+        LoopGuard(on_stuck="sleep")  # type: ignore[arg-type]

@@ -3,7 +3,6 @@ left, held until it ends; kept in the store (in memory and SQLite)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -45,16 +44,7 @@ worker = Agent(
 )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def budgets(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """The stores that keep tenant budgets."""
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'runs.db'}"
-    async with open_store(url) as store:
-        yield store
-
-
-async def test_store_holds_grants_settles_and_tops_up(budgets: Store) -> None:
-    store = budgets
+async def test_store_holds_grants_settles_and_tops_up(store: Store) -> None:
     assert isinstance(store, TenantBudgets)
     assert await store.get_tenant_budget("acme") is None
     assert await store.hold_tenant_budget("acme", "r1") is None

@@ -259,3 +259,17 @@ async def test_a_run_out_of_budget_goes_on_after_a_top_up(service) -> None:
         assert r.status_code == 202
         done = (await c.get(f"/v1/runs/{run_id}/wait", params={"timeout_s": 10})).json()
         assert done["status"] == "completed" and done["answer"] == "counted"
+
+
+async def test_a_tenant_sees_and_tops_up_its_own_budget(service) -> None:
+    await service.runtime.set_tenant_budget("acme", cost_usd=1.0, tokens=1000)
+    async with service.client(service.key()) as c:
+        budget = (await c.get("/v1/budget")).json()
+        assert budget["tenant"] == "acme" and budget["limits"] == {"cost_usd": 1.0, "tokens": 1000}
+        r = await c.post("/v1/budget", json={"cost_usd": 0.5})
+        assert r.status_code == 200 and r.json()["limits"]["cost_usd"] == 1.5
+        assert (await c.post("/v1/budget", json={})).status_code == 400
+    async with service.client(service.key(tenant="globex")) as c:
+        assert (await c.get("/v1/budget")).json()["limits"] == {}
+        r = await c.post("/v1/budget", json={"tokens": 10})
+        assert r.status_code == 409 and "has no budget" in r.json()["detail"]

@@ -30,6 +30,8 @@ ENDPOINTS = {
     ("POST", "/v1/runs/{run_id}/approvals/{ref}/approve"): ("approvals:write", None),
     ("POST", "/v1/runs/{run_id}/approvals/{ref}/deny"): ("approvals:write", None),
     ("GET", "/v1/agents"): ("runs:read", None),
+    ("GET", "/v1/budget"): ("runs:read", None),
+    ("POST", "/v1/budget"): ("budgets:write", {"cost_usd": 1}),
     ("POST", "/v1/runs/{run_id}/budget"): ("budgets:write", {"tokens": 10}),
 }
 

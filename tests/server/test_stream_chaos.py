@@ -21,7 +21,7 @@ TURNS = 455  # 22 events a turn: 10,014 events in all
 def test_ten_thousand_events_through_disconnects_and_a_kill(tmp_path) -> None:
     token = cli_key(tmp_path)
     port = free_port()
-    env = {"CHATTY_TURNS": str(TURNS), "CHATTY_LATENCY": "0.004"}
+    env = {"CHATTY_TURNS": str(TURNS), "CHATTY_LATENCY": "0.01"}
     server = launch(tmp_path, port, "--lease-s", "2", **env)
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
@@ -48,7 +48,7 @@ def test_ten_thousand_events_through_disconnects_and_a_kill(tmp_path) -> None:
                         if frame.event == "RunCompleted":
                             finished = True
                             break
-                        if killed_at is None and len(got) >= 3050:
+                        if killed_at is None and len(got) >= 1050:
                             server.send_signal(signal.SIGKILL)  # mid-stream, mid-run
                             server.communicate()
                             killed_at = len(got)
@@ -65,4 +65,5 @@ def test_ten_thousand_events_through_disconnects_and_a_kill(tmp_path) -> None:
     assert killed_at is not None and info["status"] == "completed"
     assert got == list(range(1, info["events"] + 1))  # 0 lost, 0 duplicated, in order
     assert len(got) >= 10_000
-    assert len(resumed) == 2, resumed  # claimed at first, then taken over after the kill
+    # claimed at first, then taken over after the kill: the run went on in the new process
+    assert resumed[0] == "claimed" and len(resumed) >= 2, resumed

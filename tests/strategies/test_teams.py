@@ -183,3 +183,19 @@ async def test_each_part_gets_a_carved_share_of_the_parents_budget(store: Store)
     assert result.status == "completed"
     budgets = [e.event.budget for e in events if isinstance(e.event, ChildSpawned)]
     assert [b and b["tokens"] for b in budgets] == [10_000.0] * 4  # half, split 4 ways
+
+
+async def test_a_specialist_that_is_not_a_subagent_is_refused_before_planning(
+    store: Store,
+) -> None:
+    architect = Agent(
+        name="architect",
+        model=ScriptedModel([]),
+        subagents=[specialist("hr")],
+        strategy=Hierarchy({"hr": "HR", "legal": "contracts"}),
+    )
+    result, _ = await _run(store, architect, "Hire Carol")
+    assert result.status == "failed" and result.model_calls == 0
+    assert result.error == (
+        "specialist 'legal' is not a subagent of this agent: add it to Agent(subagents=[...])"
+    )

@@ -123,3 +123,20 @@ def test_export_to_a_file_and_clear_errors(
     assert "--endpoint URL" in capsys.readouterr().err
     code = main(["--store", db, "runs", "export-otel", run_id, "--endpoint", "ftp://x"])
     assert code == 2 and "must be an http:// or https:// URL" in capsys.readouterr().err
+
+
+async def test_live_export_of_ended_runs_over_otlp(tmp_path: Path, receiver: Receiver) -> None:
+    from autonomic.telemetry import instrument
+    from autonomic.telemetry.otel import otlp_exporter
+
+    exporter = otlp_exporter(f"http://127.0.0.1:{receiver.server_address[1]}/v1/traces")
+    agent = Agent(name="calc", model=ScriptedModel([tool_call("add", a=2, b=3), "5"]), tools=[add])
+    async with Runtime(f"sqlite:///{tmp_path / 'runs.db'}") as rt:
+        inst = instrument(rt, exporter=exporter, metrics=False)
+        await (await rt.start(agent, "What is 2+3?")).wait()
+        await inst.tap.drain()
+    exporter.shutdown()
+    assert inst.exported_runs == 1 and inst.export_failures == 0
+    [request] = receiver.requests
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert len(spans) == 4 and spans[0].name == "invoke_agent calc"

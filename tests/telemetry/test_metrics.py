@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from autonomic import Agent, Runtime, ScriptedModel, tool, tool_call
+from autonomic import Agent, ConfigError, Runtime, ScriptedModel, tool, tool_call
 from autonomic.loader import StoredEvent
+from autonomic.store.base import Boards, TenantBudgets, Vaults
 from autonomic.telemetry import CommitTap, instrument
 from autonomic.telemetry.metrics import _Bounded
 
@@ -39,7 +41,12 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 async def test_metrics_count_runs_steps_tokens_and_tools(tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
     async with Runtime(f"sqlite:///{tmp_path / 'runs.db'}") as rt:
+        kind = type(rt.store)
         inst = instrument(rt, exporter=exporter)
+        # the store keeps its type: checks for what it can do still see it
+        assert type(rt.store) is kind and isinstance(rt.store, (Boards, TenantBudgets, Vaults))
+        with pytest.raises(ConfigError, match="already tapped"):
+            instrument(rt)
         for script in ([tool_call("add", a=2, b=3), "5"], [tool_call("boom"), "gave up"]):
             agent = Agent(name="calc", model=ScriptedModel(script), tools=[add, boom])
             await (await rt.start(agent, "go")).wait()
@@ -122,3 +129,22 @@ async def test_the_metrics_route_serves_the_exposition(tmp_path: Path) -> None:
     assert m[("autonomic_runs_total", (("agent", "calc"), ("status", "completed")))] == 1
     assert m[("autonomic_runs_current", (("status", "pending"),))] == 0
     assert m[("autonomic_runs_driven", ())] == 0
+
+
+async def test_health_and_readiness(tmp_path: Path) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from autonomic.telemetry.routes import health_router
+
+    runtime = Runtime(f"sqlite:///{tmp_path / 'runs.db'}")
+    app = FastAPI()
+    app.include_router(health_router(runtime))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with runtime:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            assert (await http.get("/readyz")).status_code == 200
+        closed = await http.get("/readyz")  # the store is closed now
+        assert closed.status_code == 503 and "store" in closed.json()["detail"]
+        assert (await http.get("/healthz")).status_code == 200

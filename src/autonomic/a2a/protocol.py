@@ -217,7 +217,7 @@ def update_of(stored: StoredEvent, state: RunState, version: str) -> list[dict[s
         case Suspended():
             name = task_state(state)
             return [status(name, _note(state), final=name == "input-required")]
-        case Resumed():
+        case Resumed():  # a process took the run up: a submitted task starts working
             return [status("working", None)]
         case RunCompleted():
             artifact: dict[str, Any] = {
@@ -238,9 +238,12 @@ def update_of(stored: StoredEvent, state: RunState, version: str) -> list[dict[s
     return []
 
 
-def agent_card(agent: Agent, url: str, *, streaming: bool = True) -> dict[str, Any]:
+def agent_card(
+    agent: Agent, url: str, *, streaming: bool = True, bearer: bool = False
+) -> dict[str, Any]:
     """The agent card: v1.0 fields (``supportedInterfaces``) and, for v0.3 peers, the
-    older ones (``url``, ``preferredTransport``, ``protocolVersion``)."""
+    older ones (``url``, ``preferredTransport``, ``protocolVersion``). ``bearer``: calls
+    need an API key as a bearer token (declared the v0.3 way, which v1.0 SDKs map)."""
     from autonomic import __version__
 
     description = agent.instructions.strip().splitlines()[0] if agent.instructions.strip() else ""
@@ -254,7 +257,7 @@ def agent_card(agent: Agent, url: str, *, streaming: bool = True) -> dict[str, A
             "outputModes": ["text/plain"],
         }
     ]
-    return {
+    card: dict[str, Any] = {
         "name": agent.name,
         "description": description or f"The {agent.name} agent, served by autonomic.",
         "version": __version__,
@@ -270,3 +273,13 @@ def agent_card(agent: Agent, url: str, *, streaming: bool = True) -> dict[str, A
         "defaultOutputModes": ["text/plain"],
         "skills": skills,
     }
+    if bearer:
+        card["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an autonomic API key ('autonomic keys create')",
+            }
+        }
+        card["security"] = [{"bearer": []}]
+    return card

@@ -49,6 +49,7 @@ _V1 = {
     "GetTask": "get",
     "CancelTask": "cancel",
     "SubscribeToTask": "subscribe",
+    "ListTasks": "list_tasks",
 }
 _V03 = {
     "message/send": "send",
@@ -70,9 +71,11 @@ def a2a_router(
     access: Access | None = None,
     default_agent: str | None = None,
     blocking_timeout_s: float = 60.0,
+    bearer: bool = False,
 ) -> APIRouter:
     """The A2A routes for every agent ``runtime`` serves (looked up at each request, so
-    agents registered later are served too)."""
+    agents registered later are served too). ``access`` guards the JSON-RPC calls (the
+    cards stay public, as discovery needs); ``bearer`` says so in the cards."""
     check = access or _open_access
     router = APIRouter(tags=["a2a"])
 
@@ -84,7 +87,7 @@ def a2a_router(
 
     def card(request: Request, agent: Agent) -> dict[str, Any]:
         url = str(request.base_url).rstrip("/") + f"/a2a/{agent.name}"
-        return p.agent_card(agent, url)
+        return p.agent_card(agent, url, bearer=bearer)
 
     @router.get("/.well-known/agent-card.json", summary="A2A agent card of the default agent")
     async def default_card(request: Request) -> dict[str, Any]:
@@ -146,6 +149,26 @@ def a2a_router(
             return JSONResponse({"jsonrpc": "2.0", "id": rpc_id, "error": error})
 
     return router
+
+
+_RUN_STATUS = {
+    "TASK_STATE_SUBMITTED": "pending",
+    "TASK_STATE_WORKING": "running",
+    "TASK_STATE_INPUT_REQUIRED": "waiting",
+    "TASK_STATE_COMPLETED": "completed",
+    "TASK_STATE_FAILED": "failed",
+    "TASK_STATE_CANCELED": "cancelled",
+}
+
+
+def _cursor(token: Any) -> tuple[float, str] | None:
+    if not token:
+        return None
+    created, _, run_id = str(token).partition("/")
+    try:
+        return float(created), run_id
+    except ValueError:
+        raise RpcError(p.INVALID_PARAMS, "pageToken is not one this server gave") from None
 
 
 def _last_event_id(request: Request) -> int:
@@ -254,6 +277,42 @@ class _Handler:
             state.apply(stored.event, stored.seq, stored.ts)
             if _done(state):
                 return
+
+    async def list_tasks(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The agent's tasks of the caller's tenant, newest first, a page at a time."""
+        size = params.get("pageSize") or 50
+        if not isinstance(size, int) or not 1 <= size <= 100:
+            raise RpcError(p.INVALID_PARAMS, "pageSize must be 1 to 100")
+        status = params.get("status")
+        if status is not None and status not in _RUN_STATUS:
+            raise RpcError(p.INVALID_PARAMS, f"status must be one of {', '.join(_RUN_STATUS)}")
+        if params.get("contextId"):  # a context is one run
+            try:
+                found = [await self._state(params["contextId"])]
+            except RpcError:
+                found = []
+            return {"tasks": [p.task(s, self.version) for s in found], "pageSize": size}
+        runs = await self.runtime.store.list_runs(
+            status=_RUN_STATUS.get(status) if status else None,
+            tenant=self.tenant,
+            agent=self.agent.name,
+            before=_cursor(params.get("pageToken")),
+            limit=size + 1,
+        )
+        if self.tenant is None:  # no tenant: only runs without one
+            runs = [r for r in runs if r.tenant is None]
+        page = runs[:size]
+        tasks = []
+        for info in page:
+            task = p.task(await load_state(self.runtime.store, info.run_id), self.version)
+            if not params.get("includeArtifacts"):
+                task.pop("artifacts", None)
+            tasks.append(task)
+        result: dict[str, Any] = {"tasks": tasks, "pageSize": size}
+        if len(runs) > size:
+            last = page[-1]
+            result["nextPageToken"] = f"{last.created_at!r}/{last.run_id}"
+        return result
 
     async def get(self, params: dict[str, Any]) -> dict[str, Any]:
         state = await self._state(params.get("id"))

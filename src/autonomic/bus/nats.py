@@ -139,7 +139,6 @@ class NatsBus:
             await js.publish_async(
                 self.subject(topic),
                 message.encode(),
-                wait_stall=5.0,
                 headers={Header.MSG_ID: f"{self._origin}-{number}"},
             )
             for topic, message, number in batch

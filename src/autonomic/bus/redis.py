@@ -160,7 +160,7 @@ class _Subscription:
         block = 0 if left is None else max(1, int(left * 1000))
         client = self._bus.client
         if not self._grouped:
-            replies: Any = await client.xread({self._key: self._last_id}, count=256, block=block)
+            replies: Any = await client.xread({self._key: self._last_id}, count=1000, block=block)
             for _, entries in replies or ():
                 for entry_id, fields in entries:
                     self._last_id = entry_id

@@ -20,6 +20,7 @@ its root was given.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,6 +227,40 @@ class _Reservation:
 TokenCounter = Callable[[str], int]
 
 
+class _PromptCounter:
+    """Counts a prompt's tokens, remembering each run's last prompt: the next one repeats
+    it and adds a few messages, so only those are counted (a run's reservations would
+    otherwise cost time quadratic in its length)."""
+
+    _RUNS = 256
+
+    def __init__(self) -> None:
+        self._last: OrderedDict[str, tuple[tuple[Message, ...], list[int]]] = OrderedDict()
+        self._tools: tuple[tuple[Any, ...], int] = ((), 0)
+
+    def prompt(self, run_id: str, request: ModelRequest, count: TokenCounter) -> int:
+        messages = request.messages
+        known, sums = self._last.pop(run_id, ((), [0]))
+        same = 0
+        for new, old in zip(messages, known, strict=False):
+            if new is not old and new != old:
+                break
+            same += 1
+        sums = sums[: same + 1]
+        for message in messages[same:]:
+            tokens = count(message.content) + 4
+            tokens += sum(count(msgspec.json.encode(c).decode()) for c in message.tool_calls)
+            sums.append(sums[-1] + tokens)
+        self._last[run_id] = (messages, sums)
+        if len(self._last) > self._RUNS:
+            self._last.popitem(last=False)
+        specs, tools = self._tools
+        if request.tools is not specs and request.tools != specs:
+            tools = sum(count(msgspec.json.encode(t).decode()) for t in request.tools)
+            self._tools = (request.tools, tools)
+        return sums[-1] + tools
+
+
 @dataclass(frozen=True)
 class Budget(Guard):
     """Limits on one run (and, carved out of it, its children). ``None`` is no limit.
@@ -250,6 +285,10 @@ class Budget(Guard):
     replays = True
     _reservations: dict[str, _Reservation] = field(
         default_factory=dict, init=False, repr=False, compare=False
+    )
+    _prices: dict[str, Price] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _counter: _PromptCounter = field(
+        default_factory=lambda: _PromptCounter(), init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
@@ -300,21 +339,24 @@ class Budget(Guard):
         used = self.used(state)
         return {k: limit - used[k] for k, limit in self.limits(state).items()}
 
-    def _short(self, state: RunState, need: dict[str, float]) -> str | None:
+    @staticmethod
+    def _short(
+        used: dict[str, float], limits: dict[str, float], need: dict[str, float]
+    ) -> str | None:
         """Why ``need`` (more of some dimensions) does not fit; None when it does."""
-        used = self.used(state)
-        for key, limit in self.limits(state).items():
+        for key, limit in limits.items():
             if used[key] + need.get(key, 0.0) > limit:
                 spent = _amount(key, used[key])
                 return f"{_label(key)} limit of {_amount(key, limit)} reached ({spent} used)"
         return None
 
-    def _warning(self, state: RunState, need: dict[str, float]) -> str | None:
+    def _warning(
+        self, used: dict[str, float], limits: dict[str, float], need: dict[str, float]
+    ) -> str | None:
         """What to tell the model when, with ``need`` reserved, a limit is ``warn_at``
         used; None before that."""
-        used = self.used(state)
         parts, worst = [], 0.0
-        for key, limit in self.limits(state).items():
+        for key, limit in limits.items():
             fraction = (used[key] + need.get(key, 0.0)) / limit
             if fraction >= self.warn_at:
                 worst = max(worst, fraction)
@@ -333,22 +375,25 @@ class Budget(Guard):
         led = _ledger(state)
         if isinstance(step, Await | Fail | Record):
             return ALLOW
+        if not led.wrapped and not isinstance(step, ModelCall):
+            return ALLOW
+        used, limits = self.used(state), self.limits(state)
         if led.wrapped:
             least = {
                 "model_calls": 1.0,
                 "tokens": float(self.max_tokens),
-                "cost_usd": _price(led.model).cost(Usage(0, self.max_tokens)),
+                "cost_usd": self._price(led.model).cost(Usage(0, self.max_tokens)),
             }
-            why = self._short(state, least) or "the wrap-up turn was made"
+            why = self._short(used, limits, least) or "the wrap-up turn was made"
             return Rewrite(self._wait(state, why))
         if not isinstance(step, ModelCall):
             return ALLOW
         request = step.request
-        tokens, cost = self._reserve(request, led.model)
+        tokens, cost = self._reserve(request, led.model, state.run_id)
         need = {"tokens": 2.0 * tokens, "cost_usd": 2 * cost, "model_calls": 2.0}
-        short = self._short(state, need)
+        short = self._short(used, limits, need)
         if short is None:
-            warning = self._warning(state, need)
+            warning = self._warning(used, limits, need)
             held = _Reservation(state.seq, tokens, cost, False, warning)
             self._reservations[state.run_id] = held
             if warning is None:
@@ -359,8 +404,11 @@ class Budget(Guard):
             "now with your best answer, saying what you found and what is left to do."
         )
         wrap = _noted(request, note, ())
-        tokens, cost = self._reserve(wrap, led.model)
-        if self._short(state, {"tokens": tokens, "cost_usd": cost, "model_calls": 1}) is None:
+        tokens, cost = self._reserve(wrap, led.model, state.run_id)
+        # time cannot be reserved: a run out of wall time still gets its wrap-up turn
+        timeless = {k: v for k, v in limits.items() if k != "wall_s"}
+        wrap_need = {"tokens": float(tokens), "cost_usd": cost, "model_calls": 1.0}
+        if self._short(used, timeless, wrap_need) is None:
             self._reservations[state.run_id] = _Reservation(state.seq, tokens, cost, True, short)
             return Rewrite(ModelCall(wrap))
         return Rewrite(self._wait(state, short))
@@ -392,16 +440,18 @@ class Budget(Guard):
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _reserve(self, request: ModelRequest, model: str) -> tuple[int, float]:
+    def _reserve(self, request: ModelRequest, model: str, run_id: str = "") -> tuple[int, float]:
         """(tokens, USD) the call may cost at most."""
-        count = self.tokenizer or conservative_tokens
-        prompt = sum(count(m.content) + 4 for m in request.messages)
-        prompt += sum(
-            count(msgspec.json.encode(c).decode()) for m in request.messages for c in m.tool_calls
-        )
-        prompt += sum(count(msgspec.json.encode(t).decode()) for t in request.tools)
-        price = _price(model)
+        prompt = self._counter.prompt(run_id, request, self.tokenizer or conservative_tokens)
+        price = self._price(model)
         return prompt + self.max_tokens, price.cost(Usage(prompt, self.max_tokens))
+
+    def _price(self, model: str) -> Price:
+        """The model's price (the table's highest when unknown), read once per model."""
+        price = self._prices.get(model)
+        if price is None:
+            price = self._prices[model] = _price(model)
+        return price
 
     def _wait(self, state: RunState, why: str) -> Await:
         return Await(

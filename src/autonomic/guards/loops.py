@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -25,7 +25,7 @@ from autonomic.errors import ConfigError
 from autonomic.guards.base import ALLOW, Deny, Guard, Rewrite, Verdict, run_tools
 from autonomic.messages import Message, ToolCall
 from autonomic.state import RunState
-from autonomic.steps import ModelCall, Step
+from autonomic.steps import Await, ModelCall, Signal, Step
 
 __all__ = ["Loop", "LoopGuard", "detect_loop"]
 
@@ -201,6 +201,9 @@ class LoopGuard(Guard):
     ``identities``: per tool, a function of a call's arguments giving what makes two
     calls the same (a tool may also declare ``identity_key``). ``embed``: text to a
     vector, for near-duplicate thoughts (the memory layer's embedder, say).
+    ``on_stuck``: ``"stop"`` fails the run; ``"pause"`` suspends it until a person sends
+    the signal ``resume_signal`` (``autonomic runs signal RUN unstick``), after which the
+    model gets another warning and nudge before the loop pauses it again.
     """
 
     name = "loops"
@@ -215,7 +218,12 @@ class LoopGuard(Guard):
         monologue: int = 4,
         identities: Mapping[str, Identity] | None = None,
         embed: Embedder | None = None,
+        on_stuck: Literal["stop", "pause"] = "stop",
+        resume_signal: str = "unstick",
     ) -> None:
+        if on_stuck not in ("stop", "pause"):
+            raise ValueError(f"on_stuck must be 'stop' or 'pause', got {on_stuck!r}")
+        self.on_stuck, self.resume_signal = on_stuck, resume_signal
         if repeat < 2 or window < repeat or monologue < 2 or not 0 < similarity <= 1:
             raise ValueError(
                 "LoopGuard needs repeat >= 2, window >= repeat, monologue >= 2 and "
@@ -251,11 +259,18 @@ class LoopGuard(Guard):
         if loop is None:
             return ALLOW
         reason = f"{loop.kind}: {loop.detail}"
-        if loop.excess >= 2:
+        # each time a person resumed a paused run, the loop has to grow as much again
+        level = loop.excess - 3 * len(state.signals.get(self.resume_signal, ()))
+        if level < 0:
+            return ALLOW
+        if level >= 2 and self.on_stuck == "pause":
+            why = f"paused: {reason}; send the signal {self.resume_signal!r} to go on"
+            return Rewrite(Await(Signal(self.resume_signal), reason=why), reason=why)
+        if level >= 2:
             return Deny(f"stopped: {reason}")
-        text = (WARNING if loop.excess == 0 else NUDGE).format(detail=loop.detail)
+        text = (WARNING if level == 0 else NUDGE).format(detail=loop.detail)
         request = step.request
         note = Message(role="user", content=text)
         rewritten = msgspec.structs.replace(request, messages=(*request.messages, note))
-        level = "warned" if loop.excess == 0 else "nudged to re-plan"
-        return Rewrite(ModelCall(rewritten), reason=f"{level}: {reason}")
+        said = "warned" if level == 0 else "nudged to re-plan"
+        return Rewrite(ModelCall(rewritten), reason=f"{said}: {reason}")

@@ -80,6 +80,7 @@ async def cmd_serve(args: argparse.Namespace, _: object) -> int:
             raise
         raise MissingExtra("server", "autonomic serve") from e
     from autonomic.runtime import Runtime
+    from autonomic.server.observability import observability_routers
     from autonomic.store import open_store
 
     if not args.agents:
@@ -91,7 +92,13 @@ async def cmd_serve(args: argparse.Namespace, _: object) -> int:
         resume_incomplete=True,
         lease_s=args.lease_s,
     )
-    app = create_app(runtime, keys=_keys(args))
+    exporter = None
+    if args.otlp_endpoint:
+        from autonomic.telemetry.otel import otlp_exporter
+
+        exporter = otlp_exporter(args.otlp_endpoint)
+    routers = observability_routers(runtime, exporter=exporter)
+    app = create_app(runtime, keys=_keys(args), routers=routers)
     names = ", ".join(a.name for a in agents)
     print(
         f"autonomic: serving {names} on http://{args.host}:{args.port}/ (store {args.store})",
@@ -162,6 +169,12 @@ def add_server_parsers(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=int(os.environ.get("AUTONOMIC_PORT", "8000")))
     serve.add_argument("--keys", help=keys_help)
     serve.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        help="export each run's spans when it ends to this OTLP/HTTP collector "
+        "(default: $OTEL_EXPORTER_OTLP_ENDPOINT; needs autonomic[otel])",
+    )
+    serve.add_argument(
         "--lease-s",
         type=_positive,
         default=30.0,
@@ -177,7 +190,7 @@ def add_server_parsers(commands: Any) -> None:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: runs:read, runs:write, approvals:write, budgets:write",
+        help="comma-separated: runs:read, runs:write, approvals:write, budgets:write, metrics:read",
     )
     create.add_argument("--expires-in", type=_duration, help="lifetime, e.g. 30d or 12h")
     create.add_argument("--rate", type=_positive, default=20.0, help="requests/s (default 20)")

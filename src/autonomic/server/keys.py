@@ -36,7 +36,7 @@ __all__ = [
     "default_keys_path",
 ]
 
-SCOPES = ("runs:read", "runs:write", "approvals:write", "budgets:write")
+SCOPES = ("runs:read", "runs:write", "approvals:write", "budgets:write", "metrics:read")
 """What a key may be allowed to do: read runs and their events; create, cancel, fork,
 resume and signal runs; approve or deny tool calls; top up budgets."""
 

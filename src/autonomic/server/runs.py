@@ -40,10 +40,12 @@ from autonomic.server.schemas import (
     RunList,
     RunView,
     SignalRequest,
+    TenantBudgetView,
+    TenantTopUp,
 )
 from autonomic.server.sse import event_json, sse_stream
 from autonomic.state import TERMINAL, RunState
-from autonomic.store.base import RunInfo
+from autonomic.store.base import RunInfo, TenantBudget
 
 __all__ = ["get_runtime", "owned_run", "router"]
 
@@ -57,7 +59,8 @@ Ref = Annotated[str, Path(pattern=RUN_ID, description="digest, action id or call
 _SETTLED = frozenset({"completed", "failed", "cancelled", "dead", "waiting"})
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (async: a plain function would cost a thread hop a request)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -400,6 +403,45 @@ async def top_up(
         raise Problem(409, "Conflict", f"run {run_id} is already {info.status}")
     await runtime.topup(run_id, **body.model_dump(exclude_none=True))
     return _view(await runtime.get_run(run_id))
+
+
+def _tenant_view(tenant: str, budget: TenantBudget | None) -> TenantBudgetView:
+    if budget is None:
+        return TenantBudgetView(tenant=tenant, limits={}, spent={}, held={}, remaining={})
+    held: dict[str, float] = {}
+    for hold in budget.held.values():
+        for name, amount in hold.items():
+            held[name] = held.get(name, 0.0) + amount
+    return TenantBudgetView(
+        tenant=tenant,
+        limits=budget.limits,
+        spent=budget.spent,
+        held=held,
+        remaining=budget.remaining(),
+    )
+
+
+@router.get("/budget", summary="The budget of the key's tenant")
+async def tenant_budget(runtime: RuntimeDep, key: Reader) -> TenantBudgetView:
+    return _tenant_view(key.tenant, await runtime.tenant_budget(key.tenant))
+
+
+@router.post("/budget", summary="Top up the budget of the key's tenant")
+async def top_up_tenant(
+    body: TenantTopUp,
+    runtime: RuntimeDep,
+    key: Annotated[Principal, Depends(require_scope("budgets:write"))],
+) -> TenantBudgetView:
+    """Raise the tenant's limits by these amounts; its new runs get shares of them."""
+    if await runtime.tenant_budget(key.tenant) is None:
+        raise Problem(
+            409,
+            "Conflict",
+            f"tenant {key.tenant!r} has no budget to top up (an operator sets one with "
+            "Runtime.set_tenant_budget)",
+        )
+    budget = await runtime.topup_tenant(key.tenant, cost_usd=body.cost_usd, tokens=body.tokens)
+    return _tenant_view(key.tenant, budget)
 
 
 @router.get(

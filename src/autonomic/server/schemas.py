@@ -24,6 +24,8 @@ __all__ = [
     "RunList",
     "RunView",
     "SignalRequest",
+    "TenantBudgetView",
+    "TenantTopUp",
     "UsageView",
 ]
 
@@ -69,6 +71,19 @@ class BudgetTopUp(_Request):
     wall_s: float | None = Field(default=None, gt=0, le=1e9)
     model_calls: int | None = Field(default=None, gt=0, le=2**62)
     tool_calls: int | None = Field(default=None, gt=0, le=2**62)
+
+
+class TenantTopUp(_Request):
+    cost_usd: float | None = Field(default=None, gt=0, le=1e9)
+    tokens: int | None = Field(default=None, gt=0, le=2**62)
+
+
+class TenantBudgetView(BaseModel):
+    tenant: str
+    limits: dict[str, float] = Field(description="empty: the tenant has no budget")
+    spent: dict[str, float]
+    held: dict[str, float] = Field(description="what its unfinished runs hold, in all")
+    remaining: dict[str, float]
 
 
 class UsageView(BaseModel):

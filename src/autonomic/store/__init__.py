@@ -10,15 +10,20 @@ __all__ = ["InMemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
 
 DEFAULT_STORE_URL = "sqlite:///autonomic.db"
 
-_SCHEMES = ("sqlite", "memory", "postgresql")
+_SCHEMES = ("sqlite", "memory", "postgresql", "sharded+")
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
     """A store for ``url`` (not yet opened): ``sqlite:///runs.db``, ``memory://`` or
-    ``postgresql://host/db`` (with ``autonomic[postgres]``).
+    ``postgresql://host/db`` (with ``autonomic[postgres]``), or several of them as shards:
+    ``sharded+sqlite:///a.db,sqlite:///b.db`` (a run tree lives on one of them).
 
     With ``create=False`` opening a store that does not exist yet is an error.
     """
+    if url.startswith("sharded+"):
+        from autonomic.store.sharded import ShardedStore
+
+        return ShardedStore.from_url(url, create=create)
     scheme = url.split(":", 1)[0] if ":" in url else ""
     if scheme == "sqlite":
         from autonomic.store.sqlite import SQLiteStore
@@ -32,6 +37,6 @@ def open_store(url: str, *, create: bool = True) -> Store:
         return InMemoryStore(url)
     raise ConfigError(
         f"unknown store URL {url!r}: use one of "
-        + ", ".join(f"{s}://..." for s in _SCHEMES)
+        + ", ".join(s if s.endswith("+") else f"{s}://..." for s in _SCHEMES)
         + " (e.g. sqlite:///runs.db)"
     )

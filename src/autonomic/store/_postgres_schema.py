@@ -98,6 +98,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (scope, key, run_id)
     )
     """,
+    # 5: per-tenant budgets: limits, what ended runs spent and unfinished ones hold (JSON)
+    """
+    CREATE TABLE tenant_budgets (
+        tenant TEXT PRIMARY KEY,
+        budget TEXT NOT NULL
+    )
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -35,7 +35,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -71,6 +71,7 @@ from autonomic.store.base import (
     Lease,
     NewRun,
     RunInfo,
+    TenantBudget,
     Wait,
     check_claimable,
     check_limit,
@@ -89,6 +90,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore", "import_psycopg"]
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _RETRIES = 8
 """Tries of a transaction the server rolled back for a deadlock or a serialization failure."""
@@ -96,10 +99,24 @@ _RETRY_STATES = ("40001", "40P01")
 
 _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
 _INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (%s, %s, %s, %s, %s, %s)"
+_INSERT_EVENTS = (
+    "INSERT INTO events (run_id, seq, type, version, ts, body) SELECT * FROM "
+    "unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::bytea[])"
 )
-_INSERT_BLOB = "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+_INSERT_BLOBS = (
+    "INSERT INTO blobs (digest, data) SELECT * FROM unnest(%s::text[], %s::bytea[]) "
+    "ON CONFLICT DO NOTHING"
+)
+_HEADS = (
+    "SELECT run_id, status, last_seq, lease_owner, lease_epoch, inbox_last FROM runs "
+    "WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE"
+)
+_APPEND_MANY = """
+UPDATE runs SET last_seq = v.last_seq, updated_at = %s, status = v.status, wait = NULL,
+    wake_at = NULL, lease_owner = v.owner,
+    lease_expires_at = CASE WHEN v.owner IS NULL THEN NULL ELSE lease_expires_at END
+FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS v(run_id, last_seq, status, owner)
+WHERE runs.run_id = v.run_id"""
 _HEAD = (
     "SELECT status, last_seq, lease_owner, lease_epoch, inbox_last "
     "FROM runs WHERE run_id = %s FOR UPDATE"
@@ -143,8 +160,9 @@ def import_psycopg() -> Any:
     return psycopg
 
 
-def _split_url(url: str) -> tuple[str, str, str]:
-    """(conninfo for libpq, schema, the URL without its password for messages)."""
+def _split_url(url: str) -> tuple[str, str, str, str]:
+    """(conninfo for libpq, schema, libpq ``options`` given, the URL without its password
+    for messages)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{url!r} is not a PostgreSQL URL: use postgresql://host/db")
@@ -155,12 +173,108 @@ def _split_url(url: str) -> tuple[str, str, str]:
             f"schema {schema!r} in the store URL is not a plain name: use letters, digits "
             "and underscores"
         )
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    options = next((v for k, v in query if k == "options"), "")
+    rest = urlencode([(k, v) for k, v in query if k not in ("schema", "options")])
     conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
     netloc = parts.netloc.rsplit("@", 1)[-1]
     user = parts.username + "@" if parts.username else ""
     shown = urlunsplit((parts.scheme, user + netloc, parts.path, "", ""))
-    return conninfo, schema, f"{shown} (schema {schema})"
+    return conninfo, schema, options, f"{shown} (schema {schema})"
+
+
+def _is_plain(c: Commit) -> bool:
+    """A commit of events, perhaps with a new status or a release: the common case, which
+    is written in batches."""
+    return (
+        c.wait is None and c.status != "waiting" and not (c.consumed or c.deliveries or c.children)
+    )
+
+
+_NewRunItem = tuple[NewRun, Sequence[NewEvent], "str | None", float]
+"""A run to create: the run, its first events, its owner and lease length."""
+
+
+class _Batches(Generic[Item, R]):
+    """Group commit: writes made while a batch is being written wait and go together in
+    the next one: one transaction, a few statements and one WAL flush for many writes.
+
+    ``write_many`` returns a result or an exception for each item (a refusal: the others
+    are written all the same). A batch that fails as a whole because of one item (a
+    damaged log, an id taken meanwhile) is written again one item at a time, so that only
+    that one fails (with ``alone(item, error)``); one that fails because the server is
+    unreachable fails every item in it.
+    """
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        write_many: Callable[[AsyncConnection[Any], list[Item]], Awaitable[list[Any]]],
+        alone: Callable[[Item, AutonomicError], AutonomicError],
+    ) -> None:
+        self.store, self.write_many, self.alone = store, write_many, alone
+        self._queue: list[tuple[Item, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, item: Item) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def drain(self) -> None:
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                batch = [(item, f) for item, f in batch if not f.done()]
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._flusher = None
+
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+
+        async def many(conn: AsyncConnection[Any]) -> list[Any]:
+            return await self.write_many(conn, items)
+
+        results: list[Any]
+        try:
+            results = await self.store._tx(many, "write to", pipeline=True)
+        except (StoreCorrupt, ConfigError) as e:
+            if len(batch) > 1:  # one item spoilt the batch: find it
+                for one in batch:
+                    await self._write([one])
+                return
+            results = [self.alone(items[0], e)]
+        except Exception as e:  # the server is unreachable: every write failed
+            results = [e] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def _commit_alone(c: Commit, error: AutonomicError) -> AutonomicError:
+    if isinstance(error, StoreCorrupt):  # its events collided with ones already there
+        return StoreCorrupt(
+            f"run {c.run_id}: its log already holds events after event {c.expected_seq}, "
+            "where its row says it ends (the store is damaged)"
+        )
+    return error
+
+
+def _create_alone(item: _NewRunItem, error: AutonomicError) -> AutonomicError:
+    if isinstance(error, StoreCorrupt):  # created meanwhile by another process
+        return ConfigError(f"a run with id {item[0].run_id!r} already exists")
+    return error
 
 
 def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
@@ -168,12 +282,14 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
 
 
 class PostgresStore(SharedResource):
-    """``postgresql://host:port/db?schema=name``; ``pool_size`` connections at most."""
+    """``postgresql://host:port/db?schema=name``; ``pool_size`` connections at most.
+
+    Commits are durable when they return (the server's ``synchronous_commit``)."""
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = 10) -> None:
         self.url = url
         self.create = create
-        self.conninfo, self.schema, self.where = _split_url(url)
+        self.conninfo, self.schema, self._options, self.where = _split_url(url)
         if pool_size < 1:
             raise ConfigError("pool_size must be 1 or more")
         self.pool_size = pool_size
@@ -181,6 +297,8 @@ class PostgresStore(SharedResource):
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
         self._bus: PostgresBus | None = None
         self._checking: asyncio.Future[None] | None = None
+        self._plain = _Batches[Commit, Committed](self, self._append_many, _commit_alone)
+        self._creates = _Batches[_NewRunItem, RunInfo](self, self._create_many, _create_alone)
 
     @property
     def bus(self) -> PostgresBus:
@@ -195,8 +313,11 @@ class PostgresStore(SharedResource):
     # -- lifecycle ---------------------------------------------------------------------
 
     def connect_kwargs(self) -> dict[str, Any]:
-        """How every connection is made: autocommit, in the store's schema."""
-        return {"autocommit": True, "options": f"-c search_path={self.schema}"}
+        """How every connection is made: autocommit, in the store's schema, with the
+        URL's ``options`` (``?options=-c%20synchronous_commit%3Doff`` trades the last
+        moments of commits on a server crash for speed, as SQLite's default does)."""
+        options = f"{self._options} -c search_path={self.schema}".strip()
+        return {"autocommit": True, "options": options}
 
     async def _open(self) -> None:
         psycopg = import_psycopg()
@@ -237,6 +358,8 @@ class PostgresStore(SharedResource):
         self._pool = pool
 
     async def _close(self) -> None:
+        await self._plain.drain()
+        await self._creates.drain()
         if self._checking is not None:
             await asyncio.wait([self._checking])
         if self._pool is not None:
@@ -273,16 +396,32 @@ class PostgresStore(SharedResource):
             else:
                 self._order[run_id] = (lock, users - 1)
 
-    async def _tx(self, op: Callable[[AsyncConnection[Any]], Awaitable[T]], doing: str) -> T:
+    async def _tx(
+        self,
+        op: Callable[[AsyncConnection[Any]], Awaitable[T]],
+        doing: str,
+        *,
+        pipeline: bool = False,
+        transaction: bool = True,
+    ) -> T:
         """Run ``op`` in one transaction, retried when the server rolled it back for a
-        deadlock or a serialization failure."""
+        deadlock or a serialization failure. With ``pipeline``, statements whose results
+        are not read go to the server together (with the COMMIT): fewer round trips, but
+        their errors surface only when the transaction ends. Without ``transaction`` (for
+        an ``op`` of one statement, atomic by itself) no BEGIN and COMMIT are sent."""
         psycopg = import_psycopg()
         if self._pool is None:
             raise StoreError("the store is not open: use 'async with' or await store.open()")
         for attempt in range(_RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    return await op(conn)
+                async with self._pool.connection() as conn:
+                    if not transaction:
+                        return await op(conn)
+                    if not pipeline:
+                        async with conn.transaction():
+                            return await op(conn)
+                    async with conn.pipeline(), conn.transaction():
+                        return await op(conn)
             except AutonomicError:
                 raise
             except psycopg.Error as e:
@@ -321,30 +460,37 @@ class PostgresStore(SharedResource):
 
     async def _insert_blobs(self, conn: AsyncConnection[Any], blobs: dict[str, bytes]) -> None:
         if blobs:  # in one order everywhere, so that concurrent inserts cannot deadlock
-            async with conn.cursor() as cursor:
-                await cursor.executemany(_INSERT_BLOB, sorted(blobs.items()))
+            digests = sorted(blobs)
+            await conn.execute(_INSERT_BLOBS, (digests, [blobs[d] for d in digests]))
 
     async def _insert_events(
         self, conn: AsyncConnection[Any], run_id: str, first_seq: int, events: Sequence[NewEvent]
     ) -> None:
-        if not events:
-            return
         rows = [
             (run_id, first_seq + i, e.type, e.version, e.ts, e.body) for i, e in enumerate(events)
         ]
-        psycopg = import_psycopg()
-        try:
-            async with conn.cursor() as cursor:
-                await cursor.executemany(_INSERT_EVENT, rows)
-        except psycopg.errors.UniqueViolation as error:
-            raise StoreCorrupt(
-                f"run {run_id}: its log already holds events after event {first_seq - 1}, "
-                "where its row says it ends (the store is damaged)"
-            ) from error
+        await self._insert_rows(
+            conn,
+            rows,
+            f"run {run_id}: its log already holds events after "
+            f"event {first_seq - 1}, where its row says it ends",
+        )
         blobs: dict[str, bytes] = {}
         for event in events:
             blobs.update(event.blobs)
         await self._insert_blobs(conn, blobs)
+
+    async def _insert_rows(
+        self, conn: AsyncConnection[Any], rows: Sequence[tuple[Any, ...]], taken: str
+    ) -> None:
+        """Insert event rows in one statement; ``taken`` says what a duplicate means."""
+        if not rows:
+            return
+        psycopg = import_psycopg()
+        try:
+            await conn.execute(_INSERT_EVENTS, [list(column) for column in zip(*rows, strict=True)])
+        except psycopg.errors.UniqueViolation as error:
+            raise StoreCorrupt(f"{taken} (the store is damaged)") from error
 
     async def _check_new(self, conn: AsyncConnection[Any], runs: Sequence[NewRun]) -> None:
         """Refuse ids that are taken (before anything is written)."""
@@ -403,12 +549,30 @@ class PostgresStore(SharedResource):
     ) -> RunInfo:
         int64("depth", run.depth)
         seconds("lease_s", lease_s)
-
-        async def op(conn: AsyncConnection[Any]) -> RunInfo:
-            return await self._new_run(conn, run, events, 1, owner, lease_s)
-
         async with self._ordered(run.run_id):
-            return await self._tx(op, "write to")
+            return await self._creates.write((run, events, owner, lease_s))
+
+    async def _create_many(self, conn: AsyncConnection[Any], items: list[_NewRunItem]) -> list[Any]:
+        """Create runs in one transaction; an id that is taken is refused alone."""
+        ids = [run.run_id for run, *_ in items]
+        cursor = await conn.execute("SELECT run_id FROM runs WHERE run_id = ANY(%s)", (ids,))
+        taken = {row[0] for row in await cursor.fetchall()}
+        results: list[Any] = []
+        rows: list[tuple[RunInfo, Sequence[NewEvent]]] = []
+        now = time.time()
+        for run, events, owner, lease_s in items:
+            if run.run_id in taken:
+                results.append(ConfigError(f"a run with id {run.run_id!r} already exists"))
+                continue
+            taken.add(run.run_id)
+            info = new_run_info(
+                run, 1, len(events), owner=owner, lease_s=lease_s, forked_from=None, now=now
+            )
+            rows.append((info, events))
+            results.append(info)
+        if rows:
+            await self._insert_runs(conn, rows)
+        return results
 
     async def fork_run(
         self,
@@ -454,7 +618,56 @@ class PostgresStore(SharedResource):
             return await self._commit(conn, commit, wait)
 
         async with self._ordered(commit.run_id):
+            if _is_plain(commit):
+                return await self._plain.write(commit)
             return await self._tx(op, "write to")
+
+    async def _append_many(
+        self, conn: AsyncConnection[Any], commits: Sequence[Commit]
+    ) -> list[Any]:
+        """Write plain commits in one transaction: lock their rows (in one order), check
+        each in turn against them, then insert every event in one statement and update
+        every row in another. A refused commit is reported, the others are written."""
+        cursor = await conn.execute(_HEADS, (sorted({c.run_id for c in commits}),))
+        heads = {row[0]: list(row[1:]) for row in await cursor.fetchall()}
+        results: list[Any] = []
+        rows: list[tuple[Any, ...]] = []
+        blobs: dict[str, bytes] = {}
+        written: dict[str, list[Any]] = {}
+        for c in commits:
+            head = heads.get(c.run_id)
+            if head is None:
+                results.append(RunNotFound(c.run_id))
+                continue
+            status, last, owner, epoch, inbox_last = head
+            refusal = refused(c, status, last, owner, epoch)
+            if refusal:
+                results.append(refusal)
+                continue
+            for e in c.events:
+                last += 1
+                rows.append((c.run_id, last, e.type, e.version, e.ts, e.body))
+                blobs.update(e.blobs)
+            head[:3] = c.status or status, last, None if c.release else owner
+            written[c.run_id] = head
+            results.append(Committed(last, inbox_last))
+        await self._insert_rows(
+            conn, rows, "a log already holds events past where its run's row says it ends"
+        )
+        await self._insert_blobs(conn, blobs)
+        if written:
+            ids = list(written)
+            await conn.execute(
+                _APPEND_MANY,
+                (
+                    time.time(),
+                    ids,
+                    [written[i][1] for i in ids],
+                    [written[i][0] for i in ids],
+                    [written[i][2] for i in ids],
+                ),
+            )
+        return results
 
     async def _commit(
         self, conn: AsyncConnection[Any], c: Commit, wait_text: str | None
@@ -586,6 +799,87 @@ class PostgresStore(SharedResource):
             )
 
         await self._tx(op, "write to")
+
+    # -- tenant budgets ------------------------------------------------------------------
+
+    @staticmethod
+    async def _tenant(conn: AsyncConnection[Any], tenant: str) -> TenantBudget | None:
+        """The tenant's budget, its row locked until the transaction ends."""
+        cursor = await conn.execute(
+            "SELECT budget FROM tenant_budgets WHERE tenant = %s FOR UPDATE", (tenant,)
+        )
+        row = await cursor.fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+    @staticmethod
+    async def _put_tenant(conn: AsyncConnection[Any], budget: TenantBudget) -> TenantBudget:
+        await conn.execute(
+            "INSERT INTO tenant_budgets (tenant, budget) VALUES (%s, %s) "
+            "ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
+            (budget.tenant, msgspec.json.encode(budget).decode()),
+        )
+        return budget
+
+    async def set_tenant_budget(
+        self, tenant: str, limits: Mapping[str, float], run_share: float
+    ) -> TenantBudget:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget:
+            await conn.execute(
+                "INSERT INTO tenant_budgets (tenant, budget) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (tenant, msgspec.json.encode(TenantBudget(tenant, {})).decode()),
+            )
+            known = await self._tenant(conn, tenant) or TenantBudget(tenant, {})
+            budget = msgspec.structs.replace(known, limits=dict(limits), run_share=run_share)
+            return await self._put_tenant(conn, budget)
+
+        return await self._tx(op, "write to")
+
+    async def topup_tenant(self, tenant: str, amounts: Mapping[str, float]) -> TenantBudget:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget:
+            budget = await self._tenant(conn, tenant)
+            if budget is None:
+                raise ConfigError(f"tenant {tenant!r} has no budget to top up: set one first")
+            limits = {k: v + amounts.get(k, 0.0) for k, v in budget.limits.items()}
+            return await self._put_tenant(conn, msgspec.structs.replace(budget, limits=limits))
+
+        return await self._tx(op, "write to")
+
+    async def get_tenant_budget(self, tenant: str) -> TenantBudget | None:
+        async def op(conn: AsyncConnection[Any]) -> TenantBudget | None:
+            cursor = await conn.execute(
+                "SELECT budget FROM tenant_budgets WHERE tenant = %s", (tenant,)
+            )
+            row = await cursor.fetchone()
+            return None if row is None else msgspec.json.decode(row[0], type=TenantBudget)
+
+        return await self._tx(op, "read")
+
+    async def hold_tenant_budget(self, tenant: str, run_id: str) -> dict[str, float] | None:
+        async def op(conn: AsyncConnection[Any]) -> dict[str, float] | None:
+            budget = await self._tenant(conn, tenant)
+            if budget is None:
+                return None
+            grant = budget.grant()
+            held = {**budget.held, run_id: grant}
+            await self._put_tenant(conn, msgspec.structs.replace(budget, held=held))
+            return grant
+
+        return await self._tx(op, "write to")
+
+    async def settle_tenant_budget(
+        self, tenant: str, run_id: str, spent: Mapping[str, float]
+    ) -> bool:
+        async def op(conn: AsyncConnection[Any]) -> bool:
+            budget = await self._tenant(conn, tenant)
+            if budget is None or run_id not in budget.held:
+                return False
+            held = {k: v for k, v in budget.held.items() if k != run_id}
+            total = {k: budget.spent.get(k, 0.0) + spent.get(k, 0.0) for k in budget.limits}
+            await self._put_tenant(conn, msgspec.structs.replace(budget, held=held, spent=total))
+            return True
+
+        return await self._tx(op, "write to")
 
     # -- the vault -----------------------------------------------------------------------
 
@@ -755,7 +1049,7 @@ class PostgresStore(SharedResource):
                 for row in rows
             ]
 
-        return await self._tx(op, "write to")
+        return await self._tx(op, "write to", transaction=False)
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, Lease]], lease_s: float
@@ -765,6 +1059,7 @@ class PostgresStore(SharedResource):
             int64("the lease epoch", lease.epoch)
         if not leases:
             return set(), {}
+        leases = sorted(leases, key=lambda held: held[0])  # rows locked in one order
 
         async def op(conn: AsyncConnection[Any]) -> tuple[set[str], dict[str, int]]:
             cursor = await conn.execute(
@@ -782,7 +1077,7 @@ class PostgresStore(SharedResource):
             mail: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
             return {run_id for run_id, _ in leases} - mail.keys(), mail
 
-        return await self._tx(op, "write to")
+        return await self._tx(op, "write to", transaction=False)
 
     async def release_lease(
         self, run_id: str, lease: Lease, *, failed_start: bool = False, retry_at: float = 0.0
@@ -799,7 +1094,7 @@ class PostgresStore(SharedResource):
             )
 
         async with self._ordered(run_id):
-            await self._tx(op, "write to")
+            await self._tx(op, "write to", transaction=False)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -872,7 +1167,7 @@ class PostgresStore(SharedResource):
             )
             return {row[0]: bytes(row[1]) for row in await cursor.fetchall()}
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def latest_snapshot(self, run_id: str) -> tuple[int, bytes] | None:
         async def op(conn: AsyncConnection[Any]) -> tuple[int, bytes] | None:
@@ -882,20 +1177,20 @@ class PostgresStore(SharedResource):
             row = await cursor.fetchone()
             return (row[0], bytes(row[1])) if row else None
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def get_run(self, run_id: str) -> RunInfo:
         async def op(conn: AsyncConnection[Any]) -> RunInfo:
             return await self._get_run(conn, run_id)
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def _runs(self, sql: str, params: Sequence[Any]) -> list[RunInfo]:
         async def op(conn: AsyncConnection[Any]) -> list[RunInfo]:
             cursor = await conn.execute(sql, params)
             return [run_info(row) for row in await cursor.fetchall()]
 
-        return await self._tx(op, "read")
+        return await self._tx(op, "read", transaction=False)
 
     async def find_runs(self, prefix: str, limit: int = 2) -> list[RunInfo]:
         check_limit(int64("limit", limit))

@@ -60,6 +60,12 @@ class Hierarchy:
         )
 
     def next_step(self, state: RunState, agent: AgentView) -> Step:
+        strangers = sorted(set(self.specialists) - set(agent.subagents))
+        if strangers:
+            return Fail(
+                f"specialist {strangers[0]!r} is not a subagent of this agent: add it to "
+                "Agent(subagents=[...])"
+            )
         view = AgentView(agent.instructions, self._specs, agent.max_malformed, agent.subagents)
         plan = state.slot(PlanBook).plan
         replies = state.transcripts.get("plan", [])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from autonomic.events import TERMINAL_EVENTS, RunDead
 from autonomic.loader import StoredEvent
 from autonomic.store.base import Store
 from autonomic.telemetry.metrics import RunMetrics
-from autonomic.telemetry.tap import CommitTap, TappedStore
+from autonomic.telemetry.tap import CommitTap, tap_store
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -82,14 +82,11 @@ def instrument(
     and export each run's spans to ``exporter`` when it ends. Call it before or after
     opening the runtime; runs keep their speed (see ``telemetry.tap``)."""
     tap = CommitTap(queue_size)
-    inner = runtime.store
-    tapped = cast(Store, TappedStore(inner, tap))
-    runtime.store = tapped
-    if runtime._supervisor is not None:
-        runtime._supervisor.store = tapped
-    instrumentation = Instrumentation(tapped, tap, None, exporter, capture_content)
+    store = runtime.store
+    tap_store(store, tap)
+    instrumentation = Instrumentation(store, tap, None, exporter, capture_content)
     if metrics:
-        instrumentation.metrics = RunMetrics(tapped, extra=instrumentation.telemetry_families)
+        instrumentation.metrics = RunMetrics(store, extra=instrumentation.telemetry_families)
         tap.observers.append(instrumentation.metrics.observe)
     if exporter is not None:
         tap.observers.append(instrumentation.export_ended)

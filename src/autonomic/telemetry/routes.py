@@ -1,5 +1,5 @@
-"""``GET /metrics``: the Prometheus exposition of an instrumented runtime, as a FastAPI
-router for the service to mount (behind whatever dependencies it passes: a scope)."""
+"""``GET /metrics`` (the Prometheus exposition of an instrumented runtime), ``/healthz``
+and ``/readyz``, as FastAPI routers for the service to mount."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
     from autonomic.runtime import Runtime
 
-__all__ = ["metrics_router"]
+__all__ = ["health_router", "metrics_router"]
+
+READY_TIMEOUT_S = 2.0
 
 
 def metrics_router(
@@ -38,6 +40,7 @@ def metrics_router(
         "/metrics",
         summary="Prometheus metrics of the runs this process sees",
         response_class=Response,
+        response_model=None,
         responses={200: {"content": {CONTENT_TYPE: {}}}},
     )
     async def scrape() -> Response:
@@ -47,5 +50,35 @@ def metrics_router(
             driven = 0
         await metrics.refresh(driven)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    return router
+
+
+def health_router(runtime: Runtime) -> APIRouter:
+    """``/healthz``: the process answers. ``/readyz``: and its store does too (503 if not),
+    so a load balancer sends no work to a process that cannot record it."""
+    import asyncio
+
+    from fastapi import APIRouter
+    from fastapi.responses import JSONResponse
+
+    router = APIRouter(tags=["service"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="The process and its store are ready", response_model=None)
+    async def readyz() -> JSONResponse:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await runtime.store.list_runs(limit=1)
+        except Exception as e:
+            detail = str(e) or type(e).__name__
+            return JSONResponse(
+                {"status": "unavailable", "detail": f"the store does not answer: {detail}"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok"})
 
     return router

@@ -1,6 +1,6 @@
 """Watch every event a runtime commits, live, without slowing the runs down.
 
-A ``TappedStore`` stands in front of the runtime's store: each successful write hands
+``tap_store`` wraps the runtime's store's writes: each successful one hands
 its new events (still encoded) to a bounded queue with one ``put_nowait`` and returns.
 One background task decodes them and feeds the observers (metrics, live span export).
 When observers fall behind and the queue is full, batches are dropped and counted,
@@ -16,11 +16,12 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from autonomic.errors import ConfigError
 from autonomic.events import EventRecord, NewEvent, decode_event
 from autonomic.loader import StoredEvent
 from autonomic.store.base import Commit, Committed, NewRun, RunInfo, Store
 
-__all__ = ["CommitTap", "Observer", "TappedStore"]
+__all__ = ["CommitTap", "Observer", "tap_store"]
 
 log = logging.getLogger("autonomic.telemetry")
 
@@ -100,46 +101,53 @@ def _decoded(seq: int, new: NewEvent) -> StoredEvent:
     return StoredEvent(seq, new.ts, decode_event(record, new.blobs))
 
 
-class TappedStore:
-    """A store that offers every committed event to a ``CommitTap``; everything else
-    is the wrapped store's, unchanged."""
+def tap_store(store: Store, tap: CommitTap) -> None:
+    """Offer every event ``store`` writes to ``tap`` from now on.
 
-    def __init__(self, store: Store, tap: CommitTap) -> None:
-        self.inner = store
-        self.tap = tap
+    The store's writes (``create_run``, ``fork_run``, ``commit``) are wrapped in place,
+    not behind a proxy: the store keeps its type, so checks for what it can do
+    (``isinstance(store, Boards)``, which Python 3.12 makes without ``__getattr__``)
+    still see it. Its ``close`` first hands the observers what is queued.
+    """
+    if getattr(store, "_autonomic_tap", None) is not None:
+        raise ConfigError("this store is already tapped: instrument a runtime once")
+    create_run, fork_run, commit, close = (
+        store.create_run,
+        store.fork_run,
+        store.commit,
+        store.close,
+    )
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def __aenter__(self) -> TappedStore:
-        await self.inner.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Hand the observers what is queued, then close the store."""
-        try:
-            await self.tap.stop()
-        finally:
-            await self.inner.close()
-
-    async def create_run(self, run: NewRun, events: Sequence[NewEvent], **kwargs: Any) -> RunInfo:
-        info = await self.inner.create_run(run, events, **kwargs)
-        self.tap.offer(run.run_id, 1, events)
+    async def tapped_create_run(run: NewRun, events: Sequence[NewEvent], **kwargs: Any) -> RunInfo:
+        info = await create_run(run, events, **kwargs)
+        tap.offer(run.run_id, 1, events)
         return info
 
-    async def fork_run(
-        self, run_id: str, run: NewRun, at_seq: int, events: Sequence[NewEvent], **kwargs: Any
+    async def tapped_fork_run(
+        source_id: str, run: NewRun, at_seq: int, events: Sequence[NewEvent], **kwargs: Any
     ) -> RunInfo:
-        info = await self.inner.fork_run(run_id, run, at_seq, events, **kwargs)
-        self.tap.offer(run.run_id, at_seq + 1, events)
+        info = await fork_run(source_id, run, at_seq, events, **kwargs)
+        tap.offer(run.run_id, at_seq + 1, events)
         return info
 
-    async def commit(self, commit: Commit) -> Committed:
-        committed = await self.inner.commit(commit)
-        self.tap.offer(commit.run_id, commit.expected_seq + 1, commit.events)
-        for child, events in commit.children:
-            self.tap.offer(child.run_id, 1, events)
+    async def tapped_commit(c: Commit) -> Committed:
+        committed = await commit(c)
+        tap.offer(c.run_id, c.expected_seq + 1, c.events)
+        for child, events in c.children:
+            tap.offer(child.run_id, 1, events)
         return committed
+
+    async def tapped_close() -> None:
+        try:
+            await tap.stop()
+        finally:
+            await close()
+
+    for name, method in (
+        ("create_run", tapped_create_run),
+        ("fork_run", tapped_fork_run),
+        ("commit", tapped_commit),
+        ("close", tapped_close),
+        ("_autonomic_tap", tap),
+    ):
+        setattr(store, name, method)
