@@ -31,15 +31,16 @@ async def service(tmp_path) -> AsyncIterator[Service]:
         await asyncio.wait_for(task, 30)
 
 
-def completed_runs(text: str) -> float:
+def sample(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "autonomic_runs_total" and s.labels == {
-                "agent": "calc",
-                "status": "completed",
-            }:
+            if s.name == name and s.labels == labels:
                 return s.value
     return 0.0
+
+
+def completed_runs(text: str) -> float:
+    return sample(text, "autonomic_runs_total", agent="calc", status="completed")
 
 
 async def test_health_metrics_and_their_scope(service: Service) -> None:
@@ -53,6 +54,9 @@ async def test_health_metrics_and_their_scope(service: Service) -> None:
         assert (await c.get("/metrics")).status_code == 403
         run = (await c.post("/v1/runs", json={"agent": "calc", "goal": "2+3?"})).json()
         assert (await c.get(f"/v1/runs/{run['run_id']}/wait")).json()["status"] == "completed"
+        payment = (await c.post("/v1/runs", json={"agent": "payer", "goal": "pay"})).json()
+        waited = (await c.get(f"/v1/runs/{payment['run_id']}/wait")).json()
+        assert waited["status"] == "waiting"
     async with service.client(service.key("metrics:read")) as scraper:
         for _ in range(200):  # the tap counts off the runs' path: soon, not at once
             reply = await scraper.get("/metrics")
@@ -60,7 +64,8 @@ async def test_health_metrics_and_their_scope(service: Service) -> None:
                 break
             await asyncio.sleep(0.02)
         assert reply.status_code == 200 and completed_runs(reply.text) == 1
-        assert "autonomic_runs_current" in reply.text
+        assert sample(reply.text, "autonomic_runs_current", status="waiting") == 1
+        assert sample(reply.text, "autonomic_approvals_pending") == 1
 
 
 def a2a_config(token: str | None, streaming: bool = False) -> ClientConfig:

@@ -98,7 +98,10 @@ class NodeResult(msgspec.Struct, frozen=True, gc=False):
 
 @register_slot
 class PlanBook(msgspec.Struct, gc=False, omit_defaults=True):
-    """What a run's plans are and how far their nodes got, folded from the log."""
+    """What a run's plans are and how far their nodes got, folded from the log.
+
+    Only a run that plans has one: actions are followed once a plan is recorded (a plan's
+    nodes are only ever requested after it), so other runs carry nothing of it."""
 
     plans: list[PlanRecorded] = []
     plan_replies: int = 0
@@ -122,6 +125,9 @@ class PlanBook(msgspec.Struct, gc=False, omit_defaults=True):
         return self.replies_at[-1] if self.replies_at else 0
 
 
+_SLOT = f"{PlanBook.__module__}.{PlanBook.__qualname__}"
+
+
 @folds(PlanRecorded)
 def _plan(s: RunState, e: PlanRecorded, ts: float) -> None:
     book = s.slot(PlanBook)
@@ -135,19 +141,29 @@ def _reply(s: RunState, e: ModelResponded, ts: float) -> None:
         s.slot(PlanBook).plan_replies += 1
 
 
+def _planning(s: RunState) -> PlanBook | None:
+    """The run's PlanBook once it has recorded a plan; None for a run that plans nothing."""
+    book = s.ext.get(_SLOT)
+    return book if isinstance(book, PlanBook) and book.plans else None
+
+
 @folds(ActionRequested)
 def _requested(s: RunState, e: ActionRequested, ts: float) -> None:
-    s.slot(PlanBook).calls[e.action_id] = e.call_id
+    if (book := _planning(s)) is not None:
+        book.calls[e.action_id] = e.call_id
 
 
 @folds(ApprovalRequested)
 def _approval(s: RunState, e: ApprovalRequested, ts: float) -> None:
-    s.slot(PlanBook).approvals[e.digest] = e.call_id
+    if (book := _planning(s)) is not None:
+        book.approvals[e.digest] = e.call_id
 
 
 @folds(ApprovalDenied)
 def _denied(s: RunState, e: ApprovalDenied, ts: float) -> None:
-    book = s.slot(PlanBook)
+    book = _planning(s)
+    if book is None:
+        return
     call = book.approvals.get(e.digest)
     if call is not None:
         book.results[call] = NodeResult(False, f"denied by {e.approver}: {e.reason}".rstrip(": "))
@@ -155,7 +171,9 @@ def _denied(s: RunState, e: ApprovalDenied, ts: float) -> None:
 
 @folds(ActionCompleted, ActionFailed)
 def _outcome(s: RunState, e: ActionCompleted | ActionFailed, ts: float) -> None:
-    book = s.slot(PlanBook)
+    book = _planning(s)
+    if book is None:
+        return
     call = book.calls.get(e.action_id)
     if call is not None:
         book.results[call] = (

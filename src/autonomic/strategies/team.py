@@ -57,10 +57,13 @@ def _delegated(s: RunState, e: Delegated, ts: float) -> None:
     s.slot(TeamBook).queue.extend(f"{e.plan}:{n}" for n in e.nodes)
 
 
+_SLOT = f"{TeamBook.__module__}.{TeamBook.__qualname__}"
+
+
 @folds(ChildSpawned)
 def _spawned(s: RunState, e: ChildSpawned, ts: float) -> None:
-    book = s.slot(TeamBook)
-    if book.queue:
+    book = s.ext.get(_SLOT)  # only a run that delegated has one
+    if isinstance(book, TeamBook) and book.queue:
         book.children.setdefault(book.queue.pop(0), []).append(e.child_run_id)
 
 

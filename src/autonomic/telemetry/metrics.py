@@ -23,9 +23,6 @@ from autonomic.events import (
     ActionCompleted,
     ActionFailed,
     ActionRequested,
-    ApprovalDenied,
-    ApprovalGranted,
-    ApprovalRequested,
     GuardTripped,
     ModelResponded,
     RunCancelled,
@@ -108,7 +105,6 @@ class RunMetrics:
             _Bounded(),
         )
         self._runs: dict[str, tuple[str, float]] = {}
-        self._pending: set[tuple[str, str]] = set()
         self._actions: dict[tuple[str, str], str] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.runs_started = Counter(
@@ -164,7 +160,9 @@ class RunMetrics:
             "autonomic_guard_trips", "Guards that tripped.", ["guard"], registry=r
         )
         self.approvals_pending = Gauge(
-            "autonomic_approvals_pending", "Tool calls waiting for a person.", registry=r
+            "autonomic_approvals_pending",
+            "Tool calls waiting for a person, in the store's waiting runs (read at scrape).",
+            registry=r,
         )
         self.runs_current = Gauge(
             "autonomic_runs_current",
@@ -184,6 +182,14 @@ class RunMetrics:
         for status in CURRENT_STATUSES:
             runs = await self.store.list_runs(status=status, limit=CURRENT_CAP)
             self._of(self.runs_current, status).set(len(runs))
+            if status == "waiting":
+                self.approvals_pending.set(
+                    sum(
+                        len({k for g in r.wait.groups for k in g if k.startswith("approval:")})
+                        for r in runs
+                        if r.wait is not None
+                    )
+                )
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
@@ -213,15 +219,10 @@ class RunMetrics:
                     self._of(self.steps, self._agent(agent), "tool").inc()
                 case ActionCompleted() | ActionFailed():
                     await self._tool_done(run_id, e)
-                case ApprovalRequested():
-                    self._pending.add((run_id, e.digest))
-                case ApprovalGranted() | ApprovalDenied():
-                    self._pending.discard((run_id, e.digest))
                 case GuardTripped():
                     self._of(self.guard_trips, self._guard(e.guard)).inc()
                 case RunCompleted() | RunFailed() | RunCancelled() | RunDead():
                     await self._ended(run_id, e, stored.ts)
-        self.approvals_pending.set(len(self._pending))
 
     def _of(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: prometheus_client's lookup is the slow part."""
@@ -287,7 +288,6 @@ class RunMetrics:
         self._of(self.runs_ended, self._agent(agent), status).inc()
         self._of(self.run_duration, self._agent(agent), status).observe(max(0.0, ts - started))
         self._runs.pop(run_id, None)
-        self._pending = {p for p in self._pending if p[0] != run_id}
 
 
 class _Collector:
