@@ -11,7 +11,8 @@ import time
 import httpx
 import pytest
 
-from service_harness import cli_key, free_port, launch
+from autonomic.server import KeyStore
+from service_harness import free_port, launch
 from sse_frames import parse
 
 TURNS = 455  # 22 events a turn: 10,014 events in all
@@ -19,7 +20,9 @@ TURNS = 455  # 22 events a turn: 10,014 events in all
 
 @pytest.mark.slow
 def test_ten_thousand_events_through_disconnects_and_a_kill(tmp_path) -> None:
-    token = cli_key(tmp_path)
+    _, token = KeyStore(tmp_path / "keys.json").create(
+        "ci", tenant="acme", scopes=["runs:read", "runs:write"], rate_per_s=1000, burst=1000
+    )
     port = free_port()
     env = {"CHATTY_TURNS": str(TURNS), "CHATTY_LATENCY": "0.01"}
     server = launch(tmp_path, port, "--lease-s", "2", **env)

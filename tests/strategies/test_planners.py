@@ -224,8 +224,10 @@ async def test_a_dag_node_can_be_a_sub_agent_that_sees_only_its_own_task_and_too
 
 def test_a_run_that_plans_nothing_carries_no_plan_state() -> None:
     from autonomic.state import RunState
+    from autonomic.strategies.plans import PlanBook
+    from autonomic.strategies.team import TeamBook
 
     state = RunState(run_id="r")
     state.apply(ActionRequested("a-1", "c1", "population"), 1, 0.0)
     state.apply(ActionCompleted("a-1", "2102"), 2, 0.0)
-    assert state.ext == {}
+    assert not any(isinstance(v, PlanBook | TeamBook) for v in state.ext.values())
