@@ -19,7 +19,7 @@ import pytest
 from autonomic import Runtime
 from autonomic.errors import AgentNotFound, ConfigError
 from autonomic.worker import Worker, load_agents
-from worker_agents import quick, slow
+from worker_agents import paced, quick, slow
 
 HERE = Path(__file__).parent
 
@@ -122,11 +122,36 @@ async def test_the_worker_command_drains_on_sigterm_and_logs_transitions(pg_url:
     text = err.decode()
     assert proc.returncode == 0, text
     assert f"run {run_id} claimed" in text and f"run {run_id} completed" in text
-    assert "serving quick, slow" in text and "draining: 0 run(s) held" in text
+    assert "serving paced, quick, slow" in text and "draining: 0 run(s) held" in text
+
+
+async def test_tenant_and_agent_limits_let_the_others_go_first(pg_url: str) -> None:
+    worker = Worker(pg_url, [paced, quick], tenant_limit=1, agent_limits={"quick": 1})
+    serving = asyncio.create_task(worker.run())
+    try:
+        async with Runtime(pg_url, wake=False) as client:
+            acme = [(await client.submit(paced, "a", tenant="acme")).run_id for _ in range(3)]
+            beta = (await client.submit(paced, "b", tenant="beta")).run_id
+            quicks = [(await client.submit(quick, "q")).run_id for _ in range(2)]
+            held_at_once: set[frozenset[str]] = set()
+
+            async def all_done() -> bool:
+                runs = await client.list_runs(limit=20)
+                held_at_once.add(frozenset(r.run_id for r in runs if r.lease_owner))
+                return all(r.status == "completed" for r in runs)
+
+            await until(all_done, 30)
+        for held in held_at_once:  # never two of acme's, nor two quick ones, at once
+            assert len(held & set(acme)) <= 1 and len(held & set(quicks)) <= 1, held
+        # beta's run did not wait behind acme's backlog: it ran beside acme's first
+        assert any(beta in held and held & set(acme) for held in held_at_once)
+    finally:
+        worker.stop()
+        await serving
 
 
 def test_agents_are_found_by_module_or_path_or_refused_in_one_line() -> None:
-    assert [a.name for a in load_agents(["worker_agents"])] == ["quick", "slow"]
+    assert [a.name for a in load_agents(["worker_agents"])] == ["quick", "slow", "paced"]
     (agent,) = load_agents(["worker_agents:slow"])
     assert agent is slow and slow.path == "worker_agents:slow"
     with pytest.raises(AgentNotFound, match="cannot import 'no_such_module'"):

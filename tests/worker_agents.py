@@ -17,3 +17,4 @@ quick = Agent(
     tools=[bump],
 )
 slow = Agent(name="slow", model=ScriptedModel(["done at last"], latency=60.0))
+paced = Agent(name="paced", model=ScriptedModel(["done"], latency=0.6))

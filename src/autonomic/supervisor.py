@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
@@ -87,6 +88,11 @@ class Supervisor:
         self._timers: list[asyncio.TimerHandle] = []
         self._left_behind: set[asyncio.Task[None]] = set()  # drivers stuck past a cancel
         self._stopping = False
+        self.agent_limits: Mapping[str, int] = {}
+        """At most this many claimed runs of an agent at once (others wait for room)."""
+        self.tenant_limit: int | None = None
+        """At most this many claimed runs of any one tenant at once."""
+        self._held: dict[str, tuple[str, str | None]] = {}  # claimed run -> (agent, tenant)
         self.only_registered = False
         """Claim only runs of registered agents, orphans included (a worker's choice)."""
         self.observer: Callable[[str, str], None] | None = None
@@ -187,6 +193,7 @@ class Supervisor:
 
     def _done(self, run_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(run_id) is task:
+            self._held.pop(run_id, None)
             del self.tasks[run_id]
             self.drivers.pop(run_id, None)
         self.bus.publish(run_topic(run_id))
@@ -417,22 +424,36 @@ class Supervisor:
 
     async def _claim_ready(self) -> None:
         room = self.capacity - len(self.tasks) - len(self._starting)
-        if room <= 0:
-            return
-        try:
-            claims = await self.store.claim_runs(
-                self.owner,
-                self.lease_s,
-                room,
-                # adopting orphans means any agent importable here, unless told
-                agents=None if self.orphans and not self.only_registered else self.registry.names(),
-                orphans=self.orphans,
-            )
-        except StoreError as e:
-            log.warning("could not claim runs: %s", e)
-            return
-        for claim in claims:
-            self._claimed(claim)
+        # adopting orphans means any agent importable here, unless told
+        agents = None if self.orphans and not self.only_registered else self.registry.names()
+        limited = bool(self.agent_limits) or self.tenant_limit is not None
+        while room > 0:
+            excluded: set[str] = set()
+            if limited:  # one run at a time, so that a batch cannot go past a limit
+                held = list(self._held.values())
+                full = {
+                    a for a, n in self.agent_limits.items() if [h[0] for h in held].count(a) >= n
+                }
+                agents = self.registry.names() - full
+                tenants = Counter(tenant for _, tenant in held if tenant is not None)
+                excluded = {t for t, n in tenants.items() if n >= (self.tenant_limit or n + 1)}
+            try:
+                claims = await self.store.claim_runs(
+                    self.owner,
+                    self.lease_s,
+                    1 if limited else room,
+                    agents=agents,
+                    orphans=self.orphans,
+                    **({"exclude_tenants": excluded} if excluded else {}),
+                )
+            except StoreError as e:
+                log.warning("could not claim runs: %s", e)
+                return
+            for claim in claims:
+                self._claimed(claim)
+            if not limited or not claims:
+                return
+            room -= len(claims)
 
     def _claimed(self, claim: Claim) -> None:
         run_id = claim.info.run_id
@@ -442,6 +463,7 @@ class Supervisor:
             self.tasks.pop(run_id, None)
             self.drivers.pop(run_id, None)
         self._starting.add(run_id)
+        self._held[run_id] = (claim.info.agent, claim.info.tenant)
         reason = (
             "woken"
             if claim.info.status == "waiting"
@@ -453,6 +475,8 @@ class Supervisor:
 
     async def _adopt_logged(self, claim: Claim, reason: str) -> None:
         try:
-            await self.adopt(claim, reason)
+            if await self.adopt(claim, reason) is None:
+                self._held.pop(claim.info.run_id, None)
         except AutonomicError as e:
+            self._held.pop(claim.info.run_id, None)
             log.error("run %s: cannot drive it here: %s", claim.info.run_id, e)

@@ -9,6 +9,8 @@ stops them, each left resumable (its lease released) for another worker. A run w
 worker died is claimed by another once its lease expires; a run that has killed more
 than ``max_recoveries`` workers is buried (``dead``). Every run transition is one log
 line; ``--health-port`` serves ``GET /health`` as JSON (503 while draining).
+``--agent-limit NAME=N`` and ``--tenant-limit N`` cap what one worker holds of an agent
+or of any one tenant (runs over a cap wait, and other tenants' runs go first).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autonomic.agent import Agent, _import_file, load_agent
@@ -79,6 +81,8 @@ class Worker:
         exit_after: int | None = None,
         bus: str | None = None,
         connect_s: float = 60.0,
+        agent_limits: Mapping[str, int] | None = None,
+        tenant_limit: int | None = None,
     ) -> None:
         if concurrency < 1 or drain_s < 0:
             raise ConfigError("concurrency must be 1 or more, and drain_s 0 or more")
@@ -98,6 +102,7 @@ class Worker:
         self.concurrency, self.drain_s = concurrency, drain_s
         self.health_port, self.exit_after = health_port, exit_after
         self.connect_s = connect_s
+        self.agent_limits, self.tenant_limit = dict(agent_limits or {}), tenant_limit
         self.counts: Counter[str] = Counter()
         self.draining = False
         self.started = time.time()
@@ -105,6 +110,7 @@ class Worker:
 
     def stop(self) -> None:
         """Begin draining (what SIGTERM does)."""
+        self.draining = True
         self._stop.set()
 
     def _transition(self, run_id: str, what: str) -> None:
@@ -147,6 +153,7 @@ class Worker:
             runtime = await self._enter(stack)
             supervisor = runtime.supervisor
             supervisor.only_registered = True
+            supervisor.agent_limits, supervisor.tenant_limit = self.agent_limits, self.tenant_limit
             supervisor.observer = self._transition
             server = await self._serve_health() if self.health_port is not None else None
             log.info(
@@ -158,7 +165,7 @@ class Worker:
             )
             try:
                 await self._stop.wait()
-                self.draining = True
+                self.draining = True  # (--exit-after sets only the event)
                 supervisor.stop_claiming()
                 held = list(supervisor.tasks.values())
                 log.info("draining: %d run(s) held, up to %gs", len(held), self.drain_s)
@@ -209,6 +216,8 @@ async def _serve(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         exit_after=args.exit_after,
         bus=args.bus,
+        agent_limits=dict(args.agent_limit or ()),
+        tenant_limit=args.tenant_limit,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -266,6 +275,20 @@ def add_worker_parser(commands: Any) -> None:
         default=1.0,
         help="look for ready runs at least this often, without a bus hint",
     )
+    p.add_argument(
+        "--agent-limit",
+        action="append",
+        type=_agent_limit,
+        metavar="NAME=N",
+        help="at most N runs of agent NAME at once here (repeat for several agents)",
+    )
+    p.add_argument(
+        "--tenant-limit",
+        type=_positive_int,
+        metavar="N",
+        help="at most N runs of any one tenant at once here, so that one tenant's backlog "
+        "cannot starve the others",
+    )
     p.add_argument("--health-port", type=int, help="serve GET /health on 127.0.0.1:PORT")
     p.add_argument(
         "--exit-after",
@@ -274,6 +297,13 @@ def add_worker_parser(commands: Any) -> None:
         help="drain and exit once N runs ended here (for batch jobs and tests)",
     )
     p.set_defaults(handler=cmd_worker, offline=True)
+
+
+def _agent_limit(text: str) -> tuple[str, int]:
+    name, sep, count = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=N (e.g. researcher=5)")
+    return name, _positive_int(count)
 
 
 def _positive_int(text: str) -> int:

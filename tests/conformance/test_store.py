@@ -654,6 +654,14 @@ async def test_claim_runs_honours_agents_and_limit(store: Store) -> None:
         await store.claim_runs("other", 30, -1)
 
 
+async def test_claim_runs_leaves_the_runs_of_excluded_tenants(store: Store) -> None:
+    for i, tenant in enumerate(["acme", None, "beta", "acme"]):
+        run = NewRun(f"r{i}", "a", "g", tenant=tenant)
+        await store.create_run(run, [ev()], owner=None, lease_s=30)
+    assert await claimed(store, exclude_tenants={"acme"}) == ["r1", "r2"]
+    assert await claimed(store) == ["r0", "r3"]
+
+
 async def test_concurrent_claimers_never_take_the_same_run(store: Store) -> None:
     for i in range(30):
         await new_run(store, f"r{i}", owner=None)

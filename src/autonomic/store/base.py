@@ -369,13 +369,15 @@ class Leases(Protocol):
         *,
         agents: Collection[str] | None = None,
         orphans: bool = False,
+        exclude_tenants: Collection[str] = (),
     ) -> list[Claim]:
         """Lease up to ``limit`` runs that are ready to be driven, oldest first.
 
         Ready: waiting runs whose ``wake_at`` has passed, and running runs that nobody
         holds and whose ``wake_at`` (a back-off) has passed; with ``orphans``, also
         running runs whose owner let its lease expire (it crashed). ``agents`` limits
-        the claim to runs of those agents.
+        the claim to runs of those agents; runs of ``exclude_tenants`` are left (a worker
+        holding as many of theirs as it may).
         """
         ...
 

@@ -354,6 +354,7 @@ class InMemoryStore(SharedResource):
         *,
         agents: Collection[str] | None = None,
         orphans: bool = False,
+        exclude_tenants: Collection[str] = (),
     ) -> list[Claim]:
         check_limit(limit)
         now = time.time()
@@ -362,6 +363,8 @@ class InMemoryStore(SharedResource):
             if len(claims) >= limit:
                 break
             if agents is not None and info.agent not in agents:
+                continue
+            if info.tenant is not None and info.tenant in exclude_tenants:
                 continue
             if _is_ready(info, now, orphans):
                 claims.append(self._take(info, owner, lease_s, now))

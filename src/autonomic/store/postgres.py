@@ -135,6 +135,7 @@ WITH picked AS (
             AND (lease_owner IS NULL
                  OR (%(orphans)s AND coalesce(lease_expires_at, 0) <= %(now)s))))
         AND (%(any_agent)s OR agent = ANY(%(agents)s))
+        AND (tenant IS NULL OR NOT tenant = ANY(%(tenants)s))
     ORDER BY created_at, n LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -1019,6 +1020,7 @@ class PostgresStore(SharedResource):
         *,
         agents: Collection[str] | None = None,
         orphans: bool = False,
+        exclude_tenants: Collection[str] = (),
     ) -> list[Claim]:
         check_limit(int64("limit", limit))
         seconds("lease_s", lease_s)
@@ -1035,6 +1037,7 @@ class PostgresStore(SharedResource):
                     "orphans": orphans,
                     "any_agent": agents is None,
                     "agents": sorted(agents) if agents is not None else [],
+                    "tenants": sorted(exclude_tenants),
                     "limit": limit,
                     "owner": owner,
                 },

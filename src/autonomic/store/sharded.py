@@ -288,6 +288,7 @@ class ShardedStore(SharedResource):
         *,
         agents: Collection[str] | None = None,
         orphans: bool = False,
+        exclude_tenants: Collection[str] = (),
     ) -> list[Claim]:
         """The oldest ready runs over every shard: each shard is asked for ``limit``, the
         oldest ``limit`` are kept and the others released at once (a claim of a ready
@@ -298,7 +299,10 @@ class ShardedStore(SharedResource):
         if limit == 0:
             return []
         parts = await asyncio.gather(
-            *(s.claim_runs(owner, lease_s, limit, agents=agents) for s in self.shards)
+            *(
+                s.claim_runs(owner, lease_s, limit, agents=agents, exclude_tenants=exclude_tenants)
+                for s in self.shards
+            )
         )
         ready = sorted(
             ((claim, i) for i, part in enumerate(parts) for claim in part),
@@ -314,7 +318,12 @@ class ShardedStore(SharedResource):
                 break
             i = (start + k) % len(self.shards)
             more = await self.shards[i].claim_runs(
-                owner, lease_s, limit - len(kept), agents=agents, orphans=True
+                owner,
+                lease_s,
+                limit - len(kept),
+                agents=agents,
+                orphans=True,
+                exclude_tenants=exclude_tenants,
             )
             kept.extend((claim, i) for claim in more)
         for claim, i in kept:

@@ -117,6 +117,7 @@ WHERE ((status = 'waiting' AND wake_at <= :now
     OR (status = 'running' AND coalesce(wake_at, 0) <= :now
         AND (lease_owner IS NULL OR (:orphans AND coalesce(lease_expires_at, 0) <= :now))))
     AND (:any_agent OR agent IN (SELECT value FROM json_each(:agents)))
+    AND (tenant IS NULL OR tenant NOT IN (SELECT value FROM json_each(:tenants)))
 ORDER BY created_at, rowid LIMIT :limit"""
 
 
@@ -870,10 +871,12 @@ class SQLiteStore(SharedResource):
         *,
         agents: Collection[str] | None = None,
         orphans: bool = False,
+        exclude_tenants: Collection[str] = (),
     ) -> list[Claim]:
         check_limit(int64("limit", limit))
         seconds("lease_s", lease_s)
         names = msgspec.json.encode(sorted(agents) if agents is not None else []).decode()
+        tenants = msgspec.json.encode(sorted(exclude_tenants)).decode()
 
         def op() -> list[Claim]:
             now = time.time()
@@ -884,6 +887,7 @@ class SQLiteStore(SharedResource):
                     "orphans": orphans,
                     "any_agent": agents is None,
                     "agents": names,
+                    "tenants": tenants,
                     "limit": limit,
                 },
             ).fetchall()
