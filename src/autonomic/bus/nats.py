@@ -20,6 +20,7 @@ import os
 import time
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from autonomic.bus._outbox import Outbox
 from autonomic.bus._url import redacted, split_bus_url
@@ -73,10 +74,37 @@ class NatsBus:
         self._last_error = e
         log.debug("nats bus %s: %s", self.url, e)
 
+    async def _reachable(self) -> OSError | None:
+        """None when some server of the URL accepts a connection, else why not (a refused
+        connection is said at once, not after the client's retries)."""
+        error: OSError | None = None
+        for server in self._client_url.split(","):
+            parts = urlsplit(server.strip())
+            try:
+                async with asyncio.timeout(2.0):
+                    _, writer = await asyncio.open_connection(
+                        parts.hostname or "127.0.0.1", parts.port or 4222
+                    )
+            except (OSError, TimeoutError) as e:
+                error = e if isinstance(e, OSError) else OSError(f"timed out: {e}")
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return None
+        return error
+
     async def open(self) -> None:
         self._opened += 1
         if self._opened > 1:
             return
+        unreachable = await self._reachable()
+        if unreachable is not None:
+            self._opened -= 1
+            raise ConfigError(
+                f"cannot reach the NATS bus at {self.url}: {unreachable}; "
+                "start nats-server with JetStream (-js) or fix the bus URL"
+            )
         try:
             async with asyncio.timeout(_CONNECT_S):
                 nc = await nats.connect(

@@ -91,6 +91,7 @@ async def cmd_serve(args: argparse.Namespace, _: object) -> int:
         agents=agents,
         resume_incomplete=True,
         lease_s=args.lease_s,
+        bus=getattr(args, "bus", None),  # SSE streams follow runs driven by other processes
     )
     exporter = None
     if args.otlp_endpoint:
