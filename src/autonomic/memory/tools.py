@@ -99,32 +99,40 @@ def memory_tools(
         memory = episodic
 
         @tool(name="remember")
-        async def remember(context: ToolContext, text: str, importance: float = 1.0) -> str:
+        async def remember(
+            context: ToolContext,
+            text: str,
+            importance: float = 1.0,
+            metadata: dict[str, str] | None = None,
+        ) -> str:
             """Store something worth recalling later (a fact, a preference, an outcome).
 
             Args:
                 text: what to remember, as one self-contained sentence.
                 importance: 0.1 to 10; higher is recalled first.
+                metadata: labels to keep with it (source, topic...).
             """
             if not 0.1 <= importance <= 10:
                 raise ToolError("importance must be between 0.1 and 10")
-            stored, merged = await memory.remember(
-                text, namespace, {"run_id": context.run_id}, importance=importance
-            )
+            labels = {**(metadata or {}), "run_id": context.run_id}
+            stored, merged = await memory.remember(text, namespace, labels, importance=importance)
             context.record(Remembered(context.action_id, namespace, stored.id, text, merged))
             return f"{'merged into' if merged else 'stored as'} memory #{stored.id}"
 
         @tool(name="recall", idempotent=True)
-        async def recall(context: ToolContext, query: str, k: int = 5) -> str:
+        async def recall(
+            context: ToolContext, query: str, k: int = 5, as_of: float | None = None
+        ) -> str:
             """Recall the memories most relevant to a question, best first.
 
             Args:
                 query: what you want to know.
                 k: how many memories to return (1 to 20).
+                as_of: a UNIX time: recall only what was known then.
             """
-            found = await memory.recall(query, spaces, max(1, min(k, 20)))
+            found = await memory.recall(query, spaces, max(1, min(k, 20)), as_of=as_of)
             ids = tuple(r.memory.id for r in found)
-            context.record(Recalled(context.action_id, query, spaces, ids))
+            context.record(Recalled(context.action_id, query, spaces, ids, as_of))
             if not found:
                 return "No memories."
             return "\n".join(f"#{r.memory.id} ({r.score:.2f}): {r.memory.text}" for r in found)
