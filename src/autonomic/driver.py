@@ -194,6 +194,20 @@ _MAX_BATCH = 256
 """Events recorded without an effect (a strategy's own notes) are committed this often."""
 
 
+async def _to_the_end(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` (a run's last commit) to its end even if this task is cancelled
+    meanwhile, then let the cancellation go on: a driver's task must not be seen done
+    while its last commit is still on its way to the store."""
+    inner = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        await asyncio.wait([inner])
+        if not inner.cancelled():
+            inner.exception()  # it is the store's failure to report, not this task's
+        raise
+
+
 def _reraise_cancellation(error: BaseException) -> None:
     """Re-raise ``error`` if it is this task being cancelled; a CancelledError that user
     code raised while nobody cancels is just another failure."""
@@ -493,19 +507,22 @@ class Driver:
         except asyncio.CancelledError:
             if self.cancel_by is not None:
                 # interrupted to cancel the run: record that, whatever it was doing
-                await asyncio.shield(self._cancel(self.cancel_by))
+                await _to_the_end(self._cancel(self.cancel_by))
                 return
             if self._timed_out:
-                await asyncio.shield(self._out_of_time())
+                await _to_the_end(self._out_of_time())
                 return
             # the process is leaving: keep what is known, and let another process go on
             with contextlib.suppress(StoreError):
-                await asyncio.shield(self.commit(release=True))
+                await _to_the_end(self._release())
             raise
         finally:
             timer.cancel()
             if self._watchdog is not None:
                 self._watchdog.cancel()
+
+    async def _release(self) -> None:
+        await self.commit(release=True)
 
     def _time_up(self) -> None:
         """The wall-time limit passed: stop whatever runs now (a commit ends first)."""
