@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import secrets
 import signal
 import socket
@@ -92,9 +91,13 @@ async def _ended(store: Any) -> int:
     return sum(r.status in ("completed", "failed", "dead", "cancelled") for r in runs)
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user and system) the processes have used so far."""
+    total = 0
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _spawn(
@@ -124,7 +127,6 @@ async def measure(
         "PYTHONPATH": os.pathsep.join([str(agents_dir), *sys.path]),
     }
     ports = [_free_port() for _ in range(workers)]
-    cpu_before = _children_cpu_s()
     logs, procs = _spawn(url, ports, args.concurrency, env, agents_dir / f"workers-{workers}.log")
     try:
         async with asyncio.timeout(120):
@@ -135,6 +137,7 @@ async def measure(
         os.environ["BENCH_STEPS"] = str(args.steps)
         (agent,) = load_agents(["bench_agents:stepper"])
         async with Runtime(url, wake=False) as client:
+            cpu_before = _cpu_s(procs)
             started = time.perf_counter()
             for first in range(0, args.runs, 50):  # as many clients submitting at once
                 await asyncio.gather(
@@ -148,6 +151,7 @@ async def measure(
                 while await _ended(client.store) < args.runs:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
+            cpu = _cpu_s(procs) - cpu_before
             statuses = {r.status for r in await client.list_runs(limit=args.runs + 10)}
     finally:
         for proc in procs:
@@ -155,7 +159,6 @@ async def measure(
         for proc in procs:
             proc.wait(timeout=30)
         logs.close()
-    cpu = _children_cpu_s() - cpu_before
     return {
         "workers": workers,
         "runs": args.runs,
@@ -163,8 +166,8 @@ async def measure(
         "submit_seconds": round(submitted, 2),
         "runs_per_s": round(args.runs / elapsed, 1),
         "steps_per_s": round(args.runs * args.steps / elapsed, 1),
-        # what the machine's load cannot blur: the workers' own CPU per step (the server's
-        # is not counted), from start to exit
+        # what the machine's load cannot blur: the workers' own CPU per step while the
+        # clock ran (the server's is not counted)
         "worker_cpu_ms_per_step": round(cpu * 1000 / (args.runs * args.steps), 2),
         "statuses": sorted(statuses),
     }

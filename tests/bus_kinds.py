@@ -1,23 +1,29 @@
 """Every backend of the Bus protocol, opened fresh and isolated per test: each test gets
-its own key prefix on the real Redis (6379) and its own stream on the real NATS (4222),
-removed afterwards."""
+its own key prefix on the real Redis (6379), its own stream on the real NATS (4222),
+removed afterwards, and its own channel on the real PostgreSQL (5432)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator
 
 from autonomic.bus import Bus, open_bus
 
-BUS_KINDS = ["local", "redis", "nats"]
+BUS_KINDS = ["local", "redis", "nats", "postgres"]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NATS_URL = "nats://127.0.0.1:4222"
+POSTGRES = os.environ.get(
+    "AUTONOMIC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def bus_url(kind: str, prefix: str, query: str = "") -> str:
     if kind == "local":
         return "local://"
+    if kind == "postgres":  # the schema names the channel; nothing is left in the database
+        return f"{POSTGRES}?schema={prefix}"
     base = REDIS_URL if kind == "redis" else NATS_URL
     return f"{base}?prefix={prefix}{query}"
 

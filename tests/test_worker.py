@@ -49,8 +49,8 @@ async def until(predicate: object, within_s: float = 20.0) -> None:
 async def test_two_workers_drive_every_submitted_run_once(pg_url: str) -> None:
     port = free_port()
     workers = [
-        Worker(pg_url, [quick], concurrency=4, lease_s=5, health_port=port),
-        Worker(pg_url, [quick], concurrency=4, lease_s=5),
+        Worker(pg_url, [quick], concurrency=4, lease_s=30, health_port=port),
+        Worker(pg_url, [quick], concurrency=4, lease_s=30),
     ]
     serving = [asyncio.create_task(w.run()) for w in workers]
     try:

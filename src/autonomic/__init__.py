@@ -8,6 +8,7 @@ The sandbox (Linux only) is imported when one of its names is first used, so tha
 import importlib
 from typing import TYPE_CHECKING
 
+import autonomic.memory  # noqa: F401 - registers memory's event types for every reader
 from autonomic.agent import Agent, load_agent
 from autonomic.approvals import PendingApproval
 from autonomic.bus import Bus, LocalBus

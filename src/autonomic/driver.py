@@ -77,6 +77,7 @@ from autonomic.guards.base import (
     store_scope,
 )
 from autonomic.guards.budget import with_inherited_budget
+from autonomic.guards.inherit import with_ancestor_guards
 from autonomic.lifecycle import (
     SpawnRefused,
     approval_key,
@@ -194,6 +195,20 @@ _MAX_BATCH = 256
 """Events recorded without an effect (a strategy's own notes) are committed this often."""
 
 
+async def _to_the_end(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` (a run's last commit) to its end even if this task is cancelled
+    meanwhile, then let the cancellation go on: a driver's task must not be seen done
+    while its last commit is still on its way to the store."""
+    inner = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        await asyncio.wait([inner])
+        if not inner.cancelled():
+            inner.exception()  # it is the store's failure to report, not this task's
+        raise
+
+
 def _reraise_cancellation(error: BaseException) -> None:
     """Re-raise ``error`` if it is this task being cancelled; a CancelledError that user
     code raised while nobody cancels is just another failure."""
@@ -258,19 +273,21 @@ class Driver:
         snapshot_every: int,
         mail: bool = True,
         stuck_actions: Mapping[str, str] | None = None,
+        ancestors: Sequence[Agent | None] = (),
     ) -> None:
         """``mail``: the run's inbox may hold something to read before the first step.
-        ``stuck_actions``: actions a driver left behind was stuck in, and why."""
+        ``stuck_actions``: actions a driver left behind was stuck in, and why.
+        ``ancestors``: the agents of the run's lineage, whose guards it keeps."""
         self.store, self.host, self.agent, self.model, self.state = store, host, agent, model, state
         self.lease, self.lease_s = lease, lease_s
         self.secrets, self.signer = secrets, signer
         self.snapshot_every = snapshot_every
         self.view = agent.view()
-        self.guards = with_inherited_budget(agent.guards, state)
+        self.guards = with_inherited_budget(with_ancestor_guards(agent.guards, ancestors), state)
         self.tools = agent.tool_map
         self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
-        self._tool_input = crossing_guards(agent.guards, "tool_input")
-        self._tool_output = crossing_guards(agent.guards, "tool_output")
+        self._tool_input = crossing_guards(self.guards, "tool_input")
+        self._tool_output = crossing_guards(self.guards, "tool_output")
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
         self.lease_deadline = time.monotonic() + lease_s
@@ -493,19 +510,22 @@ class Driver:
         except asyncio.CancelledError:
             if self.cancel_by is not None:
                 # interrupted to cancel the run: record that, whatever it was doing
-                await asyncio.shield(self._cancel(self.cancel_by))
+                await _to_the_end(self._cancel(self.cancel_by))
                 return
             if self._timed_out:
-                await asyncio.shield(self._out_of_time())
+                await _to_the_end(self._out_of_time())
                 return
             # the process is leaving: keep what is known, and let another process go on
             with contextlib.suppress(StoreError):
-                await asyncio.shield(self.commit(release=True))
+                await _to_the_end(self._release())
             raise
         finally:
             timer.cancel()
             if self._watchdog is not None:
                 self._watchdog.cancel()
+
+    async def _release(self) -> None:
+        await self.commit(release=True)
 
     def _time_up(self) -> None:
         """The wall-time limit passed: stop whatever runs now (a commit ends first)."""

@@ -223,6 +223,7 @@ async def test_same_message_id_is_the_same_task_and_bad_input_is_refused(served:
             "parse": b"{nope",
             "method": {"jsonrpc": "2.0", "id": 2, "method": "Nope", "params": {}},
             "empty": {**body, "params": {"message": {"messageId": "m-2", "parts": []}}},
+            "config": {**body, "params": {**body["params"], "configuration": 5}},
         }.items():
             if isinstance(payload, bytes):
                 reply = await http.post("/a2a/calc", content=payload)
@@ -233,6 +234,7 @@ async def test_same_message_id_is_the_same_task_and_bad_input_is_refused(served:
         assert errors["parse"]["code"] == -32700
         assert errors["method"]["code"] == -32601 and "Nope" in errors["method"]["message"]
         assert errors["empty"]["code"] == -32602 and "no parts" in errors["empty"]["message"]
+        assert errors["config"]["code"] == -32602 and "configuration" in errors["config"]["message"]
         assert (await http.post("/a2a/nobody", json=body)).status_code == 404
 
 

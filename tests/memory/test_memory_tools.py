@@ -21,7 +21,7 @@ async def test_an_agent_remembers_recalls_and_asserts(
     await episodic.remember("The shared printer is on floor 3.", "shared")
     model = ScriptedModel(
         [
-            tool_call("remember", text="The user's name is Dana."),
+            tool_call("remember", text="The user's name is Dana.", metadata={"topic": "name"}),
             tool_call("recall", query="what is the user called?", k=2),
             tool_call(
                 "assert_fact", subject="dana", relation="lives_in", object="Oslo", single=True
@@ -47,6 +47,7 @@ async def test_an_agent_remembers_recalls_and_asserts(
     assert [(e.namespace, e.text, e.merged) for e in remembered] == [
         ("user:dana", "The user's name is Dana.", False)
     ]
+    assert episodic.get(remembered[0].memory_id).metadata["topic"] == "name"
     (recalled,) = [e for e in events if isinstance(e, Recalled)]
     assert recalled.namespaces == ("user:dana", "shared")
     assert recalled.memory_ids[0] == remembered[0].memory_id

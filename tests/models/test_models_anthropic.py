@@ -14,6 +14,7 @@ import pytest
 from autonomic.errors import ConfigError, ModelError, ModelUnavailable
 from autonomic.models import Message, Model, ModelRequest, ToolCall
 from autonomic.models.anthropic import AnthropicModel
+from autonomic.models.pricing import default_prices
 
 from .model_fakes import ADD, RECORDINGS, WEATHER, Reply, ServerFactory
 
@@ -117,7 +118,9 @@ async def test_unknown_model_is_priced_pessimistically(fake_server: ServerFactor
     async with await model_for(fake_server, Reply(body=body)) as model:
         response = await model.complete(ModelRequest((Message("user", "Weather?"),)))
     assert response.meta["price_unknown"] is True
-    assert response.cost == pytest.approx((812 * 15.0 + 14 * 75.0) / 1e6)
+    highest = default_prices.highest()  # other tests may have taught the table pricier models
+    assert highest.input >= 15.0 and highest.output >= 75.0
+    assert response.cost == pytest.approx((812 * highest.input + 14 * highest.output) / 1e6)
 
 
 @pytest.mark.parametrize(

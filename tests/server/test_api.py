@@ -4,9 +4,13 @@ control of runs, and errors as problem details."""
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from autonomic.events import ApprovalDenied, ApprovalGranted
 from autonomic.loader import read_events
+from autonomic.server import Principal, require_scope
 from service_harness import start_service
 from sse_frames import collect, frames
 
@@ -273,3 +277,34 @@ async def test_a_tenant_sees_and_tops_up_its_own_budget(service) -> None:
         assert (await c.get("/v1/budget")).json()["limits"] == {}
         r = await c.post("/v1/budget", json={"tokens": 10})
         assert r.status_code == 409 and "has no budget" in r.json()["detail"]
+
+
+async def test_mounted_routers_share_keys_scopes_and_error_format(tmp_path) -> None:
+    def routers(runtime) -> list[APIRouter]:
+        router = APIRouter(prefix="/extra")
+
+        @router.get("/hello")
+        async def hello(key: Annotated[Principal, Depends(require_scope("metrics:read"))]) -> dict:
+            return {"tenant": key.tenant}
+
+        @router.get("/crash")
+        async def crash(key: Annotated[Principal, Depends(require_scope("runs:read"))]) -> dict:
+            raise RuntimeError("secret internals")
+
+        return [router]
+
+    service, task = await start_service(tmp_path, routers=routers)
+    try:
+        async with service.client(service.key("metrics:read", "runs:read")) as c:
+            assert (await c.get("/extra/hello")).json() == {"tenant": "acme"}
+            r = await c.get("/extra/crash")
+            assert r.status_code == 500 and r.headers["content-type"] == PROBLEM
+            assert "secret internals" not in r.text and "Traceback" not in r.text
+            assert r.json()["detail"] == "the server failed; its log says why"
+        async with service.client(service.key("runs:read")) as c:
+            assert (await c.get("/extra/hello")).status_code == 403
+        async with service.client() as c:
+            assert (await c.get("/extra/hello")).status_code == 401
+    finally:
+        service.server.should_exit = True
+        await task

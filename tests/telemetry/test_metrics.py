@@ -69,6 +69,10 @@ async def test_metrics_count_runs_steps_tokens_and_tools(tmp_path: Path) -> None
         m[("autonomic_run_duration_seconds_count", (("agent", "calc"), ("status", "completed")))]
         == 2
     )
+    # the agent KPIs per ended run: one used its tool's result, the other's tool failed
+    assert m[("autonomic_run_tool_utility_count", (("agent", "calc"),))] == 2
+    assert m[("autonomic_run_tool_utility_sum", (("agent", "calc"),))] == 1.0
+    assert m[("autonomic_run_thought_to_action_sum", (("agent", "calc"),))] == 4.0
     assert m[("autonomic_telemetry_dropped_total", ())] == 0
     assert m[("autonomic_approvals_pending", ())] == 0
     assert not any("run_id" in dict(labels) for _, labels in m)

@@ -70,6 +70,9 @@ async def test_a_run_becomes_agent_chat_and_tool_spans(tmp_path: Path) -> None:
     # the run's totals are the sum of its calls
     for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
         assert agent.attributes[key] == chat1.attributes[key] + chat2.attributes[key]  # type: ignore[operator]
+    assert agent.attributes["autonomic.kpi.tool_utility"] == 1.0
+    assert agent.attributes["autonomic.kpi.thought_to_action"] == 2.0
+    assert "autonomic.kpi.plan_fidelity" not in agent.attributes  # no plan, no figure
     # the same log gives the same spans: re-export is idempotent
     assert run_spans(run_id, events) == spans
     captured = run_spans(run_id, events, capture_content=True)

@@ -164,13 +164,11 @@ async def test_a_sync_tool_records_from_its_thread_and_the_run_gets_it_on_the_lo
     [
         (
             RunCompleted("hijacked"),
-            "a tool may record only EgressRequested, not RunCompleted: "
-            "the runtime records everything else",
+            "not RunCompleted: the runtime records everything else",
         ),
         (
             ActionCompleted("act-1", "forged"),
-            "a tool may record only EgressRequested, not ActionCompleted: "
-            "the runtime records everything else",
+            "not ActionCompleted: the runtime records everything else",
         ),
         (egress("someone-else"), "may record events of its own action"),
     ],
@@ -194,7 +192,8 @@ async def test_a_tool_may_record_only_its_own_tool_events(
     (failed,) = [e for e in events if isinstance(e, ActionFailed)]
     assert reason in failed.error
     assert not any(isinstance(e, EgressRequested) for e in events)
-    assert (EgressRequested,) == TOOL_EVENTS
+    assert EgressRequested in TOOL_EVENTS
+    assert not {RunCompleted, ActionCompleted} & set(TOOL_EVENTS)
 
 
 async def test_a_thread_that_outlives_its_action_can_record_nothing() -> None:

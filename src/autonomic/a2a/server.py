@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from autonomic.a2a import protocol as p
 from autonomic.a2a.protocol import RpcError
 from autonomic.agent import Agent
-from autonomic.errors import ConfigError, RunNotFound
+from autonomic.errors import AutonomicError, ConfigError, RunNotFound
 from autonomic.loader import load_state, read_events
 from autonomic.state import TERMINAL, RunState
 
@@ -41,6 +41,7 @@ Access = Callable[[Request, str], Awaitable[str | None]]
 """Checks a request may use ``scope`` (raising an HTTPException if not) and returns the
 caller's tenant (None: no tenant). The default lets everyone in, with no tenant."""
 
+INTERNAL_ERROR = -32603
 MAX_BODY = 1_000_000
 MAX_TEXT = 100_000
 _V1 = {
@@ -144,8 +145,8 @@ def a2a_router(
                 )
             result = await getattr(handler, op)(params)
             return JSONResponse({"jsonrpc": "2.0", "id": rpc_id, "result": result})
-        except RpcError as e:
-            error = {"code": e.code, "message": e.message}
+        except (RpcError, AutonomicError) as e:
+            error = _error(e)
             return JSONResponse({"jsonrpc": "2.0", "id": rpc_id, "error": error})
 
     return router
@@ -189,11 +190,18 @@ async def _sse(
         async for seq, result in updates:
             data = json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result})
             yield f"id: {seq}\ndata: {data}\n\n".encode()
-    except RpcError as e:
-        data = json.dumps(
-            {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": e.code, "message": e.message}}
-        )
+    except (RpcError, AutonomicError) as e:
+        data = json.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": _error(e)})
         yield f"event: error\ndata: {data}\n\n".encode()
+
+
+def _error(e: Exception) -> dict[str, Any]:
+    """A JSON-RPC error object: ours as raised; the runtime's refusals (a run that ended
+    meanwhile, say) as invalid params, anything else it raised as an internal error."""
+    if isinstance(e, RpcError):
+        return {"code": e.code, "message": e.message}
+    code = p.INVALID_PARAMS if isinstance(e, ConfigError) else INTERNAL_ERROR
+    return {"code": code, "message": str(e)}
 
 
 class _Handler:
@@ -259,6 +267,8 @@ class _Handler:
     async def send(self, params: dict[str, Any]) -> dict[str, Any]:
         state, answered = await self._start(params)
         config = params.get("configuration") or {}
+        if not isinstance(config, dict):
+            raise RpcError(p.INVALID_PARAMS, "params.configuration must be an object")
         blocking = not config.get("returnImmediately", False) and config.get("blocking", True)
         if blocking:
             with contextlib.suppress(TimeoutError):
@@ -326,7 +336,7 @@ class _Handler:
         state = await self._state(params.get("id"))
         if state.status in TERMINAL:
             raise RpcError(p.TASK_NOT_CANCELABLE, f"task {state.run_id} is already {state.status}")
-        await self.runtime.cancel(state.run_id, by="a2a", wait_s=5.0)
+        await self.runtime.cancel(state.run_id, by="a2a", wait_s=self.timeout_s)
         return p.task(await self.runtime.state(state.run_id), self.version)
 
     async def stream(self, params: dict[str, Any]) -> AsyncIterator[tuple[int, dict[str, Any]]]:

@@ -15,13 +15,15 @@ __all__ = ["DEFAULT_BUS_URL", "Bus", "LocalBus", "Subscription", "open_bus"]
 
 DEFAULT_BUS_URL = "local://"
 
-_SCHEMES = ("local", "redis", "rediss", "nats", "tls")
+_SCHEMES = ("local", "redis", "rediss", "nats", "tls", "postgresql")
 
 
 def open_bus(url: str) -> Bus:
     """A bus for ``url`` (not yet opened): ``local://`` (this process only),
-    ``redis://host:6379/0`` (Redis Streams) or ``nats://host:4222`` (NATS JetStream);
-    ``?prefix=app`` keeps one deployment's topics apart from another's on one broker."""
+    ``redis://host:6379/0`` (Redis Streams), ``nats://host:4222`` (NATS JetStream) or
+    ``postgresql://host/db`` (LISTEN/NOTIFY; a PostgreSQL store's own bus by default);
+    ``?prefix=app`` (``?schema=app`` for PostgreSQL) keeps one deployment's topics apart
+    from another's on one broker."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "local":
         return LocalBus()
@@ -33,6 +35,10 @@ def open_bus(url: str) -> Bus:
         from autonomic.bus.nats import NatsBus
 
         return NatsBus(url)
+    if scheme in ("postgresql", "postgres"):
+        from autonomic.bus.postgres import PostgresBus
+
+        return PostgresBus.from_url(url)
     raise ConfigError(
         f"unknown bus URL {url!r}: use one of " + ", ".join(f"{s}://..." for s in _SCHEMES)
     )

@@ -44,6 +44,15 @@ class PostgresBus(SharedResource):
         self._listening = asyncio.Event()
         self._sent = asyncio.Event()
 
+    @classmethod
+    def from_url(cls, url: str) -> PostgresBus:
+        """The bus of ``postgresql://host/db?schema=name`` (the schema only names the
+        channel: the bus creates nothing in the database)."""
+        from autonomic.store.postgres import PostgresStore
+
+        store = PostgresStore(url)
+        return cls(store.conninfo, store.schema)
+
     async def _open(self) -> None:
         from autonomic.store.postgres import import_psycopg
 

@@ -15,6 +15,7 @@ from autonomic.memory.context import (
     MemoryCompacted,
     fit_request,
 )
+from autonomic.memory.events import FactAsserted, FactRetracted, Recalled, Remembered
 from autonomic.memory.recall import recall_tool
 from autonomic.memory.tokens import EstimatedTokens, TokenCounter, TokenizerTokens
 
@@ -23,8 +24,12 @@ __all__ = [
     "ContextSlot",
     "ContextWindow",
     "EstimatedTokens",
+    "FactAsserted",
+    "FactRetracted",
     "Fitted",
     "MemoryCompacted",
+    "Recalled",
+    "Remembered",
     "TokenCounter",
     "TokenizerTokens",
     "fit_request",

@@ -12,9 +12,9 @@ memory in the same namespace is merged into it instead (its count and importance
 later, or pruned before, are left out. Namespaces separate agents (``agent:NAME``), users
 (``user:ID``) and what all share (``shared``); a recall may search several.
 
-Rows live in SQLite (vectors as float32 blobs in the file); each namespace's vectors are
-also kept in memory as one matrix, so a recall is one matrix product: about 10 ms at
-100,000 memories on one core.
+Rows live in SQLite (vectors as float32 blobs in the file) or PostgreSQL; each
+namespace's vectors are also kept in memory as one matrix, so a recall is one exact
+matrix product, linear in the count (``bench/memory.py`` measures it at 100,000).
 """
 
 from __future__ import annotations

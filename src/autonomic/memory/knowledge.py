@@ -78,6 +78,13 @@ class Fact:
         return (self.subject, self.relation, self.object)
 
 
+def _prefixed(condition: str) -> str:
+    """``condition`` on the columns of the table aliased ``f``."""
+    for column in ("valid_from", "valid_to", "recorded_at", "expired_at"):
+        condition = condition.replace(column, f"f.{column}")
+    return condition
+
+
 def _fact(row: Sequence[object]) -> Fact:
     values = list(row)
     values[9] = tuple(json.loads(str(values[9])))
@@ -259,22 +266,20 @@ class KnowledgeGraph:
             names = [f":r{i}" for i in range(len(relations))]
             only = f" AND relation IN ({', '.join(names)})"
             params.update({f"r{i}": r for i, r in enumerate(relations)})
+        columns = ", ".join("f." + c.strip() for c in _COLUMNS.split(","))
+        # edges first found at each hop, then their rows by primary key: every step is an
+        # index lookup, whatever the size of the graph
         query = f"""
-            WITH RECURSIVE walk(node, hop) AS (
-                SELECT CAST(:start AS TEXT), 0
+            WITH RECURSIVE walk(id, node, hop) AS (
+                SELECT id, object, 1 FROM kg_facts
+                WHERE namespace = :ns AND subject = CAST(:start AS TEXT) AND {live}{only}
                 UNION
-                SELECT object, hop + 1 FROM walk JOIN kg_facts ON subject = node
-                WHERE hop < :depth - 1 AND namespace = :ns AND {live}{only}
-            ),
-            reached AS (SELECT node, MIN(hop) AS hop FROM walk GROUP BY node)
-            SELECT {", ".join("f." + c.strip() for c in _COLUMNS.split(","))}, reached.hop + 1
-            FROM reached JOIN kg_facts AS f ON f.subject = reached.node
-            WHERE f.namespace = :ns AND {
-            live.replace("valid", "f.valid")
-            .replace("recorded", "f.recorded")
-            .replace("expired", "f.expired")
-        }{only}
-            ORDER BY reached.hop, f.id LIMIT :limit
+                SELECT f.id, f.object, walk.hop + 1 FROM walk JOIN kg_facts AS f
+                ON f.subject = walk.node
+                WHERE walk.hop < :depth AND f.namespace = :ns AND {_prefixed(live)}{only}
+            )
+            SELECT {columns}, MIN(walk.hop) FROM walk JOIN kg_facts AS f ON f.id = walk.id
+            GROUP BY f.id ORDER BY MIN(walk.hop), f.id LIMIT :limit
         """
         with self._lock:
             rows = self._db.execute(query, params).fetchall()

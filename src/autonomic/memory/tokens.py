@@ -57,6 +57,8 @@ class TokenizerTokens:
         if not Path(path).is_file():
             raise ConfigError(f"no tokenizer file at {path}: give the path of a tokenizer.json")
         self._tokenizer: Any = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()  # count the text, not a padded or cut batch row
+        self._tokenizer.no_truncation()
 
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)

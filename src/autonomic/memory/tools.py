@@ -9,70 +9,14 @@ records what it stored or found (``Remembered``, ``Recalled``, ``FactAsserted``,
 from __future__ import annotations
 
 import json
-from typing import ClassVar
 
 from autonomic.errors import ToolError
-from autonomic.events import Event, register_event
 from autonomic.memory.episodic import EpisodicMemory
+from autonomic.memory.events import FactAsserted, FactRetracted, Recalled, Remembered
 from autonomic.memory.knowledge import Fact, KnowledgeGraph
-from autonomic.tools.base import FunctionTool, ToolContext, allow_tool_events, tool
-from autonomic.views import short
+from autonomic.tools.base import FunctionTool, ToolContext, tool
 
 __all__ = ["FactAsserted", "FactRetracted", "Recalled", "Remembered", "memory_tools"]
-
-
-@register_event
-class Remembered(Event, frozen=True, tag=True):
-    action_id: str
-    namespace: str
-    memory_id: int
-    text: str
-    merged: bool = False
-    LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("text",)
-
-    def trace_line(self) -> str:
-        how = "merged into" if self.merged else "stored as"
-        where = f"#{self.memory_id} in {self.namespace}"
-        return f"  │  ✎ remembered ({how} {where}): {short(self.text, 70)}"
-
-
-@register_event
-class Recalled(Event, frozen=True, tag=True):
-    action_id: str
-    query: str
-    namespaces: tuple[str, ...]
-    memory_ids: tuple[int, ...] = ()
-    as_of: float | None = None
-
-    def trace_line(self) -> str:
-        found = ", ".join(f"#{m}" for m in self.memory_ids) or "nothing"
-        return f"  │  ⟲ recalled {found} for {short(self.query, 60)!r}"
-
-
-@register_event
-class FactAsserted(Event, frozen=True, tag=True):
-    action_id: str
-    fact_id: int
-    subject: str
-    relation: str
-    object: str
-    superseded: tuple[int, ...] = ()
-
-    def trace_line(self) -> str:
-        old = f" (supersedes {', '.join(map(str, self.superseded))})" if self.superseded else ""
-        return f"  │  ◇ fact #{self.fact_id}: {self.subject} {self.relation} {self.object}{old}"
-
-
-@register_event
-class FactRetracted(Event, frozen=True, tag=True):
-    action_id: str
-    fact_id: int
-
-    def trace_line(self) -> str:
-        return f"  │  ◇ fact #{self.fact_id} retracted"
-
-
-allow_tool_events(Remembered, Recalled, FactAsserted, FactRetracted)
 
 
 def _fact_json(fact: Fact, hop: int | None = None) -> dict[str, object]:
@@ -99,32 +43,40 @@ def memory_tools(
         memory = episodic
 
         @tool(name="remember")
-        async def remember(context: ToolContext, text: str, importance: float = 1.0) -> str:
+        async def remember(
+            context: ToolContext,
+            text: str,
+            importance: float = 1.0,
+            metadata: dict[str, str] | None = None,
+        ) -> str:
             """Store something worth recalling later (a fact, a preference, an outcome).
 
             Args:
                 text: what to remember, as one self-contained sentence.
                 importance: 0.1 to 10; higher is recalled first.
+                metadata: labels to keep with it (source, topic...).
             """
             if not 0.1 <= importance <= 10:
                 raise ToolError("importance must be between 0.1 and 10")
-            stored, merged = await memory.remember(
-                text, namespace, {"run_id": context.run_id}, importance=importance
-            )
+            labels = {**(metadata or {}), "run_id": context.run_id}
+            stored, merged = await memory.remember(text, namespace, labels, importance=importance)
             context.record(Remembered(context.action_id, namespace, stored.id, text, merged))
             return f"{'merged into' if merged else 'stored as'} memory #{stored.id}"
 
         @tool(name="recall", idempotent=True)
-        async def recall(context: ToolContext, query: str, k: int = 5) -> str:
+        async def recall(
+            context: ToolContext, query: str, k: int = 5, as_of: float | None = None
+        ) -> str:
             """Recall the memories most relevant to a question, best first.
 
             Args:
                 query: what you want to know.
                 k: how many memories to return (1 to 20).
+                as_of: a UNIX time: recall only what was known then.
             """
-            found = await memory.recall(query, spaces, max(1, min(k, 20)))
+            found = await memory.recall(query, spaces, max(1, min(k, 20)), as_of=as_of)
             ids = tuple(r.memory.id for r in found)
-            context.record(Recalled(context.action_id, query, spaces, ids))
+            context.record(Recalled(context.action_id, query, spaces, ids, as_of))
             if not found:
                 return "No memories."
             return "\n".join(f"#{r.memory.id} ({r.score:.2f}): {r.memory.text}" for r in found)

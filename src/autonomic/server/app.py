@@ -3,13 +3,15 @@ routers other parts mount (``create_app(runtime, routers=[...])``), all behind t
 keys, scopes and error format.
 
 The app opens the runtime when it starts and closes it when it stops, so one process
-serves the API and drives the runs it accepts.
+serves the API and drives the runs it accepts; on start it also drives on the runs whose
+process died on this host, so a server killed and restarted goes on at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Annotated
@@ -19,6 +21,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from autonomic.errors import AutonomicError
+from autonomic.owner import owner_is_dead_here
 from autonomic.runtime import Runtime
 from autonomic.server.auth import Principal, RateLimiter, authenticate, require_scope
 from autonomic.server.keys import KeyStore
@@ -27,7 +31,9 @@ from autonomic.server.runs import get_runtime
 from autonomic.server.runs import router as runs_router
 from autonomic.server.schemas import AgentView, KeyView
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "adopt_orphans", "create_app"]
+
+log = logging.getLogger("autonomic.server")
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -78,6 +84,24 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+async def adopt_orphans(runtime: Runtime, limit: int = 1000) -> list[str]:
+    """Drive on, now, the running runs whose process died on this host (a server killed
+    and started again), instead of waiting for their leases to expire."""
+    adopted = []
+    for info in await runtime.store.list_runs(status="running", limit=limit):
+        if info.lease_owner is None or not owner_is_dead_here(info.lease_owner):
+            continue
+        try:
+            await runtime.resume(info.run_id)
+        except AutonomicError as e:  # another process took it first, say
+            log.info("did not adopt run %s: %s", info.run_id, e)
+            continue
+        adopted.append(info.run_id)
+    if adopted:
+        log.warning("adopted %d run(s) whose process died: %s", len(adopted), ", ".join(adopted))
+    return adopted
+
+
 def create_app(
     runtime: Runtime,
     *,
@@ -95,6 +119,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.draining = asyncio.Event()
         async with runtime:
+            await adopt_orphans(runtime)
             yield
 
     app = FastAPI(

@@ -8,9 +8,8 @@ and guard names come from code, never run or key ids, and each label keeps at mo
 ``MAX_LABEL_VALUES`` distinct values (the rest read ``other``). Needs
 ``autonomic[metrics]`` (prometheus_client).
 
-Agent KPIs are ratios of these counters: thought-to-action is
-``autonomic_steps_total{kind="model"} / autonomic_steps_total{kind="tool"}``, tool
-utility ``autonomic_tool_calls_total{outcome="ok"} / autonomic_tool_calls_total``.
+The agent KPIs (``autonomic.kpis``: tool utility, thought-to-action, plan fidelity,
+tokens per task) are observed once per ended run, as histograms by agent.
 """
 
 from __future__ import annotations
@@ -32,7 +31,8 @@ from autonomic.events import (
     RunForked,
     RunStarted,
 )
-from autonomic.loader import StoredEvent
+from autonomic.kpis import run_kpis
+from autonomic.loader import StoredEvent, read_events
 from autonomic.store.base import Store
 
 __all__ = ["CONTENT_TYPE", "MAX_LABEL_VALUES", "RunMetrics"]
@@ -58,6 +58,8 @@ DURATION_BUCKETS = (
 )
 RUN_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400, 604800)
 _RUN_CACHE = 100_000
+RATIO = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+PER_CALL = (0.5, 1, 1.5, 2, 3, 5, 10, 20)
 CURRENT_CAP = 10_000
 CURRENT_STATUSES = ("pending", "running", "waiting", "dead")
 
@@ -164,6 +166,21 @@ class RunMetrics:
             "Tool calls waiting for a person, in the store's waiting runs (read at scrape).",
             registry=r,
         )
+        self.kpi = {
+            name: Histogram(
+                f"autonomic_run_{name}",
+                f"Per ended run: {text} (autonomic.kpis).",
+                ["agent"],
+                buckets=buckets,
+                registry=r,
+            )
+            for name, text, buckets in (
+                ("tool_utility", "tool calls whose result was used, over tool calls", RATIO),
+                ("thought_to_action", "model calls per tool call", PER_CALL),
+                ("plan_fidelity", "planned steps run, over planned steps", RATIO),
+                ("tokens", "tokens of the run and its child runs", TOKEN_BUCKETS),
+            )
+        }
         self.runs_current = Gauge(
             "autonomic_runs_current",
             f"Runs in the store by status (counted up to {CURRENT_CAP:,}).",
@@ -269,8 +286,6 @@ class RunMetrics:
         self._of(self.tool_duration, tool).observe(e.duration_ms / 1000)
 
     async def _tool_name(self, run_id: str, action_id: str) -> str:
-        from autonomic.loader import read_events
-
         info = await self.store.get_run(run_id)
         for stored in reversed(await read_events(self.store, run_id, max(0, info.last_seq - 200))):
             if isinstance(stored.event, ActionRequested) and stored.event.action_id == action_id:
@@ -288,6 +303,12 @@ class RunMetrics:
         self._of(self.runs_ended, self._agent(agent), status).inc()
         self._of(self.run_duration, self._agent(agent), status).observe(max(0.0, ts - started))
         self._runs.pop(run_id, None)
+        if status != "dead":  # its log is final: the KPIs read all of it
+            kpis = run_kpis([s.event for s in await read_events(self.store, run_id)])
+            for name in self.kpi:
+                value = getattr(kpis, name)
+                if value is not None:
+                    self._of(self.kpi[name], self._agent(agent)).observe(value)
 
 
 class _Collector:

@@ -39,6 +39,7 @@ from autonomic.events import (
     RunStarted,
     Suspended,
 )
+from autonomic.kpis import run_kpis
 from autonomic.loader import StoredEvent
 
 __all__ = ["Span", "SpanEvent", "run_spans", "span_id", "trace_id"]
@@ -282,6 +283,12 @@ def run_spans(
         )
         for o in [*calls, *actions.values()]
     )
+    kpis = run_kpis([s.event for s in events])
+    agent_attrs |= {
+        f"autonomic.kpi.{name}": value
+        for name in ("tool_utility", "thought_to_action", "plan_fidelity")
+        if (value := getattr(kpis, name)) is not None
+    }
     agent_attrs |= {
         "gen_ai.usage.input_tokens": input_tokens,
         "gen_ai.usage.output_tokens": output_tokens,
