@@ -77,6 +77,7 @@ from autonomic.guards.base import (
     store_scope,
 )
 from autonomic.guards.budget import with_inherited_budget
+from autonomic.guards.inherit import with_ancestor_guards
 from autonomic.lifecycle import (
     SpawnRefused,
     approval_key,
@@ -273,19 +274,21 @@ class Driver:
         snapshot_every: int,
         mail: bool = True,
         stuck_actions: Mapping[str, str] | None = None,
+        ancestors: Sequence[Agent | None] = (),
     ) -> None:
         """``mail``: the run's inbox may hold something to read before the first step.
-        ``stuck_actions``: actions a driver left behind was stuck in, and why."""
+        ``stuck_actions``: actions a driver left behind was stuck in, and why.
+        ``ancestors``: the agents of the run's lineage, whose guards it keeps."""
         self.store, self.host, self.agent, self.model, self.state = store, host, agent, model, state
         self.lease, self.lease_s = lease, lease_s
         self.secrets, self.signer = secrets, signer
         self.snapshot_every = snapshot_every
         self.view = agent.view()
-        self.guards = with_inherited_budget(agent.guards, state)
+        self.guards = with_inherited_budget(with_ancestor_guards(agent.guards, ancestors), state)
         self.tools = agent.tool_map
         self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
-        self._tool_input = crossing_guards(agent.guards, "tool_input")
-        self._tool_output = crossing_guards(agent.guards, "tool_output")
+        self._tool_input = crossing_guards(self.guards, "tool_input")
+        self._tool_output = crossing_guards(self.guards, "tool_output")
         self.committed_seq = state.seq
         self.snapshot_seq = state.seq
         self.lease_deadline = time.monotonic() + lease_s
