@@ -82,6 +82,17 @@ class Agent:
         self.subagents = tuple(self.subagents)
         if self._module is None:  # the module that defined the agent, to find its import path
             self._module = sys._getframe(2).f_globals.get("__name__")
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # what guards an agent is fixed once it exists: code running inside a run (a tool)
+        # cannot swap them out
+        if name == "guards" and self.__dict__.get("_sealed"):
+            raise ConfigError(
+                f"agent {self.name!r}: guards cannot be changed once the agent exists; "
+                "build another Agent (dataclasses.replace) instead"
+            )
+        object.__setattr__(self, name, value)
 
     @property
     def tool_map(self) -> dict[str, Tool]:
@@ -144,7 +155,7 @@ class Agent:
             "strategy": self.strategy.name,
             "limits": self.limits(),
             "on_unknown_outcome": self.on_unknown_outcome,
-            "guards": [_guard_spec(g) for g in self.guards],
+            "guards": [guard_spec(g) for g in self.guards],
             "subagents": sorted(self.team()),
             "allow_recursion": self.allow_recursion,
         }
@@ -169,7 +180,7 @@ class Agent:
         return f"{os.path.abspath(file)}:{attr}" if file else None
 
 
-def _guard_spec(guard: Guard) -> tuple[Any, ...]:
+def guard_spec(guard: Guard) -> tuple[Any, ...]:
     """What the digest records of a guard: its type and name, and its settings when it
     describes them (``digest_spec``), so that loosening a guard changes the digest."""
     base = (type(guard).__qualname__, guard.name)

@@ -17,6 +17,7 @@ import pytest
 
 from autonomic import Agent, ConfigError, Runtime, ScriptedModel, tool, tool_call
 from autonomic.bus import open_bus
+from autonomic.loader import read_events
 from bus_kinds import bus_for, forget
 
 NETWORK = ["redis", "nats"]
@@ -170,3 +171,33 @@ async def test_a_run_submitted_in_one_runtime_is_woken_and_followed_in_another(
         assert result.answer == "5"
         assert followed == list(range(1, result.events + 1))
         assert run.run_id not in client.supervisor.tasks
+
+
+# Redis only: on NATS the same run passes, but nats-py leaves unclosed the socket of a
+# reconnect attempt that the starting server accepted and dropped, which pytest reports.
+@pytest.mark.parametrize("kind", ["redis"])
+async def test_runs_finish_while_their_bus_broker_restarts(kind: str, tmp_path: Path) -> None:
+    """Degraded but correct: with the broker away, hints wait in the outbox and the
+    runtimes poll; every run ends, and its log is whole."""
+    port = free_port()
+    url = f"{kind}://127.0.0.1:{port}?prefix=chaos"
+    data = tmp_path / "data"
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    script: list[object] = [tool_call("add", a=i, b=1) for i in range(6)]
+    agent = Agent(name="calc", model=ScriptedModel([*script, "done"], latency=0.05), tools=[add])
+    with contextlib.ExitStack() as servers:
+        first = contextlib.ExitStack()
+        first.enter_context(private_server(kind, port, data))
+        worker = Runtime(store, agents=[agent], bus=url, poll_s=0.3)
+        client = Runtime(store, wake=False, bus=url)
+        async with worker, client:
+            runs = [await client.submit(agent, f"job {i}") for i in range(8)]
+            await asyncio.sleep(0.3)
+            first.close()  # the broker goes away mid-run
+            await asyncio.sleep(1.0)
+            servers.enter_context(private_server(kind, port, data))
+            async with asyncio.timeout(90):
+                results = [await run.wait() for run in runs]
+            logs = [[s.seq for s in await read_events(client.store, r.run_id)] for r in runs]
+    assert [r.answer for r in results] == ["done"] * len(runs)
+    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in logs)

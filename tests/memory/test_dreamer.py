@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 from autonomic import Agent, Runtime
-from autonomic.events import ChildCompleted, ChildSpawned
+from autonomic.events import (
+    ChildCompleted,
+    ChildSpawned,
+    GuardTripped,
+    ModelCalled,
+    ModelResponded,
+)
+from autonomic.guards.budget import Budget
 from autonomic.memory.dreamer import DREAM_PURPOSE, Dreamer
 from autonomic.memory.dreaming import Dreaming, dreamer_agent
 from autonomic.memory.embedders import MiniLMEmbedder
@@ -13,6 +22,7 @@ from autonomic.memory.episodic import EpisodicMemory
 from autonomic.memory.knowledge import KnowledgeGraph
 from autonomic.memory.tools import FactAsserted, memory_tools
 from autonomic.messages import ModelRequest
+from autonomic.models.base import Model
 from autonomic.models.testing import FunctionModel, ScriptedModel, tool_call
 from autonomic.store.base import Store
 from autonomic.strategies import ReAct
@@ -33,8 +43,8 @@ OTHER = ["The printer on floor 3 is broken."]
 def extractor(requests: list[ModelRequest]) -> FunctionModel:
     def answer(request: ModelRequest) -> str:
         requests.append(request)
-        text = request.messages[-1].content
-        if "espresso" in text:
+        memories = next(m.content for m in request.messages if m.content.startswith("Memories:"))
+        if "espresso" in memories:
             return json.dumps({"facts": [["user", "drinks", "espresso"]]})
         return json.dumps(
             {"facts": [["user", "travels_to", "Tokyo"], ["trip", "month", "October"]]}
@@ -111,8 +121,88 @@ async def test_an_agent_starts_the_dreamer_as_a_durable_child_every_n_calls(
         reports = [json.loads(e.answer) for e in ended]
         child_events = [e.event async for e in rt.events(spawned[-1].child_run_id, follow=False)]
     assert sum(len(r["facts"]) for r in reports) == 3  # each cluster consolidated once
+    calls = [e for e in child_events if isinstance(e, ModelCalled)]
+    assert calls and {e.purpose for e in calls} == {DREAM_PURPOSE}
     asserted = {
         (e.subject, e.relation, e.object) for e in child_events if isinstance(e, FactAsserted)
     }
     assert asserted <= {f.triple for f in graph.facts()}
     assert {f.triple for f in graph.facts()} >= {("user", "drinks", "espresso")}
+
+
+async def test_the_dreamer_run_logs_each_model_call_and_resumes_after_a_crash(
+    tmp_path: Path, embedder: MiniLMEmbedder
+) -> None:
+    episodic = EpisodicMemory(str(tmp_path / "mem.db"), embedder, dedup_threshold=0.99)
+    graph = KnowledgeGraph(str(tmp_path / "kg.db"))
+    await episodic.remember_many(COFFEE + TRAVEL + OTHER)
+    seen: list[ModelRequest] = []
+    hang, second_call = asyncio.Event(), asyncio.Event()
+
+    class CrashesOnSecondCall:
+        """Answers the first cluster, then hangs as a process that died would."""
+
+        name = "crashy"
+
+        async def complete(self, request: ModelRequest) -> object:
+            seen.append(request)
+            if len(seen) == 2:
+                second_call.set()
+                await hang.wait()
+            return await extractor([]).complete(request)
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    crashy: Model = CrashesOnSecondCall()  # type: ignore[assignment]
+    dreamer = Dreamer(episodic, graph, crashy, cluster_threshold=0.6, goal="travel")
+    async with Runtime(url, lease_s=0.2) as rt:
+        run = await rt.start(dreamer_agent(dreamer), "dream")
+        await second_call.wait()
+    # the first cluster (travel: the goal ranks it first) was consolidated before the crash
+    assert {f.triple for f in graph.facts()} == {
+        ("user", "travels_to", "Tokyo"),
+        ("trip", "month", "October"),
+    }
+    first_cluster = seen[0].messages[-1].content
+
+    resumed: list[ModelRequest] = []
+    dreamer.model = extractor(resumed)
+    await asyncio.sleep(0.25)
+    async with Runtime(url, agents=[dreamer_agent(dreamer)]) as rt:
+        result = await (await rt.resume(run.run_id)).wait()
+        events = [e.event async for e in rt.events(run.run_id, follow=False)]
+    assert result.status == "completed", result
+    assert [r.messages[-1].content for r in resumed] == [seen[1].messages[-1].content]
+    assert first_cluster not in {r.messages[-1].content for r in resumed}
+    called = [e for e in events if isinstance(e, ModelCalled)]
+    answered = [e for e in events if isinstance(e, ModelResponded)]
+    assert [e.purpose for e in called] == [DREAM_PURPOSE] * 3  # one interrupted, re-asked
+    assert [e.purpose for e in answered] == [DREAM_PURPOSE] * 2
+    asserted = [e for e in events if isinstance(e, FactAsserted)]
+    assert {(e.subject, e.relation, e.object) for e in asserted} == {
+        f.triple for f in graph.facts()
+    } and len(graph.facts()) == 3
+    report = json.loads(result.answer or "")
+    assert report["model_calls"] == 2 and len(report["pruned"]) == 4
+
+
+async def test_the_dreamer_run_waits_for_budget_then_goes_on(
+    store: Store, embedder: MiniLMEmbedder
+) -> None:
+    episodic = EpisodicMemory(":memory:", embedder, dedup_threshold=0.99)
+    graph = KnowledgeGraph(":memory:")
+    await episodic.remember_many(COFFEE + TRAVEL)
+    requests: list[ModelRequest] = []
+    dreamer = Dreamer(episodic, graph, extractor(requests), cluster_threshold=0.6)
+    agent = dreamer_agent(dreamer, budget=Budget(model_calls=1))
+    async with Runtime(store) as rt:
+        run = await rt.start(agent, "dream")
+        waiting = await run.wait_until_waiting()
+        assert waiting.status == "waiting" and (waiting.waiting_for or "").startswith("budget")
+        assert len(requests) == 1  # its one call was its wrap-up turn; the next one waits
+        assert graph.facts() == []  # after a wrap-up turn every step waits for a top-up
+        await rt.topup(run.run_id, model_calls=2)
+        result = await run.wait()
+        events = [e.event async for e in rt.events(run.run_id, follow=False)]
+    assert result.status == "completed" and len(requests) == 2  # the answer paid for is kept
+    assert any(isinstance(e, GuardTripped) and e.guard == "budget" for e in events)
+    assert len(graph.facts()) == 3

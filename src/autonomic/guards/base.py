@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from autonomic.errors import ConfigError
@@ -183,8 +184,9 @@ def run_tools() -> Mapping[str, Any]:
 @contextmanager
 def store_scope(store: Any, tools: Mapping[str, Any] | None = None) -> Iterator[None]:
     """Make ``store`` and ``tools`` what ``run_store()`` and ``run_tools()`` answer in
-    this task, for the duration."""
-    token = _SCOPE.set((store, tools or {}))
+    this task, for the duration. Guards see a read-only copy: a tool that runs inside the
+    scope cannot hide a tool (or itself) from them."""
+    token = _SCOPE.set((store, MappingProxyType(dict(tools or {}))))
     try:
         yield
     finally:

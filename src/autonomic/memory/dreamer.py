@@ -15,7 +15,10 @@ One pass (``Dreamer.dream``):
    answering ``as_of`` queries; raw run events are never touched).
 
 Consolidated memories are linked to their facts, so a second pass over unchanged
-memories changes nothing.
+memories changes nothing. The three parts are separate (``plan``, ``dream_request`` and
+``triples``, ``consolidate``) so that a durable run (``autonomic.memory.dreaming``) can
+make each model call a step of its own, in its log and under its budget; ``dream`` chains
+them in process, for scripts and tests.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from autonomic.memory.knowledge import KnowledgeGraph
 from autonomic.messages import Message, ModelRequest
 from autonomic.models.base import Model
 
-__all__ = ["DreamReport", "Dreamer"]
+__all__ = ["DreamPlan", "DreamReport", "Dreamer", "dream_request", "triples"]
 
 DREAM_PURPOSE = "dream"
 
@@ -70,7 +73,31 @@ class DreamReport:
     """Clusters not consolidated because the pass's ``max_calls`` ran out."""
 
 
-def _triples(text: str) -> list[tuple[str, str, str]]:
+@dataclass(frozen=True, slots=True)
+class DreamPlan:
+    """The clusters one pass will consolidate, each as its memories, best first."""
+
+    considered: int
+    clusters: tuple[tuple[Memory, ...], ...]
+    left_for_later: int
+    """Clusters not in this plan because the pass's ``max_calls`` ran out."""
+
+
+def dream_request(texts: Sequence[str]) -> ModelRequest:
+    """The one model call (purpose ``dream``) that turns a cluster into facts."""
+    listing = "\n".join(f"- {t}" for t in texts)
+    return ModelRequest(
+        messages=(
+            Message(role="system", content=_INSTRUCTIONS),
+            Message(role="user", content=f"Memories:\n{listing}"),
+        ),
+        purpose=DREAM_PURPOSE,
+        response_schema=_SCHEMA,
+    )
+
+
+def triples(text: str) -> list[tuple[str, str, str]]:
+    """The (subject, relation, object) facts in a ``dream`` answer; [] if it has none."""
     try:
         data = json.loads(text)
     except ValueError:
@@ -150,46 +177,53 @@ class Dreamer:
                 found.append(members)
         return found
 
-    async def dream(self) -> DreamReport:
-        """One consolidation pass (see the module docstring)."""
+    async def plan(self) -> DreamPlan:
+        """Score and cluster the memories not yet consolidated; at most ``max_calls``."""
         done = self.graph.derived_memories()
         memories = [(m, v) for m, v in self.episodic.memories(self.namespace) if m.id not in done]
-        scores = await self.scores(memories)
-        clusters = self.clusters(memories, scores)
-        calls, facts, pruned = 0, [], []
-        for members in clusters[: self.max_calls]:
-            cluster = [memories[i][0] for i in members]
-            text = "\n".join(f"- {m.text}" for m in cluster)
-            request = ModelRequest(
-                messages=(
-                    Message(role="system", content=_INSTRUCTIONS),
-                    Message(role="user", content=f"Memories:\n{text}"),
-                ),
-                purpose=DREAM_PURPOSE,
-                response_schema=_SCHEMA,
-            )
-            response = await self.model.complete(request)
-            calls += 1
-            ids = [m.id for m in cluster]
-            triples = _triples(response.text)
-            for subject, relation, obj in triples:
-                fact, _ = self.graph.assert_fact(
-                    subject,
-                    relation,
-                    obj,
-                    namespace=self.namespace,
-                    provenance=[f"memory:{i}" for i in ids],
-                    derived_from=ids,
-                )
-                facts.append(fact.id)
-            if triples:
-                pruned += ids[1:]
-        self.episodic.prune(pruned)
-        return DreamReport(
+        clusters = self.clusters(memories, await self.scores(memories))
+        return DreamPlan(
             considered=len(memories),
-            clusters=len(clusters),
-            model_calls=calls,
+            clusters=tuple(
+                tuple(memories[i][0] for i in members) for members in clusters[: self.max_calls]
+            ),
+            left_for_later=max(0, len(clusters) - self.max_calls),
+        )
+
+    def consolidate(
+        self, ids: Sequence[int], facts: Sequence[tuple[str, str, str]]
+    ) -> tuple[list[int], list[int]]:
+        """Record a cluster's facts, linked to its memories ``ids`` (best first), and prune
+        all but the best; returns (fact ids, pruned ids). Doing it twice changes nothing."""
+        found = []
+        for subject, relation, obj in facts:
+            fact, _ = self.graph.assert_fact(
+                subject,
+                relation,
+                obj,
+                namespace=self.namespace,
+                provenance=[f"memory:{i}" for i in ids],
+                derived_from=list(ids),
+            )
+            found.append(fact.id)
+        pruned = list(ids[1:]) if facts else []
+        self.episodic.prune(pruned)
+        return found, pruned
+
+    async def dream(self) -> DreamReport:
+        """One consolidation pass in process (see the module docstring)."""
+        plan = await self.plan()
+        facts, pruned = [], []
+        for cluster in plan.clusters:
+            response = await self.model.complete(dream_request([m.text for m in cluster]))
+            found, gone = self.consolidate([m.id for m in cluster], triples(response.text))
+            facts += found
+            pruned += gone
+        return DreamReport(
+            considered=plan.considered,
+            clusters=len(plan.clusters) + plan.left_for_later,
+            model_calls=len(plan.clusters),
             facts=tuple(facts),
             pruned=tuple(pruned),
-            left_for_later=max(0, len(clusters) - self.max_calls),
+            left_for_later=plan.left_for_later,
         )
