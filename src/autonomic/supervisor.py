@@ -133,6 +133,11 @@ class Supervisor:
     def busy(self, run_id: str) -> bool:
         return run_id in self.tasks or run_id in self._starting
 
+    @property
+    def starting(self) -> int:
+        """Runs claimed here whose driver is not running yet (their state is loading)."""
+        return len(self._starting)
+
     # -- driving ----------------------------------------------------------------------------
 
     def reserve(self, run_id: str) -> None:

@@ -170,10 +170,13 @@ class Worker:
                 await self._stop.wait()
                 self.draining = True  # (--exit-after sets only the event)
                 supervisor.stop_claiming()
+                deadline = time.monotonic() + self.drain_s
+                while supervisor.starting and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # a run claimed just now is held too
                 held = list(supervisor.tasks.values())
                 log.info("draining: %d run(s) held, up to %gs", len(held), self.drain_s)
                 if held and self.drain_s > 0:
-                    await asyncio.wait(held, timeout=self.drain_s)
+                    await asyncio.wait(held, timeout=max(0.0, deadline - time.monotonic()))
                 left = len(supervisor.tasks)
                 log.info("drained: %d run(s) left resumable for other workers", left)
             finally:
