@@ -115,6 +115,7 @@ from autonomic.store.base import (
     Store,
     Wait,
 )
+from autonomic.strategies.base import AgentView
 from autonomic.tools.approval import approval_check
 from autonomic.tools.awaiting import AwaitingTool
 from autonomic.tools.executor import CANCEL_GRACE_S, Outcome, execute_action, refusal
@@ -643,6 +644,11 @@ class Driver:
             _reraise_cancellation(e)
             self.record(RunFailed(f"strategy {agent.strategy.name!r} raised {_describe(e)}"))
             return None
+        return await self._vetted(step)
+
+    async def _vetted(self, step: object) -> Step | None:
+        """``step`` after the limits and the guards; None when refused."""
+        state, agent = self.state, self.agent
         if not isinstance(step, _STEPS):
             self.record(
                 RunFailed(
@@ -863,7 +869,13 @@ class Driver:
         if not calls:
             self.record(RunFailed(f"strategy {self.agent.strategy.name!r} asked to call no tools"))
             return
-        rationale = _text(step.rationale)
+        await self._start(await self._plan(calls, _text(step.rationale)), eager=True)
+
+    async def _plan(
+        self, calls: list[ToolCall], rationale: str
+    ) -> list[tuple[ActionRequested, str | None]]:
+        """Request each call, with why it may not run (None when it may); a call that
+        needs approval is asked for instead, and runs once granted."""
         planned: list[tuple[ActionRequested, str | None]] = []
         for call in calls:
             if call.error or call.name not in self.tools:
@@ -887,11 +899,10 @@ class Driver:
                 )
             else:
                 planned.append((self._request(call, rationale), denied))
-        await self._start(planned)
+        return planned
 
-    async def _start(self, planned: list[tuple[ActionRequested, str | None]]) -> None:
-        """Run requested actions (those without a refusal): durable waits are deferred, the
-        rest executed now; outcomes are recorded in the order the calls were made."""
+    def _runnable(self, planned: list[tuple[ActionRequested, str | None]]) -> list[ActionRequested]:
+        """The planned actions to execute now: durable waits are deferred instead."""
         runnable: list[ActionRequested] = []
         for request, refused in planned:
             if refused is not None:
@@ -901,6 +912,22 @@ class Driver:
                 self._defer(awaiting, request)
             else:
                 runnable.append(request)
+        return runnable
+
+    async def _start(
+        self, planned: list[tuple[ActionRequested, str | None]], *, eager: bool = False
+    ) -> None:
+        """Run requested actions (those without a refusal): durable waits are deferred, the
+        rest executed now; outcomes are recorded in the order the calls were made, or as
+        they come for a strategy that schedules eagerly."""
+        runnable = self._runnable(planned)
+        more = getattr(self.agent.strategy, "more_calls", None) if eager else None
+        if runnable and callable(more):
+            for request, refused in planned:
+                if refused is not None:
+                    self.record(ActionFailed(request.action_id, refused))
+            await self._eagerly(runnable, more)
+            return
         outcomes: dict[str, Outcome] = {}
         if runnable:
             await self.commit()
@@ -912,6 +939,55 @@ class Driver:
                 self.record(ActionFailed(request.action_id, refused))
             elif request.action_id in outcomes:
                 self.record(outcomes[request.action_id])
+
+    async def _eagerly(
+        self, first: list[ActionRequested], more: Callable[[RunState, AgentView], object]
+    ) -> None:
+        """Run actions for a strategy that schedules eagerly (it has ``more_calls``): each
+        outcome is recorded as it comes, then the strategy may start more calls at once
+        while the others still run. Requests are committed before they start, and
+        outcomes with them, so a crash re-runs no action whose outcome was committed."""
+        finished: asyncio.Queue[Outcome] = asyncio.Queue()
+        running = 0
+
+        async def one(request: ActionRequested) -> None:
+            (outcome,) = await self._execute([request], attempt=1)
+            finished.put_nowait(outcome)
+
+        async with asyncio.TaskGroup() as group:
+            batch = first
+            while True:
+                if batch:
+                    await self.commit()
+                    self._check_lease()
+                    for request in batch:
+                        group.create_task(one(request))
+                    running += len(batch)
+                if not running:
+                    return
+                self.record(await finished.get())
+                running -= 1
+                batch = await self._more(more) if self.state.status == "running" else []
+
+    async def _more(self, more: Callable[[RunState, AgentView], object]) -> list[ActionRequested]:
+        """The actions to start now that the strategy's ``more_calls`` asked for, after
+        the guards; none when it asks for nothing, raises, or a guard turns its calls into
+        another step (the loop decides again once the running actions end)."""
+        try:
+            step = more(self.state, self.view)
+        except Exception:
+            return []  # next_step, asked once nothing runs, fails the run saying why
+        if not isinstance(step, ToolCalls) or not step.calls:
+            return []
+        vetted = await self._vetted(step)
+        if not isinstance(vetted, ToolCalls):
+            return []
+        calls = _checked_calls(vetted, self._answered)
+        planned = await self._plan(calls, _text(vetted.rationale))
+        for request, refused in planned:
+            if refused is not None:
+                self.record(ActionFailed(request.action_id, refused))
+        return self._runnable(planned)
 
     def _defer(self, tool: AwaitingTool, request: ActionRequested) -> None:
         try:

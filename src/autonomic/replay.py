@@ -79,7 +79,9 @@ def _recorded_calls(events: Sequence[StoredEvent]) -> list[tuple[str, str, dict[
     ]
 
 
-def _check(step: Step, events: Sequence[StoredEvent], digester: RequestDigester) -> str | None:
+def _check(
+    step: Step | None, events: Sequence[StoredEvent], digester: RequestDigester
+) -> str | None:
     """Why ``step`` is not what ``events`` (one step's record) say; None when it is."""
     first = events[0].event
     if isinstance(first, ModelCalled):
@@ -141,14 +143,28 @@ def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunSt
     """Rebuild the run's state by re-deciding every step; raises ReplayDivergence."""
     state = RunState(run_id=run_id)
     digester = RequestDigester()
+    more = getattr(agent.strategy, "more_calls", None)
     i = 0
     while i < len(events):
         deciding = state.status == "running" and not (
             state.pending or state.approvals or state.granted or state.deferred
         )
-        end = _decision_extent(events, i, agent) if deciding else None
+        # an eager strategy's calls, asked for while others ran (not an approved call)
+        eager = (
+            callable(more)
+            and state.status == "running"
+            and bool(state.pending)
+            and not state.granted
+            and isinstance(events[i].event, ActionRequested | ApprovalRequested)
+        )
+        end = _decision_extent(events, i, agent) if deciding or eager else None
         if end is not None:
-            step = _guarded(agent, state, agent.strategy.next_step(state, agent.view()))
+            asked = (
+                agent.strategy.next_step(state, agent.view())
+                if deciding
+                else more(state, agent.view())  # type: ignore[misc]
+            )
+            step = _guarded(agent, state, asked) if asked is not None else asked
             why = _check(step, events[i:end], digester)
             if why is not None:
                 stored = events[i]

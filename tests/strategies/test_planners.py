@@ -169,6 +169,58 @@ async def test_dag_joins_and_replans_with_everything_seen_so_far(store: Store) -
     assert purposes == ["plan", "join", "plan", "join"]
 
 
+async def test_dag_starts_a_node_as_soon_as_its_inputs_are_ready(store: Store) -> None:
+    # A is slow: it ends only once C has started (or after 5 s, in which case the order
+    # below fails). C uses only B, so an eager scheduler starts C while A still runs.
+    c_started = asyncio.Event()
+
+    @tool(idempotent=True)
+    async def slow(x: str) -> str:
+        "Waits for the other branch."
+        try:
+            await asyncio.wait_for(c_started.wait(), 5)
+        except TimeoutError:
+            return "late"
+        return f"slow {x}"
+
+    @tool(idempotent=True)
+    def fast(x: str, after: str = "") -> str:
+        "Answers at once."
+        if x == "c":
+            c_started.set()
+        return f"fast {x}"
+
+    plan = (
+        '#E1 = slow[{"x": "a"}]\n'
+        '#E2 = fast[{"x": "b"}]\n'
+        '#E3 = fast[{"x": "c", "after": "#E2"}]\n'
+        '#E4 = fast[{"x": "#E1 and #E3"}]'
+    )
+    agent = Agent(
+        name="d",
+        model=ScriptedModel([plan, "Answer: done"]),
+        tools=[slow, fast],
+        strategy=DAGPlanner(),
+    )
+    result, events = await _run(store, agent)
+    assert result.answer == "done"
+    calls: dict[str, str] = {}
+    order: list[tuple[str, str]] = []
+    for stored in events:
+        e = stored.event
+        if isinstance(e, ActionRequested):
+            calls[e.action_id] = e.call_id
+            order.append(("start", e.call_id))
+        elif isinstance(e, ActionCompleted):
+            order.append(("end", calls[e.action_id]))
+    assert order.index(("start", "p1.E3")) < order.index(("end", "p1.E1"))
+    assert order.index(("end", "p1.E2")) < order.index(("start", "p1.E3"))
+    # E4 waits for both of its inputs, and sees their results
+    assert order.index(("start", "p1.E4")) > order.index(("end", "p1.E1"))
+    (last,) = [e.event for e in events if isinstance(e.event, ActionRequested)][-1:]
+    assert last.args == {"x": "slow a and fast c"}
+
+
 async def test_dag_stops_replanning_at_its_limit(store: Store) -> None:
     step = '#E1 = population[{"city": "Oslo"}]'
     model = ScriptedModel([step, "Replan: more", step, "Replan: still more"])

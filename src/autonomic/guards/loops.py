@@ -204,6 +204,8 @@ class LoopGuard(Guard):
     ``on_stuck``: ``"stop"`` fails the run; ``"pause"`` suspends it until a person sends
     the signal ``resume_signal`` (``autonomic runs signal RUN unstick``), after which the
     model gets another warning and nudge before the loop pauses it again.
+    ``nudge_temperature``: the nudged call is made at least this hot (the model's own
+    temperature may be what keeps it in the rut); ``None`` leaves the temperature alone.
     """
 
     name = "loops"
@@ -220,10 +222,14 @@ class LoopGuard(Guard):
         embed: Embedder | None = None,
         on_stuck: Literal["stop", "pause"] = "stop",
         resume_signal: str = "unstick",
+        nudge_temperature: float | None = 1.0,
     ) -> None:
         if on_stuck not in ("stop", "pause"):
             raise ValueError(f"on_stuck must be 'stop' or 'pause', got {on_stuck!r}")
+        if nudge_temperature is not None and not 0 <= nudge_temperature <= 2:
+            raise ValueError(f"nudge_temperature must be in [0, 2], got {nudge_temperature!r}")
         self.on_stuck, self.resume_signal = on_stuck, resume_signal
+        self.nudge_temperature = nudge_temperature
         if repeat < 2 or window < repeat or monologue < 2 or not 0 < similarity <= 1:
             raise ValueError(
                 "LoopGuard needs repeat >= 2, window >= repeat, monologue >= 2 and "
@@ -272,5 +278,11 @@ class LoopGuard(Guard):
         request = step.request
         note = Message(role="user", content=text)
         rewritten = msgspec.structs.replace(request, messages=(*request.messages, note))
-        said = "warned" if level == 0 else "nudged to re-plan"
-        return Rewrite(ModelCall(rewritten), reason=f"{said}: {reason}")
+        if level == 0:
+            return Rewrite(ModelCall(rewritten), reason=f"warned: {reason}")
+        said = f"nudged to re-plan: {reason}"
+        hotter = self.nudge_temperature
+        if hotter is not None and (request.temperature or 0.0) < hotter:
+            rewritten = msgspec.structs.replace(rewritten, temperature=hotter)
+            said += f" (at temperature {hotter:g})"
+        return Rewrite(ModelCall(rewritten), reason=said)

@@ -30,6 +30,12 @@ class Strategy(Protocol):
 
     A strategy that records events of its own (``Record``) may list their types in an
     ``events`` attribute, so that replay checks them too.
+
+    A strategy that schedules eagerly (the DAG planner) has a ``more_calls(state, agent)
+    -> ToolCalls | None`` method too: while its tool calls run, the runtime asks it after
+    each outcome for calls to start at once, next to those still running (they pass
+    the guards as any step does). Without it, a step's calls all end before the next
+    step is decided.
     """
 
     @property

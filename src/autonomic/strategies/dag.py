@@ -1,8 +1,9 @@
 """The DAG planner (LLMCompiler-style): a graph of tool calls, a join, and re-planning.
 
 The planner writes the whole graph at once; a node's inputs are the earlier nodes its
-arguments name (``#E<n>``), so every node whose inputs are ready runs together with the
-others that are. A sub-agent task is a node too: give the agent an ``Agent.as_tool()``
+arguments name (``#E<n>``). Scheduling is eager (``more_calls``): the moment a node
+finishes, every node whose inputs are now all ready starts, while unrelated slow nodes
+still run. A sub-agent task is a node too: give the agent an ``Agent.as_tool()``
 and the node becomes a durable child run. When the graph is done, a join call either
 answers or asks to re-plan (up to ``max_replans`` times), seeing every result so far.
 
@@ -18,7 +19,14 @@ from autonomic.state import RunState
 from autonomic.steps import Fail, Finish, ModelCall, Step, ToolCalls
 from autonomic.strategies._planning import planning_step, rounds
 from autonomic.strategies.base import AgentView
-from autonomic.strategies.plans import PlanBook, PlanRecorded, node_calls, plan_progress
+from autonomic.strategies.plans import (
+    PlanBook,
+    PlanNode,
+    PlanRecorded,
+    call_id,
+    node_calls,
+    plan_progress,
+)
 from autonomic.strategies.rewoo import rationale
 
 __all__ = ["DAGPlanner"]
@@ -75,6 +83,24 @@ class DAGPlanner:
         return planning_step(
             self.name, state, agent, dialogue, max_repairs=self.max_repairs, reason=reason
         )
+
+    def more_calls(self, state: RunState, agent: AgentView) -> ToolCalls | None:
+        """Called after each node's outcome while other nodes still run: the nodes that
+        have become ready and are not started yet, to start now."""
+        book = state.slot(PlanBook)
+        plan = book.plan
+        if plan is None:
+            return None
+        ready = _unstarted(plan_progress(plan, book)[0], plan, book)
+        return (
+            ToolCalls(node_calls(plan, ready, book), rationale=rationale(ready)) if ready else None
+        )
+
+
+def _unstarted(ready: list[PlanNode], plan: PlanRecorded, book: PlanBook) -> list[PlanNode]:
+    """``ready`` less the nodes already asked for (running, or awaiting an approval)."""
+    asked = {*book.calls.values(), *book.approvals.values()}
+    return [n for n in ready if call_id(plan, n) not in asked]
 
 
 def _replan(text: str) -> str | None:
