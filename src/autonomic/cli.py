@@ -150,7 +150,7 @@ def _print_result(result: RunResult, as_json: bool) -> None:
 async def cmd_run(args: argparse.Namespace, runtime: Runtime) -> int:
     agent = _agent_from_args(args)
     if args.detach:
-        handle = await runtime.submit(agent, args.goal)
+        handle = await runtime.submit(agent, args.goal, priority=args.priority)
         print(handle.run_id)
         print(
             f"run {handle.run_id} submitted: a process serving agent {agent.name!r} will drive "
@@ -158,7 +158,7 @@ async def cmd_run(args: argparse.Namespace, runtime: Runtime) -> int:
             file=sys.stderr,
         )
         return 0
-    handle = await runtime.start(agent, args.goal)
+    handle = await runtime.start(agent, args.goal, priority=args.priority)
     print(f"run {handle.run_id} started", file=sys.stderr)
     return await _finish(handle, args.json)
 
@@ -444,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--detach",
         action="store_true",
         help="only submit the run; a process serving the agent drives it",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="workers claim ready runs of a higher priority first (default 0; may be negative)",
     )
     run.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
     run.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")

@@ -38,7 +38,10 @@ class RequestDigester:
             link = hashlib.sha256(link + _encoder.encode(message)).digest()
             self._chain.append(link)
         self._messages = messages
-        rest = _encoder.encode((request.tools, request.purpose, request.response_schema))
+        fields: tuple[object, ...] = (request.tools, request.purpose, request.response_schema)
+        if request.temperature is not None:  # digests of requests without one stay as they were
+            fields = (*fields, request.temperature)
+        rest = _encoder.encode(fields)
         return hashlib.sha256(link + rest).hexdigest()[:32]
 
 

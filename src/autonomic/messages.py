@@ -65,12 +65,16 @@ class Usage(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
 
 
 class ModelRequest(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """Everything a model needs for one call. ``purpose`` says why (act, compact, critic...)."""
+    """Everything a model needs for one call. ``purpose`` says why (act, compact, critic...).
+
+    ``temperature``, when set, overrides the model's own setting for this call (a loop
+    guard raises it to shake a stuck agent loose); ``None`` leaves it to the model."""
 
     messages: tuple[Message, ...]
     tools: tuple[ToolSpec, ...] = ()
     purpose: str = "act"
     response_schema: dict[str, Any] | None = None
+    temperature: float | None = None
 
 
 class ModelResponse(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):

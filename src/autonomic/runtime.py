@@ -67,7 +67,13 @@ from autonomic.store.base import (
     TenantBudget,
 )
 from autonomic.supervisor import AgentChangePolicy, Supervisor
-from autonomic.tenants import checked_limits, grant_for_run, settled_budget, tenant_store
+from autonomic.tenants import (
+    checked_limits,
+    grant_for_run,
+    grant_waiting_runs,
+    settled_budget,
+    tenant_store,
+)
 from autonomic.tools.executor import CANCEL_GRACE_S
 from autonomic.tools.secrets import EnvSecrets, SecretsProvider
 
@@ -271,16 +277,25 @@ class Runtime:
     # -- starting and resuming ------------------------------------------------------------
 
     async def start(
-        self, agent: Agent, goal: str, *, run_id: str | None = None, tenant: str | None = None
+        self,
+        agent: Agent,
+        goal: str,
+        *,
+        run_id: str | None = None,
+        tenant: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
-        """Start a run of ``agent`` towards ``goal`` and drive it in this process."""
+        """Start a run of ``agent`` towards ``goal`` and drive it in this process
+        (``priority`` orders it among ready runs if it is ever claimed again)."""
         supervisor = self.supervisor
         goal, run_id = _checked_goal(agent, goal), _checked_run_id(run_id)
         model = agent.resolved_model()
         self.registry.register(agent)
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
         budget = await grant_for_run(self.store, tenant, run_id)
-        state, new_run, events = _new_run(agent, goal, model.name, run_id, tenant, budget)
+        state, new_run, events = _new_run(
+            agent, goal, model.name, run_id, tenant, budget, _checked_priority(priority)
+        )
         supervisor.reserve(run_id)
         try:
             info = await self.store.create_run(
@@ -301,9 +316,11 @@ class Runtime:
         *,
         run_id: str | None = None,
         tenant: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Create a run without driving it here: any runtime serving its agent (this one
-        included, unless ``wake=False``) claims and drives it."""
+        included, unless ``wake=False``) claims and drives it; ready runs of a higher
+        ``priority`` are claimed first."""
         if isinstance(agent, str):
             known = self.registry.get(agent)
             if known is None:
@@ -313,7 +330,9 @@ class Runtime:
         self.registry.register(agent)
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
         budget = await grant_for_run(self.store, tenant, run_id)
-        _, new_run, events = _new_run(agent, goal, agent.model_name, run_id, tenant, budget)
+        _, new_run, events = _new_run(
+            agent, goal, agent.model_name, run_id, tenant, budget, _checked_priority(priority)
+        )
         try:
             await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
         except BaseException:
@@ -354,9 +373,12 @@ class Runtime:
     async def topup_tenant(
         self, tenant: str, *, cost_usd: float | None = None, tokens: int | None = None
     ) -> TenantBudget:
-        """Raise ``tenant``'s limits by these amounts (its new runs get shares of them)."""
+        """Raise ``tenant``'s limits by these amounts: its runs waiting for budget are
+        given shares of them and go on, and its new runs get shares of what is left."""
         amounts = checked_limits(cost_usd, tokens)
         await tenant_store(self.store).topup_tenant(tenant, amounts)
+        for run_id, grant in await grant_waiting_runs(self.store, tenant):
+            await self.topup(run_id, **grant)  # type: ignore[arg-type]
         budget = await settled_budget(self.store, tenant)
         assert budget is not None
         return budget
@@ -749,12 +771,20 @@ def _new_run(
     run_id: str,
     tenant: str | None,
     budget: dict[str, float] | None = None,
+    priority: int = 0,
 ) -> tuple[RunState, NewRun, list[Any]]:
     started = run_started(agent, goal, model, tenant=tenant, budget=budget)
     ts = time.time()
     state = RunState(run_id=run_id)
     state.apply(started, 1, ts)
-    return state, NewRun(run_id, agent.name, goal[:500], tenant=tenant), [encode_event(started, ts)]
+    run = NewRun(run_id, agent.name, goal[:500], tenant=tenant, priority=priority)
+    return state, run, [encode_event(started, ts)]
+
+
+def _checked_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**63:
+        raise ConfigError(f"priority {priority!r} must be a whole number (64 bits at most)")
+    return priority
 
 
 def run_sync(agent: Agent, goal: str, *, store: str | Store = DEFAULT_STORE_URL) -> RunResult:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal
 
@@ -89,10 +88,10 @@ class Supervisor:
         self._left_behind: set[asyncio.Task[None]] = set()  # drivers stuck past a cancel
         self._stopping = False
         self.agent_limits: Mapping[str, int] = {}
-        """At most this many claimed runs of an agent at once (others wait for room)."""
+        """At most this many leased runs of an agent at once in the whole store, every
+        process's leases counted by the claim itself (others wait for room)."""
         self.tenant_limit: int | None = None
-        """At most this many claimed runs of any one tenant at once."""
-        self._held: dict[str, tuple[str, str | None]] = {}  # claimed run -> (agent, tenant)
+        """At most this many leased runs of any one tenant at once in the whole store."""
         self.only_registered = False
         """Claim only runs of registered agents, orphans included (a worker's choice)."""
         self.observer: Callable[[str, str], None] | None = None
@@ -133,6 +132,11 @@ class Supervisor:
 
     def busy(self, run_id: str) -> bool:
         return run_id in self.tasks or run_id in self._starting
+
+    @property
+    def starting(self) -> int:
+        """Runs claimed here whose driver is not running yet (their state is loading)."""
+        return len(self._starting)
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -194,7 +198,6 @@ class Supervisor:
 
     def _done(self, run_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(run_id) is task:
-            self._held.pop(run_id, None)
             del self.tasks[run_id]
             self.drivers.pop(run_id, None)
         self.bus.publish(run_topic(run_id))
@@ -429,29 +432,22 @@ class Supervisor:
         agents = None if self.orphans and not self.only_registered else self.registry.names()
         limited = bool(self.agent_limits) or self.tenant_limit is not None
         while room > 0:
-            excluded: set[str] = set()
-            if limited:  # one run at a time, so that a batch cannot go past a limit
-                held = list(self._held.values())
-                full = {
-                    a for a, n in self.agent_limits.items() if [h[0] for h in held].count(a) >= n
-                }
-                agents = self.registry.names() - full
-                tenants = Counter(tenant for _, tenant in held if tenant is not None)
-                excluded = {t for t, n in tenants.items() if n >= (self.tenant_limit or n + 1)}
             try:
                 claims = await self.store.claim_runs(
                     self.owner,
                     self.lease_s,
-                    1 if limited else room,
+                    room,
                     agents=agents,
                     orphans=self.orphans,
-                    **({"exclude_tenants": excluded} if excluded else {}),
+                    agent_limits=self.agent_limits or None,
+                    tenant_limit=self.tenant_limit,
                 )
             except StoreError as e:
                 log.warning("could not claim runs: %s", e)
                 return
             for claim in claims:
                 self._claimed(claim)
+            # a claim under limits may stop short of the room with more ready: ask again
             if not limited or not claims:
                 return
             room -= len(claims)
@@ -464,7 +460,6 @@ class Supervisor:
             self.tasks.pop(run_id, None)
             self.drivers.pop(run_id, None)
         self._starting.add(run_id)
-        self._held[run_id] = (claim.info.agent, claim.info.tenant)
         reason = (
             "woken"
             if claim.info.status == "waiting"
@@ -476,8 +471,6 @@ class Supervisor:
 
     async def _adopt_logged(self, claim: Claim, reason: str) -> None:
         try:
-            if await self.adopt(claim, reason) is None:
-                self._held.pop(claim.info.run_id, None)
+            await self.adopt(claim, reason)
         except AutonomicError as e:
-            self._held.pop(claim.info.run_id, None)
             log.error("run %s: cannot drive it here: %s", claim.info.run_id, e)

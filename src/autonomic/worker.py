@@ -9,8 +9,11 @@ stops them, each left resumable (its lease released) for another worker. A run w
 worker died is claimed by another once its lease expires; a run that has killed more
 than ``max_recoveries`` workers is buried (``dead``). Every run transition is one log
 line; ``--health-port`` serves ``GET /health`` as JSON (503 while draining).
-``--agent-limit NAME=N`` and ``--tenant-limit N`` cap what one worker holds of an agent
-or of any one tenant (runs over a cap wait, and other tenants' runs go first).
+``--agent-limit NAME=N`` and ``--tenant-limit N`` cap the runs of an agent, and of any one
+tenant, that live leases hold at once across every worker on the store: the claim counts
+them in the same transaction (runs over a cap wait, and other tenants' runs go first);
+give every worker the same limits. Ready runs of a higher priority (``run --priority``)
+are claimed first, then the oldest.
 """
 
 from __future__ import annotations
@@ -167,10 +170,13 @@ class Worker:
                 await self._stop.wait()
                 self.draining = True  # (--exit-after sets only the event)
                 supervisor.stop_claiming()
+                deadline = time.monotonic() + self.drain_s
+                while supervisor.starting and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # a run claimed just now is held too
                 held = list(supervisor.tasks.values())
                 log.info("draining: %d run(s) held, up to %gs", len(held), self.drain_s)
                 if held and self.drain_s > 0:
-                    await asyncio.wait(held, timeout=self.drain_s)
+                    await asyncio.wait(held, timeout=max(0.0, deadline - time.monotonic()))
                 left = len(supervisor.tasks)
                 log.info("drained: %d run(s) left resumable for other workers", left)
             finally:
@@ -280,14 +286,15 @@ def add_worker_parser(commands: Any) -> None:
         action="append",
         type=_agent_limit,
         metavar="NAME=N",
-        help="at most N runs of agent NAME at once here (repeat for several agents)",
+        help="at most N runs of agent NAME at once across all workers of the store "
+        "(repeat for several agents; give every worker the same limits)",
     )
     p.add_argument(
         "--tenant-limit",
         type=_positive_int,
         metavar="N",
-        help="at most N runs of any one tenant at once here, so that one tenant's backlog "
-        "cannot starve the others",
+        help="at most N runs of any one tenant at once across all workers of the store, "
+        "so that one tenant's backlog cannot starve the others",
     )
     p.add_argument("--health-port", type=int, help="serve GET /health on 127.0.0.1:PORT")
     p.add_argument(

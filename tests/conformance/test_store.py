@@ -662,6 +662,49 @@ async def test_claim_runs_leaves_the_runs_of_excluded_tenants(store: Store) -> N
     assert await claimed(store) == ["r0", "r3"]
 
 
+async def test_claim_runs_takes_higher_priorities_first_then_the_oldest(store: Store) -> None:
+    for run_id, priority in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)]:
+        run = NewRun(run_id, "x", "g", priority=priority)
+        await store.create_run(run, [ev()], owner=None, lease_s=30)
+    assert (await store.get_run("d")).priority == 5
+    assert (await store.get_run("e")).priority == -1
+    claims = await store.claim_runs("other", 30, 3)
+    assert [c.info.run_id for c in claims] == ["b", "d", "a"]
+    assert [c.info.priority for c in claims] == [5, 5, 0]
+    assert await claimed(store) == ["c", "e"]
+
+
+async def test_claims_keep_agents_and_tenants_within_their_limits(store: Store) -> None:
+    # one run tree, so that a sharded store keeps every run on one shard (its limits
+    # are each shard's)
+    root = await new_run(store, "tree")
+    await commit(store, root, 1, "bye", status="completed", release=True)
+
+    async def create(run_id: str, agent: str, tenant: str | None, **lease: object) -> None:
+        run = NewRun(run_id, agent, "g", parent_run_id="tree", root_run_id="tree", tenant=tenant)
+        options: dict[str, object] = {"owner": None, "lease_s": 30, **lease}
+        await store.create_run(run, [ev()], **options)  # type: ignore[arg-type]
+
+    await create("held", "x", "acme", owner=ME)  # a live lease counts against the limits
+    await create("gone", "x", "acme", owner="gone", lease_s=0.05)  # an expired one does not
+    runs = [("x", "acme"), ("x", "beta"), ("x", None), ("y", "acme"), ("y", "acme"), ("y", None)]
+    for i, (agent, tenant) in enumerate(runs):
+        await create(f"r{i}", agent, tenant)
+    await asyncio.sleep(0.1)
+    limits: dict[str, object] = {"agent_limits": {"x": 2}, "tenant_limit": 2}
+    assert await claimed(store, **limits) == ["r0", "r5"]
+    assert await claimed(store, "third", orphans=True, **limits) == []  # x and acme are full
+    held = await store.get_run("held")
+    await commit(store, held, 1, "bye", status="completed", release=True)
+    assert await claimed(store, **limits) == ["r1", "r3"]  # room again for one x, one acme
+    assert await claimed(store, orphans=True, **limits) == []
+    assert await claimed(store) == ["r2", "r4"]  # without limits
+    with pytest.raises(ConfigError, match="limit"):
+        await store.claim_runs("other", 30, 5, agent_limits={"x": 0})
+    with pytest.raises(ConfigError, match="limit"):
+        await store.claim_runs("other", 30, 5, tenant_limit=0)
+
+
 async def test_concurrent_claimers_never_take_the_same_run(store: Store) -> None:
     for i in range(30):
         await new_run(store, f"r{i}", owner=None)

@@ -146,6 +146,9 @@ async def test_warn_then_nudge_then_stop_through_the_runtime() -> None:
     assert len(prompts) == 5  # three calls, then the warned and the nudged one
     assert prompts[3].messages[-1].content.startswith("[loop monitor] You seem")
     assert "re-plan" in prompts[4].messages[-1].content
+    # the nudge is made hotter; every other call keeps the model's own temperature
+    assert [p.temperature for p in prompts] == [None, None, None, None, 1.0]
+    assert "(at temperature 1)" in trips[1].detail
     trace = render_trace(stored)
     assert "loops" in trace and "stopped" in trace
     assert replay_events(run.run_id, stored, agent).status == "failed"  # no divergence
@@ -189,3 +192,5 @@ def test_bad_settings_are_refused() -> None:
         LoopGuard(repeat=1)
     with pytest.raises(ValueError, match="on_stuck"):
         LoopGuard(on_stuck="sleep")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="nudge_temperature"):
+        LoopGuard(nudge_temperature=5.0)

@@ -153,3 +153,14 @@ def test_needs_a_key_for_the_real_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         AnthropicModel("claude-haiku-4-5")
+
+
+async def test_a_request_temperature_is_sent_and_none_is_left_out(
+    fake_server: ServerFactory,
+) -> None:
+    server = await fake_server([Reply(body=recording("anthropic_tool_use")) for _ in range(2)])
+    async with AnthropicModel("claude-haiku-4-5", base_url=server.url, api_key="k") as model:
+        await model.complete(ModelRequest(CONVERSATION))
+        await model.complete(ModelRequest(CONVERSATION, temperature=0.9))
+    first, second = (r.json() for r in server.requests)
+    assert "temperature" not in first and second["temperature"] == 0.9

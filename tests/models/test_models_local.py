@@ -158,6 +158,13 @@ async def test_a_call_repeating_an_earlier_one_is_decided_again(model: LocalMode
             done = response.tool_calls[0]
 
 
+def test_a_request_temperature_overrides_the_models(model: LocalModel) -> None:
+    plain = ModelRequest((Message("user", "hi"),))
+    hot = ModelRequest((Message("user", "hi"),), temperature=0.8)
+    assert model._body(plain, False, frozenset())["temperature"] == 0.0
+    assert model._body(hot, False, frozenset())["temperature"] == 0.8
+
+
 def test_a_missing_file_is_a_config_error(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match="no GGUF"):
         LocalModel(tmp_path / "absent.gguf")

@@ -390,3 +390,18 @@ async def test_a_given_http_client_is_used() -> None:
     assert response.cost > 0
     assert str(seen[0].url) == "http://server.test/v1/chat/completions"
     assert seen[0].headers["authorization"] == "Bearer k"
+
+
+async def test_a_request_temperature_overrides_the_models_and_none_is_left_out(
+    fake_server: ServerFactory,
+) -> None:
+    replies = [Reply(body=completion({"content": "ok"})) for _ in range(3)]
+    server = await fake_server(replies)
+    async with OpenAIModel("m", base_url=f"{server.url}/v1", temperature=0.2) as model:
+        await model.complete(ask())
+        await model.complete(ModelRequest((Message("user", "hi"),), temperature=1.1))
+    async with OpenAIModel("m", base_url=f"{server.url}/v1") as model:
+        await model.complete(ask())
+    bodies = [r.json() for r in server.requests]
+    assert [b.get("temperature") for b in bodies] == [0.2, 1.1, None]
+    assert "temperature" not in bodies[2]

@@ -31,8 +31,9 @@ __all__ = ["Loop", "LoopGuard", "detect_loop"]
 
 Identity = Callable[[dict[str, Any]], object]
 Embedder = Callable[[str], Sequence[float]]
-Memo = dict[int, tuple[ToolCall, str]]
-"""Identities already worked out, by the call object (held, so that its id stays its own)."""
+Memo = dict[int, tuple[Message, tuple[str, ...]]]
+"""The identities of each assistant message's calls already worked out, by the message
+object (held, so that its id stays its own)."""
 
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+")
@@ -56,13 +57,15 @@ class _Identities:
         self._rules: dict[str, object] = dict(rules)
         self._memo = memo
 
-    def __call__(self, call: ToolCall) -> str:
+    def __call__(self, message: Message) -> tuple[str, ...]:
+        """The identities of ``message``'s tool calls."""
         memo = self._memo
         if memo is None:
-            return self._key(call)
-        known = memo.get(id(call))
-        if known is None or known[0] is not call:
-            known = memo[id(call)] = (call, self._key(call))
+            return tuple(self._key(c) for c in message.tool_calls)
+        known = memo.get(id(message))
+        if known is None or known[0] is not message:
+            keys = tuple(self._key(c) for c in message.tool_calls)
+            known = memo[id(message)] = (message, keys)
         return known[1]
 
     def _key(self, call: ToolCall) -> str:
@@ -136,7 +139,7 @@ def detect_loop(
     identity = _Identities(identities or {}, memo)
     recent = list(messages[-window * 2 - 1 :])
     said = [m for m in recent if m.role == "assistant"]
-    acts = [[identity(c) for c in m.tool_calls] for m in said]
+    acts = [identity(m) for m in said]
     calls = [key for keys in acts for key in keys][-window:]
     same = _run_length(calls)
     if same >= repeat:
@@ -204,6 +207,8 @@ class LoopGuard(Guard):
     ``on_stuck``: ``"stop"`` fails the run; ``"pause"`` suspends it until a person sends
     the signal ``resume_signal`` (``autonomic runs signal RUN unstick``), after which the
     model gets another warning and nudge before the loop pauses it again.
+    ``nudge_temperature``: the nudged call is made at least this hot (the model's own
+    temperature may be what keeps it in the rut); ``None`` leaves the temperature alone.
     """
 
     name = "loops"
@@ -220,10 +225,14 @@ class LoopGuard(Guard):
         embed: Embedder | None = None,
         on_stuck: Literal["stop", "pause"] = "stop",
         resume_signal: str = "unstick",
+        nudge_temperature: float | None = 1.0,
     ) -> None:
         if on_stuck not in ("stop", "pause"):
             raise ValueError(f"on_stuck must be 'stop' or 'pause', got {on_stuck!r}")
+        if nudge_temperature is not None and not 0 <= nudge_temperature <= 2:
+            raise ValueError(f"nudge_temperature must be in [0, 2], got {nudge_temperature!r}")
         self.on_stuck, self.resume_signal = on_stuck, resume_signal
+        self.nudge_temperature = nudge_temperature
         if repeat < 2 or window < repeat or monologue < 2 or not 0 < similarity <= 1:
             raise ValueError(
                 "LoopGuard needs repeat >= 2, window >= repeat, monologue >= 2 and "
@@ -272,5 +281,11 @@ class LoopGuard(Guard):
         request = step.request
         note = Message(role="user", content=text)
         rewritten = msgspec.structs.replace(request, messages=(*request.messages, note))
-        said = "warned" if level == 0 else "nudged to re-plan"
-        return Rewrite(ModelCall(rewritten), reason=f"{said}: {reason}")
+        if level == 0:
+            return Rewrite(ModelCall(rewritten), reason=f"warned: {reason}")
+        said = f"nudged to re-plan: {reason}"
+        hotter = self.nudge_temperature
+        if hotter is not None and (request.temperature or 0.0) < hotter:
+            rewritten = msgspec.structs.replace(rewritten, temperature=hotter)
+            said += f" (at temperature {hotter:g})"
+        return Rewrite(ModelCall(rewritten), reason=said)

@@ -137,8 +137,9 @@ class AnthropicModel:
         }
         if system:
             arguments["system"] = system
-        if self._temperature is not None:
-            arguments["temperature"] = self._temperature
+        temperature = self._temperature if request.temperature is None else request.temperature
+        if temperature is not None:  # in the body: recent SDKs no longer take it as an argument
+            arguments["extra_body"] = {"temperature": temperature}
         tools = [
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in request.tools

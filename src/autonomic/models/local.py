@@ -149,7 +149,9 @@ class LocalModel:
         body: dict[str, Any] = {
             "messages": messages,
             "max_tokens": self._max_tokens,
-            "temperature": self._temperature,
+            "temperature": request.temperature
+            if request.temperature is not None
+            else self._temperature,
             "repeat_penalty": _REPEAT_PENALTY,
             "seed": 0,
         }

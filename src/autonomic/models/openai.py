@@ -243,6 +243,8 @@ class OpenAIModel:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         body.update(self._options)
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
         return msgspec.json.encode(body)
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:

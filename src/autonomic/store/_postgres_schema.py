@@ -105,6 +105,10 @@ MIGRATIONS: tuple[str, ...] = (
         budget TEXT NOT NULL
     )
     """,
+    # 6: run priorities: claims take the highest first
+    """
+    ALTER TABLE runs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

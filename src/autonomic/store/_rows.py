@@ -35,7 +35,7 @@ __all__ = [
 RUN_COLUMNS = (
     "run_id, agent, goal, status, created_at, updated_at, last_seq, parent_run_id, "
     "root_run_id, depth, tenant, forked_from, forked_at, lease_owner, lease_expires_at, "
-    "lease_epoch, recoveries, wake_at, wait, inbox_last"
+    "lease_epoch, recoveries, wake_at, wait, inbox_last, priority"
 )
 """The runs table's columns in ``RunInfo``'s order (``wait`` is JSON text)."""
 
@@ -51,7 +51,7 @@ def decode_wait(run_id: str, text: str | None) -> Wait | None:
 
 def run_info(row: Sequence[Any]) -> RunInfo:
     """A row of ``RUN_COLUMNS`` as a ``RunInfo``."""
-    fields: tuple[Any, ...] = (*row[:18], decode_wait(row[0], row[18]), row[19])
+    fields: tuple[Any, ...] = (*row[:18], decode_wait(row[0], row[18]), *row[19:21])
     return RunInfo(*fields)
 
 

@@ -108,6 +108,10 @@ MIGRATIONS: tuple[str, ...] = (
         budget TEXT NOT NULL
     ) WITHOUT ROWID
     """,
+    # 6: run priorities: claims take the highest first
+    """
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ numbers, ids, epochs, limits) are 64-bit: a backend may refuse larger ones with 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -50,13 +51,17 @@ __all__ = [
     "TenantBudgets",
     "Vaults",
     "Wait",
+    "check_claim_limits",
     "check_claimable",
     "check_limit",
     "check_wait",
+    "claim_order",
+    "full_under_limits",
     "lease_is_free",
     "lineage_segments",
     "new_run_info",
     "wait_is_over",
+    "within_limits",
 ]
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -72,6 +77,8 @@ class NewRun(msgspec.Struct, frozen=True, gc=False):
     root_run_id: str | None = None
     depth: int = 0
     tenant: str | None = None
+    priority: int = 0
+    """Ready runs of higher priority are claimed first (then the oldest first)."""
 
 
 class Wait(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -113,6 +120,8 @@ class RunInfo(msgspec.Struct, frozen=True, gc=False):
     wait: Wait | None = None
     inbox_last: int = 0
     """The id of the newest inbox item ever delivered to this run."""
+    priority: int = 0
+    """Set when the run is submitted; claims take higher priorities first."""
 
 
 class Lease(msgspec.Struct, frozen=True, gc=False):
@@ -209,7 +218,78 @@ def new_run_info(
         lease_owner=owner,
         lease_expires_at=now + lease_s if owner else None,
         lease_epoch=1 if owner else 0,
+        priority=run.priority,
     )
+
+
+def claim_order(info: RunInfo) -> tuple[int, float]:
+    """The order ready runs are claimed in: higher priority first, then the oldest."""
+    return (-info.priority, info.created_at)
+
+
+def check_claim_limits(agent_limits: Mapping[str, int] | None, tenant_limit: int | None) -> None:
+    """Refuse concurrency limits below 1 (a limit of 0 would strand the runs it covers)."""
+    for name, n in (agent_limits or {}).items():
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"the limit of agent {name!r} must be a whole number, 1 or more")
+    if tenant_limit is not None and (not isinstance(tenant_limit, int) or tenant_limit < 1):
+        raise ConfigError("the tenant limit must be a whole number, 1 or more")
+
+
+def _lease_counts(
+    leased: Iterable[tuple[str, str | None, int]],
+) -> tuple[Counter[str], Counter[str]]:
+    agents: Counter[str] = Counter()
+    tenants: Counter[str] = Counter()
+    for agent, tenant, n in leased:
+        agents[agent] += n
+        if tenant is not None:
+            tenants[tenant] += n
+    return agents, tenants
+
+
+def within_limits(
+    candidates: Iterable[RunInfo],
+    leased: Iterable[tuple[str, str | None, int]],
+    limit: int,
+    agent_limits: Mapping[str, int] | None,
+    tenant_limit: int | None,
+) -> list[RunInfo]:
+    """The ``candidates`` (in claim order) that may be claimed without any agent or tenant
+    going over its limit, counting ``leased``: ``(agent, tenant, count)`` of the runs that
+    live leases hold now, in every process. Runs without a tenant count for no tenant."""
+    agents, tenants = _lease_counts(leased)
+    caps = agent_limits or {}
+    picked: list[RunInfo] = []
+    for info in candidates:
+        if len(picked) >= limit:
+            break
+        cap = caps.get(info.agent)
+        if cap is not None and agents[info.agent] >= cap:
+            continue
+        tenant = info.tenant
+        if tenant is not None and tenant_limit is not None and tenants[tenant] >= tenant_limit:
+            continue
+        agents[info.agent] += 1
+        if tenant is not None:
+            tenants[tenant] += 1
+        picked.append(info)
+    return picked
+
+
+def full_under_limits(
+    leased: Iterable[tuple[str, str | None, int]],
+    agent_limits: Mapping[str, int] | None,
+    tenant_limit: int | None,
+) -> tuple[list[str], list[str]]:
+    """The agents and the tenants already at their limit (so a query can leave them out)."""
+    agents, tenants = _lease_counts(leased)
+    caps = agent_limits or {}
+    full_agents = sorted(a for a, cap in caps.items() if agents[a] >= cap)
+    full_tenants = sorted(
+        t for t, n in tenants.items() if tenant_limit is not None and n >= tenant_limit
+    )
+    return full_agents, full_tenants
 
 
 def check_limit(limit: int | None) -> None:
@@ -370,14 +450,21 @@ class Leases(Protocol):
         agents: Collection[str] | None = None,
         orphans: bool = False,
         exclude_tenants: Collection[str] = (),
+        agent_limits: Mapping[str, int] | None = None,
+        tenant_limit: int | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` runs that are ready to be driven, oldest first.
+        """Lease up to ``limit`` runs that are ready to be driven, those of the highest
+        ``priority`` first, then the oldest first.
 
         Ready: waiting runs whose ``wake_at`` has passed, and running runs that nobody
         holds and whose ``wake_at`` (a back-off) has passed; with ``orphans``, also
         running runs whose owner let its lease expire (it crashed). ``agents`` limits
-        the claim to runs of those agents; runs of ``exclude_tenants`` are left (a worker
-        holding as many of theirs as it may).
+        the claim to runs of those agents; runs of ``exclude_tenants`` are left.
+
+        ``agent_limits`` and ``tenant_limit`` cap the runs of an agent, and of any one
+        tenant, that live leases may hold at once in the whole store (every process's
+        leases count): a run that would go over is left for later, and the count and the
+        claim are one atomic step, so that workers racing each other cannot go over.
         """
         ...
 

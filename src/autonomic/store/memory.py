@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
@@ -27,13 +28,16 @@ from autonomic.store.base import (
     NewRun,
     RunInfo,
     TenantBudget,
+    check_claim_limits,
     check_claimable,
     check_limit,
     check_wait,
+    claim_order,
     lease_is_free,
     lineage_segments,
     new_run_info,
     wait_is_over,
+    within_limits,
 )
 
 __all__ = ["InMemoryStore"]
@@ -355,20 +359,30 @@ class InMemoryStore(SharedResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
         exclude_tenants: Collection[str] = (),
+        agent_limits: Mapping[str, int] | None = None,
+        tenant_limit: int | None = None,
     ) -> list[Claim]:
         check_limit(limit)
+        check_claim_limits(agent_limits, tenant_limit)
         now = time.time()
-        claims: list[Claim] = []
-        for info in sorted(self._runs.values(), key=lambda r: r.created_at):
-            if len(claims) >= limit:
-                break
-            if agents is not None and info.agent not in agents:
-                continue
-            if info.tenant is not None and info.tenant in exclude_tenants:
-                continue
-            if _is_ready(info, now, orphans):
-                claims.append(self._take(info, owner, lease_s, now))
-        return claims
+        ready = [
+            info
+            for info in sorted(self._runs.values(), key=claim_order)
+            if (agents is None or info.agent in agents)
+            and (info.tenant is None or info.tenant not in exclude_tenants)
+            and _is_ready(info, now, orphans)
+        ]
+        if agent_limits or tenant_limit is not None:
+            leased = Counter(
+                (info.agent, info.tenant)
+                for info in self._runs.values()
+                if info.status in ("running", "waiting")
+                and info.lease_owner is not None
+                and (info.lease_expires_at or 0) > now
+            )
+            leased_rows = [(a, t, n) for (a, t), n in leased.items()]
+            ready = within_limits(ready, leased_rows, limit, agent_limits, tenant_limit)
+        return [self._take(info, owner, lease_s, now) for info in ready[:limit]]
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, Lease]], lease_s: float

@@ -73,12 +73,15 @@ from autonomic.store.base import (
     RunInfo,
     TenantBudget,
     Wait,
+    check_claim_limits,
     check_claimable,
     check_limit,
+    full_under_limits,
     lease_is_free,
     lineage_segments,
     new_run_info,
     wait_is_over,
+    within_limits,
 )
 
 if TYPE_CHECKING:
@@ -98,7 +101,7 @@ _RETRIES = 8
 _RETRY_STATES = ("40001", "40P01")
 
 _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
-_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
+_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)})"
 _INSERT_EVENTS = (
     "INSERT INTO events (run_id, seq, type, version, ts, body) SELECT * FROM "
     "unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::bytea[])"
@@ -126,9 +129,7 @@ UPDATE runs SET last_seq = %s, updated_at = %s, status = %s, wait = %s, wake_at 
     lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END,
     lease_expires_at = CASE WHEN %s THEN NULL ELSE lease_expires_at END
 WHERE run_id = %s RETURNING inbox_last"""
-_CLAIM = f"""
-WITH picked AS (
-    SELECT run_id, lease_owner AS old_owner FROM runs
+_READY = """
     WHERE ((status = 'waiting' AND wake_at <= %(now)s
             AND (coalesce(lease_owner, '') = '' OR coalesce(lease_expires_at, 0) <= %(now)s))
         OR (status = 'running' AND coalesce(wake_at, 0) <= %(now)s
@@ -136,9 +137,11 @@ WITH picked AS (
                  OR (%(orphans)s AND coalesce(lease_expires_at, 0) <= %(now)s))))
         AND (%(any_agent)s OR agent = ANY(%(agents)s))
         AND (tenant IS NULL OR NOT tenant = ANY(%(tenants)s))
-    ORDER BY created_at, n LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
+        AND NOT agent = ANY(%(full_agents)s)
+    ORDER BY priority DESC, created_at, n LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED"""
+"""Ready runs (``Leases.claim_runs``), in claim order, locked: others skip them."""
+_CLAIM_TAIL = f"""
 UPDATE runs SET lease_owner = %(owner)s, lease_expires_at = %(expires)s,
     lease_epoch = runs.lease_epoch + 1,
     recoveries = runs.recoveries
@@ -147,6 +150,19 @@ UPDATE runs SET lease_owner = %(owner)s, lease_expires_at = %(expires)s,
 FROM picked WHERE runs.run_id = picked.run_id
 RETURNING {", ".join("runs." + c.strip() for c in RUN_COLUMNS.split(","))},
     picked.old_owner, runs.n"""
+_CLAIM = (
+    f"WITH picked AS (SELECT run_id, lease_owner AS old_owner FROM runs {_READY}) {_CLAIM_TAIL}"
+)
+_CANDIDATES = f"SELECT {RUN_COLUMNS} FROM runs {_READY}"
+_CLAIM_PICKED = (
+    "WITH picked AS (SELECT run_id, lease_owner AS old_owner FROM runs "
+    f"WHERE run_id = ANY(%(ids)s)) {_CLAIM_TAIL}"
+)
+_LEASED = """
+SELECT agent, tenant, count(*) FROM runs
+WHERE status IN ('running', 'waiting') AND lease_owner IS NOT NULL AND lease_expires_at > %s
+GROUP BY agent, tenant"""
+"""What live leases hold now, by agent and tenant (for concurrency limits)."""
 
 
 def import_psycopg() -> Any:
@@ -1021,37 +1037,67 @@ class PostgresStore(SharedResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
         exclude_tenants: Collection[str] = (),
+        agent_limits: Mapping[str, int] | None = None,
+        tenant_limit: int | None = None,
     ) -> list[Claim]:
         check_limit(int64("limit", limit))
         seconds("lease_s", lease_s)
+        check_claim_limits(agent_limits, tenant_limit)
         if limit == 0:
             return []
+        limited = bool(agent_limits) or tenant_limit is not None
 
-        async def op(conn: AsyncConnection[Any]) -> list[Claim]:
-            now = time.time()
-            cursor = await conn.execute(
-                _CLAIM,
-                {
-                    "now": now,
-                    "expires": now + lease_s,
-                    "orphans": orphans,
-                    "any_agent": agents is None,
-                    "agents": sorted(agents) if agents is not None else [],
-                    "tenants": sorted(exclude_tenants),
-                    "limit": limit,
-                    "owner": owner,
-                },
-            )
-            rows = sorted(await cursor.fetchall(), key=lambda row: (row[4], row[-1]))
+        def params(now: float) -> dict[str, Any]:
+            return {
+                "now": now,
+                "expires": now + lease_s,
+                "orphans": orphans,
+                "any_agent": agents is None,
+                "agents": sorted(agents) if agents is not None else [],
+                "tenants": sorted(exclude_tenants),
+                "full_agents": [],
+                "limit": limit,
+                "owner": owner,
+            }
+
+        def claims(rows: list[Any]) -> list[Claim]:
+            rows.sort(key=lambda row: (-row[20], row[4], row[-1]))
             return [
                 Claim(
                     Lease(owner, row[15]),
-                    run_info(row[:20]),
-                    took_over=row[20] not in (None, owner),
+                    run_info(row[:21]),
+                    took_over=row[21] not in (None, owner),
                 )
                 for row in rows
             ]
 
+        async def op(conn: AsyncConnection[Any]) -> list[Claim]:
+            cursor = await conn.execute(_CLAIM, params(time.time()))
+            return claims(await cursor.fetchall())
+
+        async def op_limited(conn: AsyncConnection[Any]) -> list[Claim]:
+            # claimers with limits queue on one lock per schema, so that each counts the
+            # leases the others took before it: the count and the claim are one step
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", ("autonomic-claims:" + self.schema,)
+            )
+            now = time.time()
+            leased = await (await conn.execute(_LEASED, (now,))).fetchall()
+            full_agents, full_tenants = full_under_limits(leased, agent_limits, tenant_limit)
+            values = params(now)
+            values["full_agents"] = full_agents
+            values["tenants"] = sorted({*exclude_tenants, *full_tenants})
+            ready = [
+                run_info(row) for row in await (await conn.execute(_CANDIDATES, values)).fetchall()
+            ]
+            picked = within_limits(ready, leased, limit, agent_limits, tenant_limit)
+            if not picked:
+                return []
+            values["ids"] = [info.run_id for info in picked]
+            return claims(await (await conn.execute(_CLAIM_PICKED, values)).fetchall())
+
+        if limited:
+            return await self._tx(op_limited, "write to")
         return await self._tx(op, "write to", transaction=False)
 
     async def renew_leases(

@@ -40,7 +40,9 @@ from autonomic.store.base import (
     TenantBudget,
     TenantBudgets,
     Vaults,
+    check_claim_limits,
     check_limit,
+    claim_order,
 )
 
 __all__ = ["ShardedStore", "rendezvous", "tree_key"]
@@ -289,24 +291,37 @@ class ShardedStore(SharedResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
         exclude_tenants: Collection[str] = (),
+        agent_limits: Mapping[str, int] | None = None,
+        tenant_limit: int | None = None,
     ) -> list[Claim]:
-        """The oldest ready runs over every shard: each shard is asked for ``limit``, the
-        oldest ``limit`` are kept and the others released at once (a claim of a ready
-        run counts nothing, so giving it back changes nothing but its epoch). Orphans,
+        """The first ready runs (by priority, then age) over every shard: each shard is
+        asked for ``limit``, the first ``limit`` are kept and the others released at once
+        (a claim of a ready run counts nothing, so giving it back changes nothing but its
+        epoch). Orphans,
         whose claim counts a recovery, are only taken with the room left, shard by shard
-        from a different one each time."""
+        from a different one each time. Concurrency limits are each shard's: a shard
+        counts the leases of its own runs (a root run's tree is on one shard)."""
         check_limit(limit)
+        check_claim_limits(agent_limits, tenant_limit)
         if limit == 0:
             return []
         parts = await asyncio.gather(
             *(
-                s.claim_runs(owner, lease_s, limit, agents=agents, exclude_tenants=exclude_tenants)
+                s.claim_runs(
+                    owner,
+                    lease_s,
+                    limit,
+                    agents=agents,
+                    exclude_tenants=exclude_tenants,
+                    agent_limits=agent_limits,
+                    tenant_limit=tenant_limit,
+                )
                 for s in self.shards
             )
         )
         ready = sorted(
             ((claim, i) for i, part in enumerate(parts) for claim in part),
-            key=lambda taken: taken[0].info.created_at,
+            key=lambda taken: claim_order(taken[0].info),
         )
         kept, surplus = ready[:limit], ready[limit:]
         await asyncio.gather(
@@ -324,6 +339,8 @@ class ShardedStore(SharedResource):
                 agents=agents,
                 orphans=True,
                 exclude_tenants=exclude_tenants,
+                agent_limits=agent_limits,
+                tenant_limit=tenant_limit,
             )
             kept.extend((claim, i) for claim in more)
         for claim, i in kept:

@@ -60,12 +60,15 @@ from autonomic.store.base import (
     RunInfo,
     TenantBudget,
     Wait,
+    check_claim_limits,
     check_claimable,
     check_limit,
+    full_under_limits,
     lease_is_free,
     lineage_segments,
     new_run_info,
     wait_is_over,
+    within_limits,
 )
 
 __all__ = ["SQLiteStore"]
@@ -86,7 +89,7 @@ _LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = ?"
 """Reads of at most this many rows run on the loop (see ``SQLiteStore._read``)."""
 """Values per ``IN (...)`` list."""
 
-_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+_INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, type, version, ts, body) VALUES (?, ?, ?, ?, ?, ?)"
@@ -118,7 +121,13 @@ WHERE ((status = 'waiting' AND wake_at <= :now
         AND (lease_owner IS NULL OR (:orphans AND coalesce(lease_expires_at, 0) <= :now))))
     AND (:any_agent OR agent IN (SELECT value FROM json_each(:agents)))
     AND (tenant IS NULL OR tenant NOT IN (SELECT value FROM json_each(:tenants)))
-ORDER BY created_at, rowid LIMIT :limit"""
+    AND agent NOT IN (SELECT value FROM json_each(:full_agents))
+ORDER BY priority DESC, created_at, rowid LIMIT :limit"""
+_LEASED = """
+SELECT agent, tenant, count(*) FROM runs
+WHERE status IN ('running', 'waiting') AND lease_owner IS NOT NULL AND lease_expires_at > ?
+GROUP BY agent, tenant"""
+"""What live leases hold now, by agent and tenant (for concurrency limits)."""
 
 
 def _path_from_url(url: str) -> tuple[str, dict[str, str]]:
@@ -872,14 +881,25 @@ class SQLiteStore(SharedResource):
         agents: Collection[str] | None = None,
         orphans: bool = False,
         exclude_tenants: Collection[str] = (),
+        agent_limits: Mapping[str, int] | None = None,
+        tenant_limit: int | None = None,
     ) -> list[Claim]:
         check_limit(int64("limit", limit))
         seconds("lease_s", lease_s)
+        check_claim_limits(agent_limits, tenant_limit)
+        limited = bool(agent_limits) or tenant_limit is not None
         names = msgspec.json.encode(sorted(agents) if agents is not None else []).decode()
-        tenants = msgspec.json.encode(sorted(exclude_tenants)).decode()
 
         def op() -> list[Claim]:
+            # one write transaction: the count of leases and the claim are one step
             now = time.time()
+            leased: list[tuple[str, str | None, int]] = []
+            full_agents: list[str] = []
+            excluded = sorted(exclude_tenants)
+            if limited:
+                leased = self._w.execute(_LEASED, (now,)).fetchall()
+                full_agents, full_tenants = full_under_limits(leased, agent_limits, tenant_limit)
+                excluded = sorted({*excluded, *full_tenants})
             rows = self._w.execute(
                 _TO_CLAIM,
                 {
@@ -887,11 +907,15 @@ class SQLiteStore(SharedResource):
                     "orphans": orphans,
                     "any_agent": agents is None,
                     "agents": names,
-                    "tenants": tenants,
+                    "tenants": msgspec.json.encode(excluded).decode(),
+                    "full_agents": msgspec.json.encode(full_agents).decode(),
                     "limit": limit,
                 },
             ).fetchall()
-            return self._take([run_info(row) for row in rows], owner, lease_s, now)
+            infos = [run_info(row) for row in rows]
+            if limited:
+                infos = within_limits(infos, leased, limit, agent_limits, tenant_limit)
+            return self._take(infos, owner, lease_s, now)
 
         return await self._write(op)
 
