@@ -17,6 +17,10 @@ Prints one JSON object with each figure beside its target:
 * ``duplicate_rate``: after 10,000 writes of which about 40% restate an earlier one
   (exact, re-cased, re-punctuated or lightly reworded), the share of stored memories that
   duplicate another. Target < 0.02.
+* ``false_merges``: of ~6,000 adversarial facts each one word away from one stored
+  before (a number, a negation, a name, a weekday, a city, an antonym), how many were
+  merged into it; ``false_merges_cosine_only`` counts the pairs within the threshold that
+  a cosine-only rule would have merged. Target 0.
 * Latency: ``remember`` and ``recall`` p50/p95 at 1k, 10k and 100k memories (store and
   index only: vectors precomputed, since embedding is the same at every size;
   ``embed_ms`` gives MiniLM's own cost), and a depth-3 graph traversal over 100,000 edges
@@ -299,6 +303,74 @@ async def duplicates(
     }
 
 
+# -- false merges ---------------------------------------------------------------------------
+
+NAMES = ("Alice", "Bob", "Carol", "Dmitri", "Esther", "Farid", "Greta", "Hiro", "Ines", "Jonas")
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+ANTONYMS = (("likes", "dislikes"), ("accepted", "rejected"), ("opened", "closed"))
+
+
+def one_word_apart(rng: random.Random) -> list[tuple[str, str]]:
+    """(stored fact, a fact one meaningful word away from it), ~6,000 pairs."""
+    pairs = []
+    for name in NAMES:
+        for noun in NOUNS:
+            for city in CITIES:
+                n = rng.randrange(2, 500)
+                other = rng.choice([c for c in CITIES if c != city])
+                who = rng.choice([x for x in NAMES if x != name])
+                day, day2 = rng.sample(DAYS, 2)
+                yes, no = rng.choice(ANTONYMS)
+                base = f"{name} paid {n} euros for the {noun} in {city}"
+                pairs += [
+                    (
+                        f"{base}.",
+                        f"{name} paid {n + rng.randint(1, 9)} euros for the {noun} in {city}.",
+                    ),
+                    (
+                        f"{name} is happy with the {noun} from {city}.",
+                        f"{name} is not happy with the {noun} from {city}.",
+                    ),
+                    (f"{base}.", f"{who} paid {n} euros for the {noun} in {city}."),
+                    (
+                        f"{name} sees the {noun} in {city} on {day}.",
+                        f"{name} sees the {noun} in {city} on {day2}.",
+                    ),
+                    (f"{base}.", f"{name} paid {n} euros for the {noun} in {other}."),
+                    (
+                        f"{name} {yes} the {noun} in {city}.",
+                        f"{name} {no} the {noun} in {city}.",
+                    ),
+                ]
+    return pairs
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+async def false_merges(embedder: MiniLMEmbedder, threshold: float = 0.94) -> dict[str, Any]:
+    pairs = one_word_apart(random.Random(11))
+    memory = EpisodicMemory(":memory:", embedder, dedup_threshold=threshold)
+    wrong = cosine_close = 0
+    for start in range(0, len(pairs), 256):
+        batch = pairs[start : start + 256]
+        await memory.remember_many([a for a, _ in batch])
+        originals = await embedder.embed([a for a, _ in batch])
+        variants = [b for _, b in batch]
+        vectors = await embedder.embed(variants)
+        cosine_close += int(np.sum(np.sum(vectors * originals, axis=1) >= threshold))
+        for text, (mem, merged) in zip(variants, await memory.remember_many(variants), strict=True):
+            wrong += merged and _plain(mem.text) != _plain(text)
+    return {
+        "pairs": len(pairs),
+        "threshold": threshold,
+        "false_merges": wrong,
+        "false_merges_cosine_only": cosine_close,
+        "false_merges_target": 0,
+    }
+
+
 # -- latency at scale ------------------------------------------------------------------------
 
 
@@ -408,6 +480,8 @@ async def main() -> None:
     report.update(await retrieval(embedder))
     report["dedup"] = await duplicates(embedder, 1000 if quick else 10_000)
     report["duplicate_rate"] = report["dedup"]["duplicate_rate"]
+    report["adversarial"] = await false_merges(embedder)
+    report["false_merges"] = report["adversarial"]["false_merges"]
     report["embed_ms"] = {"one": round(embed_one, 2), "batched_each": round(embed_batch, 2)}
     report["latency"] = await latency(
         (1000, 10_000) if quick else (1000, 10_000, 100_000), 50 if quick else 200

@@ -65,6 +65,33 @@ async def check_duplicates(memory: EpisodicMemory) -> None:
     assert memory.get(first.id).importance > 1.0
 
 
+ONE_WORD_APART = [
+    ("The rent is 1200 euros a month.", "The rent is 1250 euros a month."),
+    ("Alice is allergic to peanuts.", "Alice is not allergic to peanuts."),
+    ("The user can't eat gluten.", "The user can eat gluten."),
+    ("Alice booked the flight to Oslo.", "Bob booked the flight to Oslo."),
+    ("The meeting moved to Monday.", "The meeting moved to Tuesday."),
+    ("The user likes the red bike.", "The user dislikes the red bike."),
+    ("The flight leaves at 9:15.", "The flight leaves at 9:45."),
+]
+
+
+async def test_texts_a_word_of_meaning_apart_are_never_merged(
+    location: str, embedder: MiniLMEmbedder
+) -> None:
+    with EpisodicMemory(location, embedder, dedup_threshold=0.9) as memory:
+        pairs = [t for pair in ONE_WORD_APART for t in pair]
+        # the embedder alone would merge most of them: the word check is what holds
+        vectors = await embedder.embed(pairs)
+        close = sum(float(vectors[i] @ vectors[i + 1]) >= 0.9 for i in range(0, len(pairs), 2))
+        assert close >= 4
+        results = await memory.remember_many(pairs, "user:1")
+        assert [merged for _, merged in results] == [False] * len(pairs)
+        again = await memory.remember("the rent is 1200 euros a month again!", "user:1")
+        assert again[1] and again[0].id == results[0][0].id  # fillers and case still merge
+        assert memory.count("user:1") == len(pairs)
+
+
 async def test_recency_decay_and_weights(embedder: MiniLMEmbedder) -> None:
     clock = Clock()
     memory = EpisodicMemory(":memory:", embedder, clock=clock)

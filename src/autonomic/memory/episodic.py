@@ -1,8 +1,12 @@
 """Episodic memory (L3): what an agent saw and was told, embedded, recalled by meaning.
 
 ``remember(text, namespace, metadata)`` stores a memory; an exact duplicate (same text
-up to case and spacing) or a near duplicate (cosine >= ``dedup_threshold``) of a live
-memory in the same namespace is merged into it instead (its count and importance grow).
+up to case and spacing) or a near duplicate of a live memory in the same namespace is
+merged into it instead (its count and importance grow). A near duplicate needs both a
+cosine >= ``dedup_threshold`` and the same words once case, punctuation, plural ``s``
+and a few meaning-free fillers (articles, "again", "also", "really"...) are set aside:
+embeddings put "costs 40 dollars" and "costs 45 dollars", "is" and "is not", "Alice"
+and "Bob" within a few hundredths of each other, and merging those would lose a fact.
 ``recall(query, namespace, k, as_of=)`` ranks live memories by
 
     score = similarity × (1 - recency_weight + recency_weight × 0.5 ** (age / half_life))
@@ -60,6 +64,25 @@ CREATE INDEX IF NOT EXISTS episodic_by_namespace ON episodic_memories (namespace
 """
 
 _SPACES = re.compile(r"\s+")
+_NEAR_CANDIDATES = 8
+_WORDS = re.compile(r"[\w']+")
+_FILLERS = frozenset(
+    "a an the again also just really very please actually indeed quite too so".split()  # noqa: SIM905
+)
+
+
+def _wording(text: str) -> tuple[str, ...]:
+    """The words that carry meaning, in order: lower-cased, without punctuation, fillers,
+    possessive ``'s`` or plural ``s`` (numbers, names and negations are all kept)."""
+    words = []
+    for word in _WORDS.findall(text.lower()):
+        word = word.removesuffix("'s")
+        if word in _FILLERS:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        words.append(word)
+    return tuple(words)
 
 
 def _digest(text: str) -> str:
@@ -264,7 +287,7 @@ class EpisodicMemory:
             "AND pruned_at IS NULL",
             (namespace, digest),
         ).fetchone()
-        target = same[0] if same else self._near(index, vector, known)
+        target = same[0] if same else self._near(index, text, vector, known)
         if target is not None:
             self._db.execute(
                 "UPDATE episodic_memories SET merged = merged + 1, importance = CASE WHEN "
@@ -293,16 +316,26 @@ class EpisodicMemory:
         index.add(mid, vector, now, importance)
         return Memory(mid, namespace, text, metadata, importance, now), False
 
-    def _near(self, index: _Index, vector: Vectors, known: Vectors) -> int | None:
-        """The live memory closest to ``vector`` if it is a near duplicate; ``known`` holds
-        the similarities to the first ``len(known)`` rows, computed for the whole batch."""
+    def _near(self, index: _Index, text: str, vector: Vectors, known: Vectors) -> int | None:
+        """The most similar live memory that is a near duplicate of ``text`` (see the
+        module docstring), if any; ``known`` holds the similarities to the first
+        ``len(known)`` rows, computed for the whole batch."""
         if not index.size:
             return None
         added = index.vectors[len(known) : index.size] @ vector
         sims = np.concatenate([known, added])
         sims[~index.alive[: index.size]] = -1.0
-        best = int(np.argmax(sims))
-        return int(index.ids[best]) if sims[best] >= self.dedup_threshold else None
+        close = np.flatnonzero(sims >= self.dedup_threshold)
+        if not len(close):
+            return None
+        close = close[np.argsort(-sims[close], kind="stable")][:_NEAR_CANDIDATES]
+        ids = [int(index.ids[i]) for i in close]
+        marks = ",".join("?" * len(ids))
+        texts = dict(
+            self._db.execute(f"SELECT id, text FROM episodic_memories WHERE id IN ({marks})", ids)
+        )
+        wording = _wording(text)
+        return next((mid for mid in ids if _wording(texts[mid]) == wording), None)
 
     def prune(self, ids: Iterable[int], *, at: float | None = None) -> int:
         """Retire memories (they stay in the file and answer ``as_of`` earlier times)."""
