@@ -215,6 +215,11 @@ def topup_data(**amounts: float | None) -> dict[str, float]:
     return data
 
 
+def waits_for_budget(reason: str) -> bool:
+    """Is a run waiting for this ``reason`` waiting for its budget to be raised?"""
+    return reason.startswith(_SUSPEND_PREFIX)
+
+
 @dataclass(frozen=True)
 class _Reservation:
     seq: int
@@ -241,11 +246,15 @@ class _PromptCounter:
     def prompt(self, run_id: str, request: ModelRequest, count: TokenCounter) -> int:
         messages = request.messages
         known, sums = self._last.pop(run_id, ((), [0]))
-        same = 0
-        for new, old in zip(messages, known, strict=False):
-            if new is not old and new != old:
-                break
-            same += 1
+        same = len(known)
+        # the usual case, the last prompt plus new messages, is one comparison done in C
+        # (element by element, identical objects first)
+        if messages[:same] != known:
+            same = 0
+            for new, old in zip(messages, known, strict=False):
+                if new is not old and new != old:
+                    break
+                same += 1
         sums = sums[: same + 1]
         for message in messages[same:]:
             tokens = count(message.content) + 4
