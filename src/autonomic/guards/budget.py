@@ -296,6 +296,8 @@ class Budget(Guard):
         default_factory=dict, init=False, repr=False, compare=False
     )
     _prices: dict[str, Price] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _own: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """This guard's limits, as floats: a run given nothing else has just these."""
     _counter: _PromptCounter = field(
         default_factory=lambda: _PromptCounter(), init=False, repr=False, compare=False
     )
@@ -311,6 +313,8 @@ class Budget(Guard):
             raise ConfigError("Budget warn_at and child_share must be fractions in (0, 1]")
         if self.max_tokens < 1:
             raise ConfigError("Budget max_tokens must be at least 1")
+        own = {k: float(getattr(self, k)) for k in DIMENSIONS if getattr(self, k) is not None}
+        object.__setattr__(self, "_own", own)
 
     def digest_spec(self) -> dict[str, Any]:
         """What the agent's digest records of this budget."""
@@ -324,6 +328,8 @@ class Budget(Guard):
         """The run's limit on each dimension it has one on: this guard's, capped by what
         its parent gave it, plus top-ups."""
         led = _ledger(state)
+        if not led.inherited and not led.topups:  # the usual case, asked on every step
+            return dict(self._own)
         out: dict[str, float] = {}
         for key in DIMENSIONS:
             own = getattr(self, key)
