@@ -11,7 +11,9 @@ figure over it (target >= 40x). Bus latency: publish in this process -> received
 subscriber in another process, through LISTEN/NOTIFY (p50/p99).
 
 The machine's load blurs wall-clock figures, so each row also gives the workers' CPU time
-per step (the server's not counted).
+per step and, on PostgreSQL, the server's (its processes' CPU while the clock ran; other
+clients of the server count too, so it is an upper bound); ``cpu_bound_headroom`` is what
+the machine's cores would carry at that CPU per step were nothing else running.
 
 Usage: python bench/workers.py [--runs 400] [--steps 10] [--concurrency 200]
        [--workers 1,2,4] [--pg postgresql://postgres@127.0.0.1/postgres]
@@ -100,6 +102,21 @@ def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def _postgres_cpu_s() -> float:
+    """CPU seconds the PostgreSQL server's processes (every ``postgres`` process this
+    user may read) have used so far; other clients of the same server count too."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if "(postgres)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _spawn(
     url: str, ports: list[int], concurrency: int, env: dict[str, str], log: Path
 ) -> tuple[Any, list[subprocess.Popen[bytes]]]:
@@ -137,7 +154,7 @@ async def measure(
         os.environ["BENCH_STEPS"] = str(args.steps)
         (agent,) = load_agents(["bench_agents:stepper"])
         async with Runtime(url, wake=False) as client:
-            cpu_before = _cpu_s(procs)
+            cpu_before, server_before = _cpu_s(procs), _postgres_cpu_s()
             started = time.perf_counter()
             for first in range(0, args.runs, 50):  # as many clients submitting at once
                 await asyncio.gather(
@@ -152,6 +169,7 @@ async def measure(
                     await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             cpu = _cpu_s(procs) - cpu_before
+            server = _postgres_cpu_s() - server_before
             statuses = {r.status for r in await client.list_runs(limit=args.runs + 10)}
     finally:
         for proc in procs:
@@ -169,6 +187,12 @@ async def measure(
         # what the machine's load cannot blur: the workers' own CPU per step while the
         # clock ran (the server's is not counted)
         "worker_cpu_ms_per_step": round(cpu * 1000 / (args.runs * args.steps), 2),
+        # the PostgreSQL server's CPU per step (any other client of it counts too)
+        **(
+            {"server_cpu_ms_per_step": round(server * 1000 / (args.runs * args.steps), 2)}
+            if url.startswith("postgresql")
+            else {}
+        ),
         "statuses": sorted(statuses),
     }
 
@@ -272,6 +296,13 @@ async def main() -> None:
     result["target_steps_per_s"] = round(TARGET_STEPS_PER_S, 1)
     result["target_load_headroom"] = round(best / TARGET_STEPS_PER_S, 1)
     result["target_load_headroom_goal"] = 40
+    # what these cores would carry were they ours alone: CPU per step, workers and server
+    cpu_ms = min(
+        row["worker_cpu_ms_per_step"] + row["server_cpu_ms_per_step"]
+        for row in result["postgresql"]
+    )
+    result["cpu_bound_steps_per_s"] = round((os.cpu_count() or 1) * 1000 / cpu_ms, 1)
+    result["cpu_bound_headroom"] = round(result["cpu_bound_steps_per_s"] / TARGET_STEPS_PER_S, 1)
     print(json.dumps(result, indent=2))
 
 

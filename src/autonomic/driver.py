@@ -74,6 +74,7 @@ from autonomic.guards.base import (
     RequireApproval,
     Rewrite,
     crossing_guards,
+    hooked,
     store_scope,
 )
 from autonomic.guards.budget import with_inherited_budget
@@ -287,6 +288,9 @@ class Driver:
         self.guards = with_inherited_budget(with_ancestor_guards(agent.guards, ancestors), state)
         self.tools = agent.tool_map
         self._awaiting = {n: t for n, t in self.tools.items() if _awaits(t)}
+        self._checking = hooked(self.guards, "check")
+        self._calling = hooked(self.guards, "check_call")
+        self._observing = hooked(self.guards, "observe")
         self._tool_input = crossing_guards(self.guards, "tool_input")
         self._tool_output = crossing_guards(self.guards, "tool_output")
         self.committed_seq = state.seq
@@ -329,7 +333,7 @@ class Driver:
         state.apply(event, state.seq + 1, ts)
         self._batch.append(encoded)
         if observe:
-            for guard in self.guards:
+            for guard in self._observing:
                 for extra in self._observed(guard, event):
                     self.record(extra, observe=False)
 
@@ -664,7 +668,7 @@ class Driver:
                 )
             )
             return None
-        for guard in self.guards:
+        for guard in self._checking:
             verdict = await _ask(guard, functools.partial(guard.check, state, step))
             if isinstance(verdict, Rewrite):
                 if not isinstance(verdict.step, _STEPS):
@@ -812,7 +816,7 @@ class Driver:
 
     async def _approval_reason(self, call: ToolCall) -> tuple[str | None, str | None]:
         """(why the call needs approval, why it is denied); both None to run it now."""
-        for guard in self.guards:
+        for guard in self._calling:
             verdict = await _ask(guard, functools.partial(guard.check_call, self.state, call))
             if isinstance(verdict, Consult):
                 verdict = await self._consult(guard, verdict)

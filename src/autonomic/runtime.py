@@ -67,7 +67,13 @@ from autonomic.store.base import (
     TenantBudget,
 )
 from autonomic.supervisor import AgentChangePolicy, Supervisor
-from autonomic.tenants import checked_limits, grant_for_run, settled_budget, tenant_store
+from autonomic.tenants import (
+    checked_limits,
+    grant_for_run,
+    grant_waiting_runs,
+    settled_budget,
+    tenant_store,
+)
 from autonomic.tools.executor import CANCEL_GRACE_S
 from autonomic.tools.secrets import EnvSecrets, SecretsProvider
 
@@ -367,9 +373,12 @@ class Runtime:
     async def topup_tenant(
         self, tenant: str, *, cost_usd: float | None = None, tokens: int | None = None
     ) -> TenantBudget:
-        """Raise ``tenant``'s limits by these amounts (its new runs get shares of them)."""
+        """Raise ``tenant``'s limits by these amounts: its runs waiting for budget are
+        given shares of them and go on, and its new runs get shares of what is left."""
         amounts = checked_limits(cost_usd, tokens)
         await tenant_store(self.store).topup_tenant(tenant, amounts)
+        for run_id, grant in await grant_waiting_runs(self.store, tenant):
+            await self.topup(run_id, **grant)  # type: ignore[arg-type]
         budget = await settled_budget(self.store, tenant)
         assert budget is not None
         return budget

@@ -3,13 +3,16 @@ left, held until it ends; kept in the store (in memory and SQLite)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool
 from autonomic.errors import ConfigError
-from autonomic.guards.budget import BudgetLedger
+from autonomic.events import Suspended
+from autonomic.guards.budget import Budget, BudgetLedger
 from autonomic.messages import ModelResponse, ToolCall, Usage
 from autonomic.models.pricing import register_price
 from autonomic.store import open_store
@@ -113,3 +116,32 @@ async def test_bad_tenant_budgets_are_refused(db_url: str) -> None:
             await runtime.set_tenant_budget("acme", cost_usd=1, run_share=2)
         with pytest.raises(ConfigError, match="no budget"):
             await runtime.topup_tenant("acme", cost_usd=1)
+
+
+# reserves little per call (100 output tokens at most), so a small share goes a few calls
+thrifty = dataclasses.replace(worker, name="tenant-thrifty", guards=[Budget(max_tokens=100)])
+
+
+async def test_topping_up_a_tenant_wakes_its_runs_that_wait_for_budget(db_url: str) -> None:
+    async with Runtime(db_url) as runtime:
+        await runtime.set_tenant_budget("initech", cost_usd=0.2, run_share=0.5)
+        run = await runtime.start(thrifty, "work", tenant="initech")
+        first = await run.wait_until_waiting()
+        assert first.waiting_for is not None and first.waiting_for.startswith("budget: ")
+        assert 0 < first.cost <= 0.1 + 1e-9
+        await runtime.topup_tenant("initech", cost_usd=0.2)
+        held = await runtime.tenant_budget("initech")
+        assert held is not None and set(held.held) == {run.run_id, f"{run.run_id}#topup-1"}
+        # half of what is left: 0.4 less the first share
+        assert held.held[f"{run.run_id}#topup-1"] == {"cost_usd": pytest.approx(0.15)}
+        async with asyncio.timeout(10):  # it works on with its new share, then waits again
+            async for stored in runtime.events(run.run_id, after_seq=first.events):
+                if isinstance(stored.event, Suspended):
+                    break
+        again = await run.wait_until_waiting()
+        assert first.cost < again.cost <= 0.25 + 1e-9
+        assert again.waiting_for is not None and again.waiting_for.startswith("budget: ")
+        await run.cancel()
+        settled = await runtime.tenant_budget("initech")
+        assert settled is not None and not settled.held
+        assert settled.spent["cost_usd"] == pytest.approx(again.cost)

@@ -150,6 +150,7 @@ class Guard:
 
 
 _CROSSING_HOOKS = ("screen_goal", "tool_input", "tool_output")
+_HOOKS = (*_CROSSING_HOOKS, "check", "check_call", "observe", "tool_events")
 _SCOPE: ContextVar[tuple[Any, Mapping[str, Any]] | None] = ContextVar(
     "autonomic_guard_scope", default=None
 )
@@ -158,6 +159,14 @@ _SCOPE: ContextVar[tuple[Any, Mapping[str, Any]] | None] = ContextVar(
 def crossing_guards(guards: Sequence[Guard], hook: str) -> list[Guard]:
     """The guards that override ``hook`` (the others need not be asked)."""
     if hook not in _CROSSING_HOOKS:
+        raise ValueError(f"unknown hook {hook!r}")
+    return hooked(guards, hook)
+
+
+def hooked(guards: Sequence[Guard], hook: str) -> list[Guard]:
+    """The guards that override ``hook``, in order: the others would allow everything
+    (or add nothing), so the driver need not ask them on every step."""
+    if hook not in _HOOKS:
         raise ValueError(f"unknown hook {hook!r}")
     return [g for g in guards if getattr(type(g), hook, None) is not getattr(Guard, hook)]
 

@@ -215,6 +215,11 @@ def topup_data(**amounts: float | None) -> dict[str, float]:
     return data
 
 
+def waits_for_budget(reason: str) -> bool:
+    """Is a run waiting for this ``reason`` waiting for its budget to be raised?"""
+    return reason.startswith(_SUSPEND_PREFIX)
+
+
 @dataclass(frozen=True)
 class _Reservation:
     seq: int
@@ -241,11 +246,15 @@ class _PromptCounter:
     def prompt(self, run_id: str, request: ModelRequest, count: TokenCounter) -> int:
         messages = request.messages
         known, sums = self._last.pop(run_id, ((), [0]))
-        same = 0
-        for new, old in zip(messages, known, strict=False):
-            if new is not old and new != old:
-                break
-            same += 1
+        same = len(known)
+        # the usual case, the last prompt plus new messages, is one comparison done in C
+        # (element by element, identical objects first)
+        if messages[:same] != known:
+            same = 0
+            for new, old in zip(messages, known, strict=False):
+                if new is not old and new != old:
+                    break
+                same += 1
         sums = sums[: same + 1]
         for message in messages[same:]:
             tokens = count(message.content) + 4
@@ -287,6 +296,8 @@ class Budget(Guard):
         default_factory=dict, init=False, repr=False, compare=False
     )
     _prices: dict[str, Price] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _own: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """This guard's limits, as floats: a run given nothing else has just these."""
     _counter: _PromptCounter = field(
         default_factory=lambda: _PromptCounter(), init=False, repr=False, compare=False
     )
@@ -302,6 +313,8 @@ class Budget(Guard):
             raise ConfigError("Budget warn_at and child_share must be fractions in (0, 1]")
         if self.max_tokens < 1:
             raise ConfigError("Budget max_tokens must be at least 1")
+        own = {k: float(getattr(self, k)) for k in DIMENSIONS if getattr(self, k) is not None}
+        object.__setattr__(self, "_own", own)
 
     def digest_spec(self) -> dict[str, Any]:
         """What the agent's digest records of this budget."""
@@ -315,6 +328,8 @@ class Budget(Guard):
         """The run's limit on each dimension it has one on: this guard's, capped by what
         its parent gave it, plus top-ups."""
         led = _ledger(state)
+        if not led.inherited and not led.topups:  # the usual case, asked on every step
+            return dict(self._own)
         out: dict[str, float] = {}
         for key in DIMENSIONS:
             own = getattr(self, key)

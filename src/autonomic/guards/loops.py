@@ -31,8 +31,9 @@ __all__ = ["Loop", "LoopGuard", "detect_loop"]
 
 Identity = Callable[[dict[str, Any]], object]
 Embedder = Callable[[str], Sequence[float]]
-Memo = dict[int, tuple[ToolCall, str]]
-"""Identities already worked out, by the call object (held, so that its id stays its own)."""
+Memo = dict[int, tuple[Message, tuple[str, ...]]]
+"""The identities of each assistant message's calls already worked out, by the message
+object (held, so that its id stays its own)."""
 
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+")
@@ -56,13 +57,15 @@ class _Identities:
         self._rules: dict[str, object] = dict(rules)
         self._memo = memo
 
-    def __call__(self, call: ToolCall) -> str:
+    def __call__(self, message: Message) -> tuple[str, ...]:
+        """The identities of ``message``'s tool calls."""
         memo = self._memo
         if memo is None:
-            return self._key(call)
-        known = memo.get(id(call))
-        if known is None or known[0] is not call:
-            known = memo[id(call)] = (call, self._key(call))
+            return tuple(self._key(c) for c in message.tool_calls)
+        known = memo.get(id(message))
+        if known is None or known[0] is not message:
+            keys = tuple(self._key(c) for c in message.tool_calls)
+            known = memo[id(message)] = (message, keys)
         return known[1]
 
     def _key(self, call: ToolCall) -> str:
@@ -136,7 +139,7 @@ def detect_loop(
     identity = _Identities(identities or {}, memo)
     recent = list(messages[-window * 2 - 1 :])
     said = [m for m in recent if m.role == "assistant"]
-    acts = [[identity(c) for c in m.tool_calls] for m in said]
+    acts = [identity(m) for m in said]
     calls = [key for keys in acts for key in keys][-window:]
     same = _run_length(calls)
     if same >= repeat:

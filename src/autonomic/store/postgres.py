@@ -1148,13 +1148,15 @@ class PostgresStore(SharedResource):
     # -- reading -----------------------------------------------------------------------
 
     async def _read(self, op: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run reads in one transaction that sees one state of the database."""
+        """Run reads in one transaction that sees one state of the database (pipelined:
+        BEGIN and SET TRANSACTION go with the first read, COMMIT with nothing to wait
+        for, so that a read of two statements costs two round trips, not five)."""
 
         async def snapshot(conn: AsyncConnection[Any]) -> T:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return await op(conn)
 
-        return await self._tx(snapshot, "read")
+        return await self._tx(snapshot, "read", pipeline=True)
 
     async def _chain(self, conn: AsyncConnection[Any], run_id: str) -> list[RunInfo]:
         """The run and its fork ancestors, the run first."""
@@ -1288,17 +1290,20 @@ class PostgresStore(SharedResource):
         int64("after_id", after_id)
 
         async def op(conn: AsyncConnection[Any]) -> list[InboxItem]:
-            found = await conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,))
-            if await found.fetchone() is None:
-                raise RunNotFound(run_id)
+            # one statement (one round trip): the run's row, joined to its items if any
             cursor = await conn.execute(
-                "SELECT id, key, type, version, ts, body FROM inbox "
-                "WHERE run_id = %s AND id > %s ORDER BY id",
-                (run_id, after_id),
+                "SELECT i.id, i.key, i.type, i.version, i.ts, i.body FROM runs r "
+                "LEFT JOIN inbox i ON i.run_id = r.run_id AND i.id > %s "
+                "WHERE r.run_id = %s ORDER BY i.id",
+                (after_id, run_id),
             )
+            rows = await cursor.fetchall()
+            if not rows:
+                raise RunNotFound(run_id)
             return [
                 InboxItem(row[0], row[1], EventRecord(0, row[2], row[3], row[4], bytes(row[5])))
-                for row in await cursor.fetchall()
+                for row in rows
+                if row[0] is not None
             ]
 
-        return await self._read(op)
+        return await self._tx(op, "read", transaction=False)
