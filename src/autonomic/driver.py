@@ -77,7 +77,7 @@ from autonomic.guards.base import (
     hooked,
     store_scope,
 )
-from autonomic.guards.budget import with_inherited_budget
+from autonomic.guards.budget import budget_of, with_inherited_budget
 from autonomic.guards.inherit import with_ancestor_guards
 from autonomic.lifecycle import (
     SpawnRefused,
@@ -845,6 +845,10 @@ class Driver:
                 f"guard {_name(guard)!r} asked to consult a model without a ModelRequest "
                 f"whose purpose starts with {GUARD_PURPOSE!r}"
             )
+        budget = budget_of(self.guards)
+        short = budget.admit(self.state, request, model.name) if budget is not None else None
+        if short is not None:
+            return Deny(f"could not consult {model.name!r}: budget: {short}")
         self._check_lease()
         self.record(ModelCalled(request.purpose, self._digester.digest(request), model.name))
         await self.commit()

@@ -7,7 +7,13 @@ from __future__ import annotations
 import json
 
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_call
-from autonomic.events import ActionCompleted, GuardTripped, ModelCalled, ModelResponded
+from autonomic.events import (
+    ActionCompleted,
+    BudgetReserved,
+    GuardTripped,
+    ModelCalled,
+    ModelResponded,
+)
 from autonomic.guards import Budget
 from autonomic.guards.base import Allow, Deny, RequireApproval
 from autonomic.guards.budget import ledger_spent
@@ -124,3 +130,46 @@ async def test_a_critic_that_fails_denies() -> None:
         result = await run.wait()
     assert done == []
     assert "denied by critic: could not consult 'down'" in (result.answer or "")
+
+
+async def test_a_critic_call_is_reserved_first_and_refused_when_it_does_not_fit() -> None:
+    done.clear()
+
+    def once(request: ModelRequest) -> object:
+        tools = [m for m in request.messages if m.role == "tool"]
+        # a long argument: the critic's prompt (which shows it) is far longer than the actor's
+        return tool_call("archive", folder="x " * 2000) if not tools else tools[0].content
+
+    def agent(name: str, tokens: int, critic: FunctionModel) -> Agent:
+        budget = Budget(tokens=tokens, max_tokens=200)
+        return Agent(
+            name=name,
+            model=FunctionModel(once),
+            tools=[archive],
+            guards=[budget, CriticGuard(critic)],
+        )
+
+    roomy = FunctionModel(critic_answer, name="critic-model")
+    async with Runtime("memory://") as rt:
+        run = await rt.start(agent("tidy-reserved-critic", 10**6, roomy), "archive it")
+        await run.wait()
+        events = [s.event async for s in rt.events(run.run_id, follow=False)]
+    consult = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, ModelCalled) and e.purpose == CRITIC_PURPOSE
+    )
+    reserved = events[consult + 1]  # recorded with the call, before it is made
+    assert isinstance(reserved, BudgetReserved) and reserved.tokens > 1000
+    assert roomy.calls == 1
+
+    # room for the actor's calls, not for the critic's: it is not consulted, the call is refused
+    stingy = FunctionModel(critic_answer, name="critic-model")
+    async with Runtime("memory://") as rt:
+        run = await rt.start(agent("tidy-stingy-critic", 1000, stingy), "archive it")
+        await run.wait_until_waiting()  # the long call in its transcript: out of budget
+        state = await run.state()
+        await run.cancel()
+    assert stingy.calls == 0 and done == []
+    [refused] = [m.content for m in state.messages if m.role == "tool"]
+    assert "could not consult 'critic-model': budget: token limit" in refused

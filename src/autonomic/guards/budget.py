@@ -42,7 +42,15 @@ from autonomic.events import (
     SignalReceived,
     Suspended,
 )
-from autonomic.guards.base import ALLOW, CallVerdict, Deny, Guard, Rewrite, Verdict
+from autonomic.guards.base import (
+    ALLOW,
+    GUARD_PURPOSE,
+    CallVerdict,
+    Deny,
+    Guard,
+    Rewrite,
+    Verdict,
+)
 from autonomic.messages import Message, ModelRequest, ToolCall, Usage
 from autonomic.models.pricing import Price, default_prices
 from autonomic.state import RunState, folds, register_slot
@@ -126,7 +134,8 @@ def _started(s: RunState, e: RunStarted, ts: float) -> None:
 
 @folds(ModelCalled)
 def _called(s: RunState, e: ModelCalled, ts: float) -> None:
-    if e.model:
+    # the acting model prices the next reservation; a guard's (a critic's) is its own
+    if e.model and not e.purpose.startswith(GUARD_PURPOSE):
         _ledger(s).model = e.model
 
 
@@ -427,6 +436,22 @@ class Budget(Guard):
             self._reservations[state.run_id] = _Reservation(state.seq, tokens, cost, True, short)
             return Rewrite(ModelCall(wrap))
         return Rewrite(self._wait(state, short))
+
+    def admit(self, state: RunState, request: ModelRequest, model: str) -> str | None:
+        """Reserve a guard's own call of ``model`` (a critic's) before it is made: None
+        when it fits, and the reservation is recorded with the call; else why not (the
+        run gets no wrap-up turn for it: the guard's verdict is a refusal)."""
+        counted = self._counter.prompt(
+            f"{state.run_id}{GUARD_PURPOSE}", request, self.tokenizer or conservative_tokens
+        )
+        tokens = counted + self.max_tokens
+        cost = self._price(model).cost(Usage(counted, self.max_tokens))
+        limits = {k: v for k, v in self.limits(state).items() if k != "wall_s"}
+        need = {"tokens": float(tokens), "cost_usd": cost, "model_calls": 1.0}
+        short = self._short(self.used(state), limits, need)
+        if short is None:
+            self._reservations[state.run_id] = _Reservation(state.seq, tokens, cost, False, None)
+        return short
 
     def check_call(self, state: RunState, call: ToolCall) -> CallVerdict:
         limit = self.limits(state).get("tool_calls")
