@@ -29,6 +29,7 @@ from autonomic.bus.base import READY_TOPIC, run_topic
 from autonomic.checks import json_safe
 from autonomic.cluster import ChildRunner
 from autonomic.errors import (
+    AgentNotFound,
     ApprovalRefused,
     ConfigError,
     LeaseLost,
@@ -45,7 +46,7 @@ from autonomic.events import (
     SignalReceived,
     encode_event,
 )
-from autonomic.guards.base import screen_goal
+from autonomic.guards.base import screen_goal, screen_inbound
 from autonomic.guards.budget import TOPUP_SIGNAL, topup_data
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
@@ -572,6 +573,9 @@ class Runtime:
                 raise ConfigError(f"the edited arguments are not JSON data: {e}") from None
             if not isinstance(args, dict):
                 raise ConfigError("the edited arguments must be a JSON object")
+            args = await self._screened(run_id, "approval", args)
+            if not isinstance(args, dict):
+                raise ConfigError("a guard screened the edited arguments into something else")
         await self._decide(run_id, request, self.signer.grant(run_id, request, approver, args))
         return PendingApproval.of(run_id, request)
 
@@ -630,6 +634,8 @@ class Runtime:
             data = json_safe(data)
         except ValueError as e:
             raise ConfigError(f"the signal's data is not JSON data: {e}") from None
+        if data is not None:
+            data = await self._screened(run_id, "signal", data)
         event = SignalReceived(clean_text(name), data)
         delivery = Delivery(run_id, signal_key(event.name), encode_event(event, time.time()))
         try:
@@ -658,6 +664,21 @@ class Runtime:
             tool_calls=tool_calls,
         )
         await self.signal(run_id, TOPUP_SIGNAL, data)
+
+    async def _screened(self, run_id: str, kind: str, data: Any) -> Any:
+        """``data`` sent to ``run_id`` as its agent's guards let it be recorded (masked).
+        A run whose agent is unknown here cannot be screened, so it is refused."""
+        state = await self.state(run_id)
+        driver = self._supervisor.drivers.get(run_id) if self._supervisor else None
+        try:
+            agent = (
+                driver.agent
+                if driver is not None
+                else await self.registry.load(state.agent, state.agent_path, run_id=run_id)
+            )
+        except AgentNotFound as e:
+            raise ConfigError(f"cannot screen the {kind} data sent to run {run_id}: {e}") from None
+        return await screen_inbound(agent.guards, self.store, state, kind, data)
 
     def _delivered(self, run_id: str, item: int) -> None:
         driver = self.supervisor.drivers.get(run_id)

@@ -17,7 +17,7 @@ import pytest
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, ToolError, tool, tool_call
 from autonomic.cli import main
 from autonomic.errors import ConfigError
-from autonomic.events import ActionRetried, EgressRequested
+from autonomic.events import ActionRetried, ApprovalGranted, EgressRequested, SignalReceived
 from autonomic.guards.base import store_scope
 from autonomic.guards.detectors import (
     Detection,
@@ -133,9 +133,9 @@ def lookup(email: str, context: ToolContext) -> str:
     return f"customer {email}: phone {PHONE}, iban {IBAN}"
 
 
-@tool
+@tool(requires_approval=True)
 def send_email(to: str, body: str) -> str:
-    "Send an email."
+    "Send an email (a person approves it, and may edit it)."
     received.append({"to": to, "body": body})
     return f"sent to {to}"
 
@@ -180,9 +180,16 @@ def test_no_raw_value_reaches_a_model_or_any_record(
     async def run() -> tuple[str, str, str, list[object]]:
         async with Runtime(url, snapshot_every=2) as rt:
             handle = await rt.start(agent, f"Send {EMAIL} a note with card {CARD}")
+            assert (await handle.wait_until_waiting()).status == "waiting"
+            # what comes from outside the run is masked before it is stored too
+            await rt.signal(handle.run_id, "callback", {"phone": PHONE, "n": 1})
+            (pending,) = await handle.pending_approvals()
+            edited = {"to": EMAIL, "body": f"card {CARD}; iban {IBAN}; call {PHONE}"}
+            await rt.approve(handle.run_id, pending.digest, approver="ops", args=edited)
             result = await handle.wait()
             revealed = await reveal(rt.store, handle.run_id, result.answer or "")
             events = [e.event async for e in rt.events(handle.run_id, follow=False)]
+            assert (await rt.replay(handle.run_id)).status == "completed"  # exact, masked
             return handle.run_id, result.answer or "", revealed, events
 
     run_id, answer, revealed, events = asyncio.run(run())
@@ -192,8 +199,12 @@ def test_no_raw_value_reaches_a_model_or_any_record(
     assert len(egress) == 2 and all(e.target == "[EMAIL_1]" for e in egress)
     assert answer == "Done: sent to [EMAIL_1]"
     assert revealed == f"Done: sent to {EMAIL}"
-    # the tools got the real values
-    assert received == [{"to": EMAIL, "body": f"card {CARD}; iban {IBAN}"}]
+    (signal,) = [e for e in events if isinstance(e, SignalReceived)]
+    assert signal.data == {"phone": "[PHONE_1]", "n": 1}
+    (grant,) = [e for e in events if isinstance(e, ApprovalGranted)]
+    assert grant.args == {"to": "[EMAIL_1]", "body": "card [CARD_1]; iban [IBAN_1]; call [PHONE_1]"}
+    # the tools got the real values, the approver's edits included
+    assert received == [{"to": EMAIL, "body": f"card {CARD}; iban {IBAN}; call {PHONE}"}]
     assert len(prompts) == 3
     assert "[EMAIL_1]" in prompts[0] and "[IBAN_1]" in prompts[1]
     for prompt in prompts:

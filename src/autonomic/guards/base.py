@@ -41,6 +41,7 @@ __all__ = [
     "run_store",
     "run_tools",
     "screen_goal",
+    "screen_inbound",
     "store_scope",
 ]
 
@@ -128,6 +129,13 @@ class Guard:
         for. ``run_store()`` is the store the run is created in."""
         return goal
 
+    def screen_inbound(self, state: RunState, kind: str, data: Any) -> Any | Awaitable[Any]:
+        """What a run records of ``data`` sent to it from outside: a signal's data (``kind``
+        "signal") or the arguments an approver edited ("approval"). Asked before it enters
+        the run's inbox, so nothing unscreened is stored; edited arguments then reach their
+        tool through ``tool_input``, like the model's."""
+        return data
+
     def tool_input(
         self, state: RunState, request: ActionRequested
     ) -> ActionRequested | Awaitable[ActionRequested]:
@@ -149,7 +157,7 @@ class Guard:
         return events
 
 
-_CROSSING_HOOKS = ("screen_goal", "tool_input", "tool_output")
+_CROSSING_HOOKS = ("screen_goal", "screen_inbound", "tool_input", "tool_output")
 _HOOKS = (*_CROSSING_HOOKS, "check", "check_call", "observe", "tool_events")
 _SCOPE: ContextVar[tuple[Any, Mapping[str, Any]] | None] = ContextVar(
     "autonomic_guard_scope", default=None
@@ -216,3 +224,17 @@ async def screen_goal(guards: Sequence[Guard], store: Any, run_id: str, goal: st
                     f"guard {guard.name!r} screened the goal into a {type(goal).__name__}, not text"
                 )
     return goal
+
+
+async def screen_inbound(
+    guards: Sequence[Guard], store: Any, state: RunState, kind: str, data: Any
+) -> Any:
+    """``data`` sent to the run of ``state`` after every guard's ``screen_inbound``."""
+    screening = crossing_guards(guards, "screen_inbound")
+    if not screening:
+        return data
+    with store_scope(store):
+        for guard in screening:
+            result = guard.screen_inbound(state, kind, data)
+            data = await result if inspect.isawaitable(result) else result
+    return data

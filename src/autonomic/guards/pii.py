@@ -107,6 +107,9 @@ class PIIGuard(Guard):
     async def screen_goal(self, run_id: str, goal: str) -> str:
         return await self.mask(await self._opened(run_id), goal)
 
+    async def screen_inbound(self, state: RunState, kind: str, data: Any) -> Any:
+        return await self._masked(await self._opened(_vault_id(state)), data)
+
     async def tool_input(self, state: RunState, request: ActionRequested) -> ActionRequested:
         if not _has_placeholder(request.args):
             return request
