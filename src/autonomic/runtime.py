@@ -636,6 +636,10 @@ class Runtime:
             raise ConfigError(f"the signal's data is not JSON data: {e}") from None
         if data is not None:
             data = await self._screened(run_id, "signal", data)
+        await self._send_signal(run_id, name, data)
+
+    async def _send_signal(self, run_id: str, name: str, data: Any) -> None:
+        """Deliver a signal whose data needs no screening (the runtime's own, or screened)."""
         event = SignalReceived(clean_text(name), data)
         delivery = Delivery(run_id, signal_key(event.name), encode_event(event, time.time()))
         try:
@@ -663,7 +667,7 @@ class Runtime:
             model_calls=model_calls,
             tool_calls=tool_calls,
         )
-        await self.signal(run_id, TOPUP_SIGNAL, data)
+        await self._send_signal(run_id, TOPUP_SIGNAL, data)  # amounts: nothing to screen
 
     async def _screened(self, run_id: str, kind: str, data: Any) -> Any:
         """``data`` sent to ``run_id`` as its agent's guards let it be recorded (masked).

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from autonomic import Agent, Budget, FunctionModel, ModelRequest, Runtime, tool
-from autonomic.errors import ConfigError
+from autonomic.errors import AgentNotFound, ConfigError
 from autonomic.events import (
     BudgetReserved,
     BudgetWarned,
@@ -213,3 +213,26 @@ async def test_out_of_wall_time_the_run_wraps_up_and_waits(db_url: str) -> None:
     assert waiting.waiting_for is not None and "wall-time limit of 0.1s" in waiting.waiting_for
     assert state.messages[-1].content.startswith("summary after")
     assert 2 <= waiting.model_calls <= 5
+
+
+async def test_a_process_that_cannot_load_the_agent_still_tops_it_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A top-up is the runtime's own data (amounts): it needs no guard to screen it, so an
+    operator's process that does not know the agent can still raise its budget. Data a
+    person sends is refused there instead, since its guards could not screen it."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with Runtime(url) as runtime:
+        run = await runtime.start(agent(Budget(cost_usd=0.06, max_tokens=50)), "do six steps")
+        assert (await run.wait_until_waiting()).status == "waiting"
+    async with Runtime(url, wake=False) as operator:
+
+        async def unknown(name: str, path: str | None, *, run_id: str = "") -> Agent:
+            raise AgentNotFound(f"agent {name!r} is not importable here")
+
+        monkeypatch.setattr(operator.registry, "load", unknown)
+        await operator.topup(run.run_id, cost_usd=0.50)
+        with pytest.raises(ConfigError, match="cannot screen the signal data"):
+            await operator.signal(run.run_id, "note", {"text": "hello"})
+        inbox = await operator.store.read_inbox(run.run_id)
+    assert len(inbox) == 1
