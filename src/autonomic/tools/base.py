@@ -28,14 +28,14 @@ __all__ = ["TOOL_EVENTS", "FunctionTool", "Tool", "ToolContext", "allow_tool_eve
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
-TOOL_EVENTS: tuple[type[Event], ...] = (EgressRequested,)
-"""The events a tool may add to its run's log; every other event is the runtime's to record."""
+TOOL_EVENTS: set[type[Event]] = {EgressRequested}
+"""The events a tool may add to its run's log; every other event is the runtime's to record.
+Extended in place (never rebound), so every importer sees the same set."""
 
 
 def allow_tool_events(*types: type[Event]) -> None:
     """Let tools record these (registered) event types too, e.g. memory's ``Remembered``."""
-    global TOOL_EVENTS
-    TOOL_EVENTS = (*TOOL_EVENTS, *(t for t in types if t not in TOOL_EVENTS))
+    TOOL_EVENTS.update(types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,8 @@ class ToolContext:
 
         Only ``TOOL_EVENTS`` about this action are accepted; callable from any thread.
         """
-        if not isinstance(event, TOOL_EVENTS):
-            allowed = ", ".join(t.__name__ for t in TOOL_EVENTS)
+        if not isinstance(event, tuple(TOOL_EVENTS)):
+            allowed = ", ".join(sorted(t.__name__ for t in TOOL_EVENTS))
             raise ToolError(
                 f"a tool may record only {allowed}, not {type(event).__name__}: "
                 "the runtime records everything else"
