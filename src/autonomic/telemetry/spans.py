@@ -158,7 +158,13 @@ def run_spans(
     status, message = "UNSET", ""
     end = events[-1].ts
 
-    def close(o: _Open, end_ts: float, extra: dict[str, AttributeValue], err: str = "") -> None:
+    def close(
+        o: _Open,
+        end_ts: float,
+        extra: dict[str, AttributeValue],
+        err: str = "",
+        status: str | None = None,
+    ) -> None:
         spans.append(
             Span(
                 tid,
@@ -169,7 +175,7 @@ def run_spans(
                 _ns(o.ts),
                 _ns(max(end_ts, o.ts)),
                 o.attributes | extra,
-                "ERROR" if err else "OK",
+                status or ("ERROR" if err else "OK"),
                 err,
             )
         )
@@ -270,19 +276,8 @@ def run_spans(
                 status, message, end = "ERROR", e.reason[:500], ts
                 agent_attrs["error.type"] = "run_dead"
 
-    spans.extend(  # still open when the log ends
-        Span(
-            tid,
-            span_id(run_id, o.seq),
-            own,
-            o.name,
-            o.kind,
-            _ns(o.ts),
-            _ns(max(end, o.ts)),
-            o.attributes,
-        )
-        for o in [*calls, *actions.values()]
-    )
+    for o in [*calls, *actions.values()]:  # still open when the log ends
+        close(o, end, {}, status="UNSET")
     kpis = run_kpis([s.event for s in events])
     agent_attrs |= {
         f"autonomic.kpi.{name}": value
