@@ -29,13 +29,14 @@ import os
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bus import latency_across  # bench/bus.py: one way to time a hint across processes
 
 HERE = Path(__file__).parent
 TARGET_STEPS_PER_S = 1_000_000 * 10 / 86_400
@@ -197,59 +198,6 @@ async def measure(
     }
 
 
-SUBSCRIBER = """
-import asyncio, json, sys, time
-from autonomic.bus.postgres import PostgresBus
-from autonomic.store.postgres import PostgresStore
-
-async def main():
-    store = PostgresStore(sys.argv[1])
-    bus = PostgresBus(store.conninfo, store.schema)
-    await bus.open()
-    got = []
-    async with bus.subscribe("bench") as sub:
-        print("ready", flush=True)
-        while len(got) < int(sys.argv[2]):
-            message = await sub.next(10)
-            if message is None:
-                break
-            got.append(time.time() - float(message))
-    await bus.close()
-    print(json.dumps(got), flush=True)
-
-asyncio.run(main())
-"""
-
-
-async def bus_latency(url: str, count: int) -> dict[str, Any]:
-    """Publish ``count`` timestamps, 5 ms apart; another process measures their arrival."""
-    from autonomic.bus.postgres import PostgresBus
-    from autonomic.store.postgres import PostgresStore
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SUBSCRIBER, url, str(count), stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    assert (await proc.stdout.readline()).strip() == b"ready"
-    store = PostgresStore(url)
-    bus = PostgresBus(store.conninfo, store.schema)
-    await bus.open()
-    await asyncio.sleep(0.2)
-    for _ in range(count):
-        bus.publish("bench", repr(time.time()))
-        await asyncio.sleep(0.005)
-    out, _ = await proc.communicate()
-    await bus.close()
-    latencies = sorted(json.loads(out.decode().strip().splitlines()[-1]))
-    ms = [x * 1000 for x in latencies]
-    return {
-        "messages": count,
-        "received": len(ms),
-        "p50_ms": round(statistics.median(ms), 2),
-        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
-    }
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=400)
@@ -289,7 +237,7 @@ async def main() -> None:
 
         async with PostgresStore(f"{args.pg}?schema={schema}"):
             pass
-        result["postgres_bus_wake"] = await bus_latency(f"{args.pg}?schema={schema}", 400)
+        result["postgres_bus_wake"] = await latency_across(f"{args.pg}?schema={schema}", 400)
     finally:
         _drop_schema(args.pg, schema)
     best = max(row["steps_per_s"] for row in result["postgresql"])
