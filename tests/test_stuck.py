@@ -111,3 +111,28 @@ async def test_leaving_the_runtime_does_not_wait_for_a_stuck_driver(store: Store
     assert time.monotonic() - started < 8
     deaf.release.set()
     await asyncio.sleep(0.05)
+
+
+STALLS: list[int] = []
+
+
+@tool
+async def stall(n: int) -> str:
+    "Block the whole process (the event loop) past its lease, as a long GC pause does."
+    STALLS.append(n)
+    time.sleep(0.5)
+    return f"stalled {n}"
+
+
+async def test_a_process_that_stalled_past_its_lease_takes_its_run_back(store: Store) -> None:
+    """Nobody else took the run while this process stood still: it must not be stranded
+    as 'running' with no driver, nor run a tool twice."""
+    STALLS.clear()
+    model = ScriptedModel([tool_call("stall", n=1), tool_call("stall", n=2), "done"])
+    agent = Agent(name="staller", model=model, tools=[stall])
+    async with Runtime(store, lease_s=0.2) as rt:
+        run = await rt.start(agent, "stall twice")
+        result = await asyncio.wait_for(run.wait(), 30)
+        events = [s.event for s in await read_events(store, run.run_id)]
+    assert result.answer == "done" and STALLS == [1, 2]
+    assert any(isinstance(e, Resumed) and "stalled" in e.reason for e in events)

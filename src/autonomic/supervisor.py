@@ -189,7 +189,19 @@ class Supervisor:
         run_id = driver.state.run_id
         try:
             await driver.run(resumed)
-        except (ConcurrencyConflict, LeaseLost, RunEnded) as e:
+        except LeaseLost as e:
+            driver.failure = e
+            if self._stopping or driver.abandoned is not None:
+                log.warning("run %s: stopped driving it: %s", run_id, e)
+                return
+            # a stall (a long GC pause, a loaded machine) must not strand the run when no
+            # other process took it: claim it back, the new epoch fencing this driver out
+            log.warning("run %s: %s; taking it back unless another process has", run_id, e)
+            self._starting.add(run_id)
+            self._in_background(
+                self._take_over(run_id, "taken back after this process stalled past its lease", {})
+            )
+        except (ConcurrencyConflict, RunEnded) as e:
             log.warning("run %s: stopped driving it: %s", run_id, e)
             driver.failure = e
         except StoreError as e:
@@ -349,16 +361,19 @@ class Supervisor:
         log.error("run %s: its driver is stuck (%s); a new one takes the run over", run_id, why)
         self._starting.add(run_id)
         failed = {action_id: why} if action_id is not None else {}
-        self._in_background(self._take_over(run_id, why, failed))
+        self._in_background(self._take_over(run_id, f"a driver stuck in place of it: {why}", failed))
 
-    async def _take_over(self, run_id: str, why: str, failed: dict[str, str]) -> None:
+    async def _take_over(self, run_id: str, reason: str, failed: dict[str, str]) -> None:
         """Claim our own run again: the new lease epoch fences the stuck driver out."""
         try:
             claim = await self.store.claim_run(run_id, self.owner, self.lease_s, revive=True)
             if claim is None:  # another process took it meanwhile
                 self.unreserve(run_id)
+                log.warning("run %s: another process drives it now", run_id)
                 return
-            await self.adopt(claim, f"a driver stuck in place of it: {why}", stuck_actions=failed)
+            await self.adopt(claim, reason, stuck_actions=failed)
+        except RunEnded:  # it ended meanwhile (cancelled from elsewhere): nothing to take
+            self.unreserve(run_id)
         except AutonomicError as e:
             self.unreserve(run_id)
             log.error("run %s: could not take it over: %s", run_id, e)
