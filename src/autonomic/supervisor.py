@@ -361,7 +361,8 @@ class Supervisor:
         log.error("run %s: its driver is stuck (%s); a new one takes the run over", run_id, why)
         self._starting.add(run_id)
         failed = {action_id: why} if action_id is not None else {}
-        self._in_background(self._take_over(run_id, f"a driver stuck in place of it: {why}", failed))
+        reason = f"a driver stuck in place of it: {why}"
+        self._in_background(self._take_over(run_id, reason, failed))
 
     async def _take_over(self, run_id: str, reason: str, failed: dict[str, str]) -> None:
         """Claim our own run again: the new lease epoch fences the stuck driver out."""
