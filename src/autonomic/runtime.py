@@ -60,6 +60,7 @@ from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.store.base import (
     CANCEL_KEY,
     Claim,
+    ClaimFilter,
     Delivery,
     Lease,
     NewRun,
@@ -432,7 +433,9 @@ class Runtime:
         """Claim and drive, now, every run ready to be driven whose agent can be loaded
         here (its process died, or it waits no more)."""
         supervisor = self.supervisor
-        claims = await self.store.claim_runs(self.owner, self.lease_s, limit, orphans=True)
+        claims = await self.store.claim_runs(
+            self.owner, self.lease_s, limit, ClaimFilter(orphans=True)
+        )
         handles = []
         for claim in claims:
             run_id = claim.info.run_id
