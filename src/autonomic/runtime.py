@@ -722,11 +722,12 @@ class Runtime:
         events = await read_events(self.store, run_id)
         if not events:
             raise StoreError(f"run {run_id} has no events")
+        state = RunState(run_id=run_id)
+        state.apply(events[0].event, events[0].seq, events[0].ts)
         if agent is None:
-            state = RunState(run_id=run_id)
-            state.apply(events[0].event, events[0].seq, events[0].ts)
             agent = await self.registry.load(state.agent, state.agent_path, run_id=run_id)
-        return replay_events(run_id, events, agent)
+        ancestors = [self.registry.get(name) for name in state.lineage]
+        return replay_events(run_id, events, agent, ancestors)
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)
