@@ -60,6 +60,7 @@ from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.store.base import (
     CANCEL_KEY,
     Claim,
+    ClaimFilter,
     Delivery,
     Lease,
     NewRun,
@@ -432,7 +433,9 @@ class Runtime:
         """Claim and drive, now, every run ready to be driven whose agent can be loaded
         here (its process died, or it waits no more)."""
         supervisor = self.supervisor
-        claims = await self.store.claim_runs(self.owner, self.lease_s, limit, orphans=True)
+        claims = await self.store.claim_runs(
+            self.owner, self.lease_s, limit, ClaimFilter(orphans=True)
+        )
         handles = []
         for claim in claims:
             run_id = claim.info.run_id
@@ -719,11 +722,12 @@ class Runtime:
         events = await read_events(self.store, run_id)
         if not events:
             raise StoreError(f"run {run_id} has no events")
+        state = RunState(run_id=run_id)
+        state.apply(events[0].event, events[0].seq, events[0].ts)
         if agent is None:
-            state = RunState(run_id=run_id)
-            state.apply(events[0].event, events[0].seq, events[0].ts)
             agent = await self.registry.load(state.agent, state.agent_path, run_id=run_id)
-        return replay_events(run_id, events, agent)
+        ancestors = [self.registry.get(name) for name in state.lineage]
+        return replay_events(run_id, events, agent, ancestors)
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)
