@@ -175,6 +175,8 @@ def replay_events(
                 else more(state, agent.view())  # type: ignore[misc]
             )
             step = _guarded(agent, guards, state, asked) if asked is not None else asked
+            if isinstance(step, Record) and end is not None:  # steps' own events may abut
+                end = min(end, i + len(step.events))
             why = _check(step, events[i:end], digester)
             if why is not None:
                 stored = events[i]

@@ -45,6 +45,17 @@ _RETRY_S = 0.5
 _ESCAPES = {c: f"%{ord(c):02X}" for c in "%.*> \t\r\n"}
 
 
+class _Client(Client):
+    """nats-py (2.16) starts a reconnect attempt over the transport of the attempt before
+    it without closing it, so each attempt that a starting server accepted and dropped
+    leaks a socket: this client closes it first."""
+
+    async def _connect_to_server(self, s: Any) -> None:
+        if self._transport:
+            self._transport.close()  # type: ignore[no-untyped-call]
+        await super()._connect_to_server(s)
+
+
 def subject_token(topic: str) -> str:
     """A topic as one subject token: the characters NATS gives a meaning are escaped."""
     return "".join(_ESCAPES.get(c, c) for c in topic)
@@ -107,11 +118,12 @@ class NatsBus:
             )
         try:
             async with asyncio.timeout(_CONNECT_S):
-                nc = await nats.connect(
+                nc = _Client()
+                await nc.connect(
                     self._client_url,
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # (seconds, any number)
                     error_cb=self._error,
                 )
         except (TimeoutError, OSError, nats.errors.Error) as e:
@@ -154,9 +166,13 @@ class NatsBus:
             return
         await self._outbox.stop(grace_s=2.0)
         nc, self._nc = self._nc, None
-        if nc is not None:
+        if nc is None:
+            return
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+            await nc.drain()  # refused while the broker is away: it is reconnecting
+        if not nc.is_closed:  # else it would go on reconnecting forever
             with contextlib.suppress(nats.errors.Error, OSError):
-                await nc.drain()
+                await nc.close()
 
     def publish(self, topic: str, message: str = "") -> None:
         self._outbox.put(topic, message)
