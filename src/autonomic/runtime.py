@@ -67,6 +67,7 @@ from autonomic.store.base import (
     RunInfo,
     Store,
     TenantBudget,
+    checked_priority,
 )
 from autonomic.supervisor import AgentChangePolicy, Supervisor
 from autonomic.tenants import (
@@ -296,7 +297,7 @@ class Runtime:
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
         budget = await grant_for_run(self.store, tenant, run_id)
         state, new_run, events = _new_run(
-            agent, goal, model.name, run_id, tenant, budget, _checked_priority(priority)
+            agent, goal, model.name, run_id, tenant, budget, checked_priority(priority)
         )
         supervisor.reserve(run_id)
         try:
@@ -333,7 +334,7 @@ class Runtime:
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
         budget = await grant_for_run(self.store, tenant, run_id)
         _, new_run, events = _new_run(
-            agent, goal, agent.model_name, run_id, tenant, budget, _checked_priority(priority)
+            agent, goal, agent.model_name, run_id, tenant, budget, checked_priority(priority)
         )
         try:
             await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
@@ -480,6 +481,7 @@ class Runtime:
             source.goal,
             parent_run_id=source.parent_run_id,
             tenant=source.tenant,
+            priority=source.priority,
         )
         supervisor.reserve(fork_id)
         try:
@@ -802,18 +804,12 @@ def _new_run(
     budget: dict[str, float] | None = None,
     priority: int = 0,
 ) -> tuple[RunState, NewRun, list[Any]]:
-    started = run_started(agent, goal, model, tenant=tenant, budget=budget)
+    started = run_started(agent, goal, model, tenant=tenant, budget=budget, priority=priority)
     ts = time.time()
     state = RunState(run_id=run_id)
     state.apply(started, 1, ts)
     run = NewRun(run_id, agent.name, goal[:500], tenant=tenant, priority=priority)
     return state, run, [encode_event(started, ts)]
-
-
-def _checked_priority(priority: int) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**63:
-        raise ConfigError(f"priority {priority!r} must be a whole number (64 bits at most)")
-    return priority
 
 
 def run_sync(agent: Agent, goal: str, *, store: str | Store = DEFAULT_STORE_URL) -> RunResult:

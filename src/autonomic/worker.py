@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from autonomic._options import connection_options
 from autonomic.agent import Agent, _import_file, load_agent
 from autonomic.bus import open_bus
 from autonomic.errors import AgentNotFound, ConfigError, StoreCorrupt, StoreError
@@ -260,8 +261,7 @@ def add_worker_parser(commands: Any) -> None:
         help="module (every Agent in it), module:attr or file.py[:attr]; repeat or "
         "separate with commas",
     )
-    p.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
-    p.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")
+    connection_options(p)
     p.add_argument("--concurrency", type=_positive_int, default=100, help="runs at once")
     p.add_argument("--lease-s", type=_positive_float, default=30.0, help="lease length")
     p.add_argument(

@@ -57,6 +57,7 @@ __all__ = [
     "check_claimable",
     "check_limit",
     "check_wait",
+    "checked_priority",
     "claim_order",
     "full_under_limits",
     "lease_is_free",
@@ -329,6 +330,13 @@ def check_limit(limit: int | None) -> None:
     """Refuse a negative ``limit``, which backends would read differently."""
     if limit is not None and limit < 0:
         raise ConfigError("limit must be 0 or more")
+
+
+def checked_priority(priority: int) -> int:
+    """``priority``, refused unless a whole number that fits a store's 64-bit column."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**63:
+        raise ConfigError(f"priority {priority!r} must be a whole number (64 bits at most)")
+    return priority
 
 
 def check_wait(commit: Commit, status: str) -> None:
