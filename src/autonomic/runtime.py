@@ -48,6 +48,7 @@ from autonomic.events import (
 )
 from autonomic.guards.base import screen_goal, screen_inbound
 from autonomic.guards.budget import TOPUP_SIGNAL, topup_data
+from autonomic.guards.detectors import RegexDetector
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
@@ -87,6 +88,8 @@ log = logging.getLogger("autonomic.runtime")
 T = TypeVar("T")
 ENDED = TERMINAL | {"dead"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SUSPECT = RegexDetector()
+"""Finds what may be personal data in a signal's name, so that the run's guards judge it."""
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -639,7 +642,15 @@ class Runtime:
             data = json_safe(data)
         except ValueError as e:
             raise ConfigError(f"the signal's data is not JSON data: {e}") from None
-        if data is not None:
+        if _SUSPECT.analyze(name):  # rare: a name is recorded as it is, so it is screened too
+            screened = await self._screened(run_id, "signal", {"name": name, "data": data})
+            if screened["name"] != name:
+                raise ConfigError(
+                    f"the signal's name holds personal data ({screened['name']}): names are "
+                    "recorded as they are; send it in the signal's data, which is masked"
+                )
+            data = screened["data"]
+        elif data is not None:
             data = await self._screened(run_id, "signal", data)
         await self._send_signal(run_id, name, data)
 
