@@ -1,13 +1,17 @@
 """The chaos drill at length (a soak): thousands of runs on PostgreSQL while workers are
-SIGKILLed every few seconds, one is SIGSTOPped past its lease, and the server restarts.
+SIGKILLed every few seconds, one is SIGSTOPped past its lease, and the server restarts
+(``--bus postgres``, the store's own bus) or the workers' bus broker does (``--bus redis``
+or ``--bus nats``: a server of its own, killed and started again on the same port).
 
 The same drill as ``tests/test_chaos.py`` (``tests/chaos_kit.py``), on a PostgreSQL
 cluster of its own (initdb in a temporary folder, so that restarting it disturbs nobody).
-Prints one JSON object: what was done to the workers and the server, and the invariants,
-each of which must be 0 (and ``ended`` must equal ``runs``).
+Prints one JSON object: what was done to the workers and the servers, the invariants,
+each of which must be 0 (and ``ended`` must equal ``runs``), and ``wake_ms``: how long a
+run submitted after each restart (and one at the end) took to be driven by a worker that
+polls once a minute, so only through the bus (null: not within 20 s).
 
 Usage: python bench/chaos.py [--runs 2000] [--workers 4] [--kill-every-s 3]
-       [--restarts 4] [--lease-s 2]
+       [--restarts 4] [--lease-s 2] [--bus postgres|redis|nats]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bus_kinds import Broker
 from chaos_kit import Cluster, Drill, run_drill
 
 
@@ -32,9 +37,14 @@ async def main() -> None:
     parser.add_argument("--restarts", type=int, default=4)
     parser.add_argument("--lease-s", type=float, default=2.0)
     parser.add_argument("--deadline-s", type=float, default=1800.0)
+    parser.add_argument("--bus", choices=("postgres", "redis", "nats"), default="postgres")
     args = parser.parse_args()
+    restart_at = tuple((i + 1) / (args.restarts + 1) for i in range(args.restarts))
+    broker = None if args.bus == "postgres" else Broker(args.bus)
     cluster = Cluster()
     cluster.start()
+    if broker is not None:
+        broker.start()
     try:
         drill = Drill(
             cluster.url,
@@ -45,18 +55,24 @@ async def main() -> None:
             kill_at=(),
             kill_every_s=args.kill_every_s,
             stop_at=0.5,
-            restart_at=tuple((i + 1) / (args.restarts + 1) for i in range(args.restarts)),
+            restart_at=restart_at if broker is None else (),
             deadline_s=args.deadline_s,
             cluster=cluster,
+            bus=broker and f"{broker.url}?prefix=chaos",
+            broker=broker,
+            broker_restart_at=restart_at if broker is not None else (),
         )
         report = await run_drill(drill)
     finally:
+        if broker is not None:
+            broker.stop()
         cluster.stop()
-    report["workers"] = args.workers
+    report["bus"], report["workers"] = args.bus, args.workers
     report["passed"] = (
         report["ended"] == report["runs"]
         and report["lost"] == report["duplicated_ledger_rows"] == 0
         and report["stranded"] == report["logs_with_gaps"] == 0
+        and report["probes_woken"] == report["probes"]
     )
     print(json.dumps(report, indent=2))
 

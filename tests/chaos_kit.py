@@ -4,14 +4,20 @@ Worker processes (``autonomic worker``) drive runs of ``ledger_agent`` from a Po
 store; each run makes ``CHARGES`` non-idempotent tool calls, each appending one row to a
 ledger table in the same database. Meanwhile the drill SIGKILLs workers (and starts new
 ones), SIGSTOPs a lease holder past its lease then SIGCONTs it, and restarts PostgreSQL
-(a cluster of its own, started here). Then it checks what must hold whatever happened:
-every run ended, none lost, no ledger row twice for one action, no run left running
-without a live owner after the lease time, and every log numbered 1..n.
+(a cluster of its own, started here) or the workers' bus broker (a Redis or NATS server
+of its own). Then it checks what must hold whatever happened: every run ended, none
+lost, no ledger row twice for one action, no run left running without a live owner
+after the lease time, and every log numbered 1..n.
+
+Wake-ups are probed after each restart and once at the end: a run of ``probe_agent`` is
+submitted for a worker of its own that polls only once a minute, so that only a bus hint
+can get it driven within the probe's deadline; each probe's latency is reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -28,10 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from autonomic import Agent, Runtime, ScriptedModel, ToolContext, tool, tool_call
-from autonomic.errors import ToolError
+from autonomic.errors import StoreError, ToolError
+from autonomic.runtime import ENDED
 from autonomic.store import open_store
+from bus_kinds import Broker
 
 HERE = Path(__file__).parent
+Popen = subprocess.Popen[bytes]
 CHARGES = 5
 LEDGER_DSN = "AUTONOMIC_CHAOS_LEDGER"
 """The ledger's database (a postgresql:// URL with ``?schema=``), for the workers' tool."""
@@ -81,6 +90,11 @@ ledger_agent = Agent(
     tools=[charge],
     max_steps=CHARGES + 3,
 )
+
+probe_agent = Agent(name="probe", model=ScriptedModel(["awake"]))
+PROBE_POLL_S = 60.0
+"""The probe worker's poll: far longer than a probe waits, so only the bus wakes it."""
+PROBE_DEADLINE_S = 20.0
 
 
 # -- the PostgreSQL cluster the drill may restart ----------------------------------------
@@ -150,7 +164,14 @@ class Cluster:
 
 
 def start_worker(
-    url: str, log: Path, *, lease_s: float, concurrency: int
+    url: str,
+    log: Path,
+    *,
+    lease_s: float,
+    concurrency: int,
+    bus: str | None = None,
+    agent: str = "ledger_agent",
+    poll_s: float | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -159,9 +180,9 @@ def start_worker(
     }
     command = [
         sys.executable, "-m", "autonomic", "worker", "--store", url,
-        "--agents", "chaos_kit:ledger_agent", "--lease-s", str(lease_s),
-        "--poll-s", str(min(1.0, lease_s / 2)), "--concurrency", str(concurrency),
-        "--max-recoveries", "1000", "--drain-s", "1",
+        "--agents", f"chaos_kit:{agent}", "--lease-s", str(lease_s),
+        "--poll-s", str(poll_s or min(1.0, lease_s / 2)), "--concurrency", str(concurrency),
+        "--max-recoveries", "1000", "--drain-s", "1", *(["--bus", bus] if bus else []),
     ]  # fmt: skip
     with open(log, "ab") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=out)
@@ -174,7 +195,9 @@ class Drill:
     Chaos follows progress, not the clock (so that a fast machine cannot finish before
     it): a worker is SIGKILLed (and a new one started) as each fraction in ``kill_at``
     of the runs has ended, and also every ``kill_every_s`` seconds if set; a worker is
-    SIGSTOPped for 2.5 leases at ``stop_at``; the server restarts at ``restart_at``.
+    SIGSTOPped for 2.5 leases at ``stop_at``; the server restarts at ``restart_at``
+    (``cluster``), and the bus broker at ``broker_restart_at`` (``broker``, whose URL
+    the workers' ``bus`` names; without one, they use the store's own bus).
     """
 
     url: str
@@ -188,13 +211,18 @@ class Drill:
     restart_at: tuple[float, ...] = ()
     deadline_s: float = 90.0
     cluster: Cluster | None = None
+    bus: str | None = None
+    broker: Broker | None = None
+    broker_restart_at: tuple[float, ...] = ()
     log: Path = field(default_factory=lambda: Path(tempfile.mkdtemp()) / "workers.log")
     seen: Counter[str] = field(default_factory=Counter)
+    wake_ms: list[float | None] = field(default_factory=list)
+    """Each probe's latency from submitted to ended (None: not driven by its deadline)."""
 
 
-async def prepare(url: str, runs: int) -> list[str]:
+async def prepare(url: str, runs: int, bus: str | None = None) -> list[str]:
     """Create the ledger and submit ``runs`` runs for any worker."""
-    async with Runtime(url, wake=False) as runtime:
+    async with Runtime(url, wake=False, bus=bus) as runtime:
         store: Any = runtime.store
         async with store._pool.connection() as conn:
             await conn.execute(
@@ -213,7 +241,8 @@ async def _ended(store: Any) -> int | None:
     try:
         async with store._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT count(*) FROM runs WHERE status IN ('completed', 'failed', 'dead')"
+                "SELECT count(*) FROM runs WHERE agent = 'ledger' "
+                "AND status IN ('completed', 'failed', 'dead')"
             )
             row = await cursor.fetchone()
             return int(row[0]) if row else 0
@@ -221,23 +250,57 @@ async def _ended(store: Any) -> int | None:
         return None
 
 
+async def probe(client: Runtime, d: Drill) -> None:
+    """Submit a run of ``probe_agent`` and time it until it ended (read from the store,
+    so that the probe does not lean on the bus it checks)."""
+    deadline = time.monotonic() + PROBE_DEADLINE_S
+    while True:  # the store may be restarting too
+        try:
+            handle = await client.submit(probe_agent, "are you awake?")
+            break
+        except StoreError:
+            if time.monotonic() >= deadline:
+                d.wake_ms.append(None)
+                return
+            await asyncio.sleep(0.1)
+    submitted = time.monotonic()
+    while time.monotonic() < submitted + PROBE_DEADLINE_S:
+        with contextlib.suppress(StoreError):
+            if (await client.store.get_run(handle.run_id)).status in ENDED:
+                d.wake_ms.append(round((time.monotonic() - submitted) * 1000, 1))
+                return
+        await asyncio.sleep(0.01)
+    d.wake_ms.append(None)
+
+
 async def run_drill(d: Drill) -> dict[str, Any]:
     """Run the drill; returns its report (see ``check``)."""
-    ids = await prepare(d.url, d.runs)
+    ids = await prepare(d.url, d.runs, d.bus)
     rnd = random.Random(secrets.randbits(32))
 
-    def worker() -> subprocess.Popen[bytes]:
-        return start_worker(d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency)
+    def worker(agent: str = "ledger_agent", poll_s: float | None = None) -> Popen:
+        return start_worker(
+            d.url, d.log, lease_s=d.lease_s, concurrency=d.concurrency, bus=d.bus,
+            agent=agent, poll_s=poll_s,
+        )  # fmt: skip
+
+    def prober() -> Popen:
+        return worker("probe_agent", PROBE_POLL_S)
 
     procs = [worker() for _ in range(d.workers)]
+    probe_worker = prober()
+    probes: list[asyncio.Task[None]] = []
     started = time.monotonic()
     kills, restarts = sorted(d.kill_at), sorted(d.restart_at)
+    broker_restarts = sorted(d.broker_restart_at)
     next_kill = started + d.kill_every_s if d.kill_every_s else float("inf")
     stop_at = d.stop_at
     stopped: subprocess.Popen[bytes] | None = None
     cont_at = settle_until = 0.0
     monitor: Any = open_store(d.url)
     await monitor.open()
+    client = Runtime(d.url, wake=False, bus=d.bus)
+    await client.__aenter__()
     try:
         while time.monotonic() - started < d.deadline_s:
             await asyncio.sleep(0.05)
@@ -251,6 +314,9 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 if proc.poll() is not None:
                     d.seen["worker_exits"] += 1
                     procs[i] = worker()
+            if probe_worker.poll() is not None:
+                d.seen["worker_exits"] += 1
+                probe_worker = prober()
             if (kills and done >= kills[0]) or now >= next_kill:
                 kills = kills[1:] if kills and done >= kills[0] else kills
                 victim = rnd.randrange(len(procs))
@@ -263,6 +329,12 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 restarts.pop(0)
                 await asyncio.to_thread(d.cluster.restart)
                 d.seen["pg_restarts"] += 1
+                probes.append(asyncio.create_task(probe(client, d)))
+            if broker_restarts and d.broker is not None and done >= broker_restarts[0]:
+                broker_restarts.pop(0)
+                await asyncio.to_thread(d.broker.restart)
+                d.seen["broker_restarts"] += 1
+                probes.append(asyncio.create_task(probe(client, d)))
             if stop_at is not None and done >= stop_at:
                 stop_at = None
                 stopped = procs[rnd.randrange(len(procs))]
@@ -273,8 +345,15 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 stopped = None
                 settle_until = now + d.lease_s
                 d.seen["stopped_past_lease"] += 1
+        probes.append(asyncio.create_task(probe(client, d)))  # all quiet: only its own hint
+        await asyncio.gather(*probes)
     finally:
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+        await client.__aexit__(None, None, None)
         await monitor.close()
+        procs.append(probe_worker)
         for proc in procs:
             proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
@@ -286,6 +365,9 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 proc.wait()
     report = await check(d.url, ids, d.lease_s)
     report.update(d.seen)
+    report["probes"], report["wake_ms"] = len(d.wake_ms), d.wake_ms
+    report["probes_woken"] = sum(ms is not None for ms in d.wake_ms)
+    report["probe_poll_s"] = PROBE_POLL_S
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -317,7 +399,7 @@ async def check(url: str, ids: list[str], lease_s: float) -> dict[str, Any]:
             cursor = await conn.execute("SELECT count(*) FROM ledger")
             row = await cursor.fetchone()
             ledger_rows = row[0] if row else -1
-        known = {info.run_id for info in await store.list_runs(limit=len(ids) + 10)}
+        known = {info.run_id for info in await store.list_runs(limit=len(ids) + 100)}
     return {
         "runs": len(ids),
         "ended": statuses["completed"] + statuses["failed"] + statuses["dead"],

@@ -4,15 +4,17 @@ service_agents``).
 ``calc`` answers at once; ``payer`` asks a person to approve a payment, then answers;
 ``chatty`` calls ``note`` in waves of ten for CHATTY_TURNS turns (22 events a turn), so
 its log is long; ``slow`` takes a while per turn, so a run can be watched live;
-``frugal`` runs out of tool calls and waits for a budget top-up.
+``frugal`` runs out of tool calls and waits for a budget top-up; ``private`` masks PII
+and answers with what its model was shown (kept in PROMPTS).
 """
 
 from __future__ import annotations
 
 import os
 
-from autonomic import Agent, ScriptedModel, tool, tool_call
+from autonomic import Agent, FunctionModel, ModelRequest, ScriptedModel, tool, tool_call
 from autonomic.guards.budget import Budget
+from autonomic.guards.pii import PIIGuard
 
 
 @tool(requires_approval=True)
@@ -58,3 +60,14 @@ frugal = Agent(
     tools=[note],
     guards=[Budget(tool_calls=2)],
 )
+
+PROMPTS: list[str] = []
+
+
+def _echo(request: ModelRequest) -> str:
+    seen = request.messages[-1].content
+    PROMPTS.append(seen)
+    return f"Noted: {seen}"
+
+
+private = Agent("private", model=FunctionModel(_echo), guards=[PIIGuard()])

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 
 from autonomic import Runtime
 from autonomic.server import KeyStore, Server, create_app
-from service_agents import calc, chatty, frugal, payer, slow
+from service_agents import calc, chatty, frugal, payer, private, slow
 
 ALL_SCOPES = ("runs:read", "runs:write", "approvals:write", "budgets:write")
 
@@ -51,7 +51,7 @@ async def start_service(
 ) -> tuple[Service, asyncio.Task[None]]:
     keys = KeyStore(tmp_path / "keys.json")
     runtime = Runtime(
-        f"sqlite:///{tmp_path / 'runs.db'}", agents=[calc, payer, chatty, slow, frugal]
+        f"sqlite:///{tmp_path / 'runs.db'}", agents=[calc, payer, chatty, slow, frugal, private]
     )
     mounted = routers(runtime) if routers is not None else ()
     app = create_app(runtime, keys=keys, heartbeat_s=heartbeat_s, routers=mounted)

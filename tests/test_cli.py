@@ -109,6 +109,10 @@ def test_a_failed_run_exits_non_zero_with_the_reason(
         (["run", "--agent", "calc", "hi"], "must look like module:attr"),
         (["--store", "bogus://x", "runs", "list"], "unknown store URL 'bogus://x'"),
         (["--store", "sqlite:///missing.db", "runs", "list"], "no store at missing.db"),
+        # after the subcommand too, winning over the global option
+        (["runs", "list", "--store", "sqlite:///gone.db"], "no store at gone.db"),
+        (["runs", "show", "x", "--store", "bogus://y"], "unknown store URL 'bogus://y'"),
+        (["approve", "x", "--store", "bogus://z"], "unknown store URL 'bogus://z'"),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_exit(

@@ -228,7 +228,7 @@ async def test_replay_detects_a_strategy_that_decides_differently(store: Store) 
 
 async def test_fork_shares_history_then_diverges(store: Store) -> None:
     async with Runtime(store) as rt:
-        original = await rt.start(calc([tool_call("add", a=2, b=3), "5"]), "sum")
+        original = await rt.start(calc([tool_call("add", a=2, b=3), "5"]), "sum", priority=3)
         await original.wait()
         # fork right after the tool result (event 5) with an agent that answers differently
         other = Agent(name="calc", model=ScriptedModel(["", "five"]), tools=[add, slow])
@@ -236,6 +236,8 @@ async def test_fork_shares_history_then_diverges(store: Store) -> None:
         result = await fork.wait()
         parent_events = await events_of(rt, original.run_id)
         fork_events = await events_of(rt, fork.run_id)
+        forked = await rt.get_run(fork.run_id)
+    assert forked.priority == 3  # as its history says (its children would inherit it)
     assert result.answer == "five" and fork.run_id != original.run_id
     assert fork_events[:5] == parent_events[:5]
     assert type(fork_events[5]).__name__ == "RunForked"

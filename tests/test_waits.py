@@ -32,6 +32,7 @@ from autonomic import (
     tool,
     tool_call,
 )
+from autonomic.errors import ConfigError
 from autonomic.events import (
     ActionCompleted,
     ActionFailed,
@@ -397,6 +398,26 @@ async def test_an_agent_as_a_tool_is_a_durable_child_run(store: Store) -> None:
     assert child.agent == "researcher" and child.status == "completed"
 
 
+async def test_an_agent_as_a_tool_runs_at_its_callers_priority_unless_given_one(
+    store: Store,
+) -> None:
+    helper = Agent(name="helper", model=ScriptedModel(["a", "b"]))
+    boss = Agent(
+        name="boss",
+        model=ScriptedModel(
+            [[tool_call("helper", goal="x"), tool_call("background", goal="y")], "done"]
+        ),
+        tools=[helper.as_tool(), helper.as_tool(name="background", priority=-2)],
+    )
+    async with Runtime(store) as rt:
+        run = await rt.start(boss, "go", priority=7)
+        assert (await run.wait()).answer == "done"
+        children = await rt.list_runs(parent_run_id=run.run_id)
+    assert sorted(c.priority for c in children) == [-2, 7]
+    with pytest.raises(ConfigError, match="64 bits"):
+        helper.as_tool(priority=2**63)
+
+
 async def test_an_agent_already_in_the_lineage_is_refused(store: Store) -> None:
     a = Agent(name="a", model=ScriptedModel([tool_call("b", goal="ask a"), "a done"]))
     b = Agent(name="b", model=ScriptedModel([tool_call("a", goal="again"), "b done"]))
@@ -439,6 +460,47 @@ class FanOutTo(FanOut):
         if not state.children:
             return Spawn(tuple(ChildSpec(self.agent, w) for w in state.goal.split()))
         return super().next_step(state, agent)
+
+
+class FanOutRanked(FanOut):
+    """Spawns a ``go``-waiting child per word; a word ``name=N`` names its priority."""
+
+    def next_step(self, state: RunState, agent: AgentView) -> Step:
+        if not state.children:
+            return Spawn(tuple(_ranked(w) for w in state.goal.split()))
+        return super().next_step(state, agent)
+
+
+def _ranked(word: str) -> ChildSpec:
+    goal, _, priority = word.partition("=")
+    return ChildSpec("go-waiter", goal, int(priority) if priority else None)
+
+
+async def test_a_child_takes_its_parents_priority_and_is_claimed_before_lower_roots(
+    store: Store,
+) -> None:
+    waiter = Agent(name="go-waiter", model=ScriptedModel([]), strategy=Waiter(Signal("go")))
+    parent = Agent(name="fan", model=ScriptedModel([]), strategy=FanOutRanked(), subagents=[waiter])
+    async with Runtime(store, wake=False) as rt:  # claims nothing: the test claims
+        low = await rt.submit(waiter, "an older root of a lower priority", priority=1)
+        run = await rt.start(parent, "inherits named=-3", priority=5)
+        await _until_all_waiting(rt, run.run_id, 2)
+        children = sorted(await rt.list_runs(parent_run_id=run.run_id), key=lambda r: r.run_id)
+        for child in children:
+            await rt.signal(child.run_id, "go")
+        claims = await store.claim_runs("other", 30, 3)
+    assert [c.priority for c in children] == [5, -3]
+    assert [c.info.run_id for c in claims] == [children[0].run_id, low.run_id, children[1].run_id]
+
+
+async def test_a_spawn_naming_a_priority_past_64_bits_fails_the_parent(store: Store) -> None:
+    waiter = Agent(name="go-waiter", model=ScriptedModel([]), strategy=Waiter(Signal("go")))
+    parent = Agent(name="fan", model=ScriptedModel([]), strategy=FanOutRanked(), subagents=[waiter])
+    async with Runtime(store) as rt:
+        run = await rt.start(parent, f"huge={2**63}")
+        result = await run.wait(check=False)
+        assert await rt.list_runs(parent_run_id=run.run_id) == []
+    assert result.status == "failed" and "64 bits" in (result.error or "")
 
 
 async def _until_all_waiting(rt: Runtime, parent: str, count: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from autonomic import Runtime
 from autonomic.events import NewEvent
 from autonomic.store import open_store
-from autonomic.store.base import NewRun
+from autonomic.store.base import ClaimFilter, NewRun
 from autonomic.store.postgres import PostgresStore
 from worker_agents import paced
 
@@ -32,13 +32,10 @@ async def test_racing_claimers_on_separate_connections_never_pass_a_limit(pg_url
             run = NewRun(f"r{i}", "x" if i % 2 else "y", "g", tenant="acme" if i < 12 else None)
             started = NewEvent("RunStarted", 1, time.time(), b"{}", {})
             await first.create_run(run, [started], owner=None, lease_s=30)
+        limits = ClaimFilter(agent_limits={"x": 3}, tenant_limit=4)
         for _ in range(3):  # rounds: each time, eight claimers on four pools at once
             await asyncio.gather(
-                *(
-                    s.claim_runs(f"w{n}", 30, 5, agent_limits={"x": 3}, tenant_limit=4)
-                    for n in range(8)
-                    for s in [stores[n % 4]]
-                )
+                *(s.claim_runs(f"w{n}", 30, 5, limits) for n in range(8) for s in [stores[n % 4]])
             )
         held = [r for r in await first.list_runs(limit=50) if r.lease_owner is not None]
         assert sum(r.agent == "x" for r in held) == 3

@@ -139,11 +139,18 @@ class Agent:
         found.update((t.agent.name, t.agent) for t in self.tools if isinstance(t, AgentTool))
         return found
 
-    def as_tool(self, *, name: str | None = None, description: str | None = None) -> Tool:
-        """This agent as a tool of another: each call is a durable child run."""
+    def as_tool(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        priority: int | None = None,
+    ) -> Tool:
+        """This agent as a tool of another: each call is a durable child run (of
+        ``priority``; None: the calling run's)."""
         from autonomic.tools.awaiting import AgentTool
 
-        return AgentTool(self, name=name, description=description)
+        return AgentTool(self, name=name, description=description, priority=priority)
 
     def digest(self) -> str:
         """A digest of everything that changes the agent's behaviour."""

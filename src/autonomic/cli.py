@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from autonomic._options import connection_options
 from autonomic._text import clean_text
 from autonomic.agent import Agent, load_agent
 from autonomic.bus import DEFAULT_BUS_URL, open_bus
@@ -452,11 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="workers claim ready runs of a higher priority first (default 0; may be negative)",
     )
-    run.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
-    run.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")
+    connection_options(run)
     run.set_defaults(handler=cmd_run)
 
-    approve = commands.add_parser("approve", help="approve (or deny) a tool call a run waits on")
+    approve = connection_options(
+        commands.add_parser("approve", help="approve (or deny) a tool call a run waits on")
+    )
     approve.add_argument("run_id", help="run id (or an unambiguous prefix)")
     approve.add_argument(
         "action", nargs="?", help="action id, call id or digest (prefix); optional if only one"
@@ -476,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="inspect and control runs")
     sub = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
 
-    listing = sub.add_parser("list", help="list recent runs")
+    listing = connection_options(sub.add_parser("list", help="list recent runs"))
     listing.add_argument("--status", help="only runs with this status")
     listing.add_argument("--waiting", action="store_true", help="only waiting runs, and why")
     listing.add_argument("--limit", type=_count(1), default=20)
@@ -484,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=cmd_list)
 
     def with_run(name: str, help_text: str, handler: Command) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p = connection_options(sub.add_parser(name, help=help_text))
         p.add_argument("run_id", help="run id (or an unambiguous prefix)")
         p.set_defaults(handler=handler)
         return p

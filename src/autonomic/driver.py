@@ -1236,9 +1236,7 @@ class Driver:
     def _spawn_children(self, specs: Sequence[ChildSpec]) -> list[str]:
         """Record child runs to create with the next commit; raises SpawnRefused."""
         agents = [self._child_agent(spec.agent) for spec in specs]
-        children = plan_children(
-            self.state, self.agent, agents, [spec.goal for spec in specs], guards=self.guards
-        )
+        children = plan_children(self.state, self.agent, agents, specs, guards=self.guards)
         for spawned, run, started in children:
             self.record(spawned)
             self._new_children.append((run, [started]))

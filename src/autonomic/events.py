@@ -118,6 +118,8 @@ class RunStarted(Event, frozen=True, tag=True):
     tenant: str | None = None
     budget: dict[str, float] | None = None
     """What a child was given out of its parent's budget (``cost_usd``, ``tokens``)."""
+    priority: int = 0
+    """The run's claim priority (a child's is its parent's unless its spawn named one)."""
     LARGE_FIELDS: ClassVar[tuple[str, ...]] = ("goal",)
 
 

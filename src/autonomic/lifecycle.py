@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autonomic.agent import Agent
+from autonomic.errors import ConfigError
 from autonomic.events import (
     ActionFailed,
     CancelRequested,
@@ -28,8 +29,8 @@ from autonomic.events import (
 from autonomic.guards.base import Guard
 from autonomic.guards.budget import carve, ledger_spent
 from autonomic.state import RunState
-from autonomic.steps import Approval, Children, Signal, Timer, WaitFor
-from autonomic.store.base import CANCEL_KEY, Delivery, NewRun, Wait
+from autonomic.steps import Approval, Children, ChildSpec, Signal, Timer, WaitFor
+from autonomic.store.base import CANCEL_KEY, Delivery, NewRun, Wait, checked_priority
 
 __all__ = [
     "SpawnRefused",
@@ -66,6 +67,7 @@ def run_started(
     parent: RunState | None = None,
     tenant: str | None = None,
     budget: dict[str, float] | None = None,
+    priority: int = 0,
 ) -> RunStarted:
     return RunStarted(
         goal=goal,
@@ -79,6 +81,7 @@ def run_started(
         lineage=(*parent.lineage, parent.agent) if parent else (),
         tenant=parent.tenant if parent else tenant,
         budget=budget,
+        priority=priority,
     )
 
 
@@ -200,23 +203,33 @@ class SpawnRefused(Exception):
     """A child run that must not be started (unknown agent, cycle, too deep)."""
 
 
+def _child_priority(state: RunState, agent: Agent, spec: ChildSpec) -> int:
+    try:
+        return checked_priority(state.priority if spec.priority is None else spec.priority)
+    except ConfigError as e:
+        raise SpawnRefused(f"a child run of agent {agent.name!r}: {e}") from None
+
+
 def plan_children(
     state: RunState,
     parent: Agent,
     agents: Sequence[Agent],
-    goals: Sequence[str],
+    specs: Sequence[ChildSpec],
     *,
     guards: Sequence[Guard] | None = None,
 ) -> list[tuple[ChildSpawned, NewRun, NewEvent]]:
-    """For each child of ``state``'s run, the event that records it, its row and its first
-    event; raises SpawnRefused for an agent already in the lineage (unless it allows
-    recursion), a run nested deeper than ``parent.max_depth``, or an empty goal.
+    """For each child of ``state``'s run (``agents`` resolved from ``specs``), the event
+    that records it, its row and its first event; raises SpawnRefused for an agent already
+    in the lineage (unless it allows recursion), a run nested deeper than
+    ``parent.max_depth``, an empty goal or a priority that is not a whole number.
 
     Each child is given its share of the run's budget (``guards``, by default the
-    parent agent's), recorded on both events."""
+    parent agent's), recorded on both events, and the run's priority unless its spec
+    names one."""
     lineage = (*state.lineage, state.agent)
     depth = len(lineage)
-    for agent, goal in zip(agents, goals, strict=True):
+    for agent, spec in zip(agents, specs, strict=True):
+        goal = spec.goal
         if agent.name in lineage and not agent.allow_recursion:
             chain = " → ".join((*lineage, agent.name))
             raise SpawnRefused(
@@ -232,7 +245,8 @@ def plan_children(
             raise SpawnRefused(f"a child run of agent {agent.name!r} needs a non-empty goal")
     budget = carve(state, parent.guards if guards is None else guards, len(agents))
     planned = []
-    for n, (agent, goal) in enumerate(zip(agents, goals, strict=True), len(state.children) + 1):
+    for n, (agent, spec) in enumerate(zip(agents, specs, strict=True), len(state.children) + 1):
+        goal, priority = spec.goal, _child_priority(state, agent, spec)
         child_id = f"{state.run_id}.{n}"
         run = NewRun(
             child_id,
@@ -242,10 +256,12 @@ def plan_children(
             root_run_id=state.root_run_id or state.run_id,
             depth=depth,
             tenant=state.tenant,
+            priority=priority,
         )
-        started = encode_event(
-            run_started(agent, goal, agent.model_name, parent=state, budget=budget), time.time()
+        event = run_started(
+            agent, goal, agent.model_name, parent=state, budget=budget, priority=priority
         )
+        started = encode_event(event, time.time())
         planned.append((ChildSpawned(child_id, agent.name, goal, budget), run, started))
     return planned
 

@@ -25,8 +25,9 @@ from autonomic.events import (
     ModelResponded,
     RunCompleted,
 )
-from autonomic.guards.base import GUARD_PURPOSE, Rewrite, store_scope
+from autonomic.guards.base import GUARD_PURPOSE, Guard, Rewrite, store_scope
 from autonomic.guards.budget import with_inherited_budget
+from autonomic.guards.inherit import with_ancestor_guards
 from autonomic.loader import StoredEvent
 from autonomic.state import RunState
 from autonomic.steps import Finish, ModelCall, Record, Spawn, Step, ToolCalls
@@ -128,10 +129,10 @@ def _decision_extent(events: Sequence[StoredEvent], i: int, agent: Agent) -> int
     return None
 
 
-def _guarded(agent: Agent, state: RunState, step: Step) -> Step:
+def _guarded(agent: Agent, guards: Sequence[Guard], state: RunState, step: Step) -> Step:
     """``step`` as the guards that replay (pure ones, such as a budget) rewrote it."""
     with store_scope(None, agent.tool_map):  # a guard may ask what a tool declares
-        for guard in with_inherited_budget(agent.guards, state):
+        for guard in with_inherited_budget(guards, state):
             if guard.replays:
                 verdict = guard.check(state, step)
                 if isinstance(verdict, Rewrite):
@@ -139,8 +140,17 @@ def _guarded(agent: Agent, state: RunState, step: Step) -> Step:
     return step
 
 
-def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunState:
-    """Rebuild the run's state by re-deciding every step; raises ReplayDivergence."""
+def replay_events(
+    run_id: str,
+    events: list[StoredEvent],
+    agent: Agent,
+    ancestors: Sequence[Agent | None] = (),
+) -> RunState:
+    """Rebuild the run's state by re-deciding every step; raises ReplayDivergence.
+
+    ``ancestors``: the agents of a child run's lineage, root first, whose guards it ran
+    under as well as its own (as when it was driven)."""
+    guards = with_ancestor_guards(agent.guards, ancestors)
     state = RunState(run_id=run_id)
     digester = RequestDigester()
     more = getattr(agent.strategy, "more_calls", None)
@@ -164,7 +174,9 @@ def replay_events(run_id: str, events: list[StoredEvent], agent: Agent) -> RunSt
                 if deciding
                 else more(state, agent.view())  # type: ignore[misc]
             )
-            step = _guarded(agent, state, asked) if asked is not None else asked
+            step = _guarded(agent, guards, state, asked) if asked is not None else asked
+            if isinstance(step, Record) and end is not None:  # steps' own events may abut
+                end = min(end, i + len(step.events))
             why = _check(step, events[i:end], digester)
             if why is not None:
                 stored = events[i]

@@ -48,6 +48,7 @@ from autonomic.events import (
 )
 from autonomic.guards.base import screen_goal, screen_inbound
 from autonomic.guards.budget import TOPUP_SIGNAL, topup_data
+from autonomic.guards.detectors import RegexDetector
 from autonomic.lifecycle import approval_key, run_started, signal_key
 from autonomic.loader import StoredEvent, load_state, read_events
 from autonomic.messages import Usage
@@ -60,12 +61,14 @@ from autonomic.store import DEFAULT_STORE_URL, open_store
 from autonomic.store.base import (
     CANCEL_KEY,
     Claim,
+    ClaimFilter,
     Delivery,
     Lease,
     NewRun,
     RunInfo,
     Store,
     TenantBudget,
+    checked_priority,
 )
 from autonomic.supervisor import AgentChangePolicy, Supervisor
 from autonomic.tenants import (
@@ -85,6 +88,8 @@ log = logging.getLogger("autonomic.runtime")
 T = TypeVar("T")
 ENDED = TERMINAL | {"dead"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SUSPECT = RegexDetector()
+"""Finds what may be personal data in a signal's name, so that the run's guards judge it."""
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -295,7 +300,7 @@ class Runtime:
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
         budget = await grant_for_run(self.store, tenant, run_id)
         state, new_run, events = _new_run(
-            agent, goal, model.name, run_id, tenant, budget, _checked_priority(priority)
+            agent, goal, model.name, run_id, tenant, budget, checked_priority(priority)
         )
         supervisor.reserve(run_id)
         try:
@@ -332,7 +337,7 @@ class Runtime:
         goal = await screen_goal(agent.guards, self.store, run_id, goal)
         budget = await grant_for_run(self.store, tenant, run_id)
         _, new_run, events = _new_run(
-            agent, goal, agent.model_name, run_id, tenant, budget, _checked_priority(priority)
+            agent, goal, agent.model_name, run_id, tenant, budget, checked_priority(priority)
         )
         try:
             await self.store.create_run(new_run, events, owner=None, lease_s=self.lease_s)
@@ -432,7 +437,9 @@ class Runtime:
         """Claim and drive, now, every run ready to be driven whose agent can be loaded
         here (its process died, or it waits no more)."""
         supervisor = self.supervisor
-        claims = await self.store.claim_runs(self.owner, self.lease_s, limit, orphans=True)
+        claims = await self.store.claim_runs(
+            self.owner, self.lease_s, limit, ClaimFilter(orphans=True)
+        )
         handles = []
         for claim in claims:
             run_id = claim.info.run_id
@@ -477,6 +484,7 @@ class Runtime:
             source.goal,
             parent_run_id=source.parent_run_id,
             tenant=source.tenant,
+            priority=source.priority,
         )
         supervisor.reserve(fork_id)
         try:
@@ -634,7 +642,15 @@ class Runtime:
             data = json_safe(data)
         except ValueError as e:
             raise ConfigError(f"the signal's data is not JSON data: {e}") from None
-        if data is not None:
+        if _SUSPECT.analyze(name):  # rare: a name is recorded as it is, so it is screened too
+            screened = await self._screened(run_id, "signal", {"name": name, "data": data})
+            if screened["name"] != name:
+                raise ConfigError(
+                    f"the signal's name holds personal data ({screened['name']}): names are "
+                    "recorded as they are; send it in the signal's data, which is masked"
+                )
+            data = screened["data"]
+        elif data is not None:
             data = await self._screened(run_id, "signal", data)
         await self._send_signal(run_id, name, data)
 
@@ -719,11 +735,12 @@ class Runtime:
         events = await read_events(self.store, run_id)
         if not events:
             raise StoreError(f"run {run_id} has no events")
+        state = RunState(run_id=run_id)
+        state.apply(events[0].event, events[0].seq, events[0].ts)
         if agent is None:
-            state = RunState(run_id=run_id)
-            state.apply(events[0].event, events[0].seq, events[0].ts)
             agent = await self.registry.load(state.agent, state.agent_path, run_id=run_id)
-        return replay_events(run_id, events, agent)
+        ancestors = [self.registry.get(name) for name in state.lineage]
+        return replay_events(run_id, events, agent, ancestors)
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)
@@ -798,18 +815,12 @@ def _new_run(
     budget: dict[str, float] | None = None,
     priority: int = 0,
 ) -> tuple[RunState, NewRun, list[Any]]:
-    started = run_started(agent, goal, model, tenant=tenant, budget=budget)
+    started = run_started(agent, goal, model, tenant=tenant, budget=budget, priority=priority)
     ts = time.time()
     state = RunState(run_id=run_id)
     state.apply(started, 1, ts)
     run = NewRun(run_id, agent.name, goal[:500], tenant=tenant, priority=priority)
     return state, run, [encode_event(started, ts)]
-
-
-def _checked_priority(priority: int) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**63:
-        raise ConfigError(f"priority {priority!r} must be a whole number (64 bits at most)")
-    return priority
 
 
 def run_sync(agent: Agent, goal: str, *, store: str | Store = DEFAULT_STORE_URL) -> RunResult:

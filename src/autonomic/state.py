@@ -55,7 +55,7 @@ __all__ = [
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 """Statuses a run never leaves. ``dead`` is not one: a person may resume a dead run."""
 
-CORE_FOLD_VERSION = 3
+CORE_FOLD_VERSION = 4
 """Bumped whenever a core reducer changes, so that older snapshots are folded again."""
 
 S = TypeVar("S")
@@ -142,6 +142,8 @@ class RunState(msgspec.Struct, kw_only=True, gc=False):
     root_run_id: str | None = None
     lineage: tuple[str, ...] = ()
     tenant: str | None = None
+    priority: int = 0
+    """Ready runs of a higher priority are claimed first; children inherit it."""
     forked_from: str | None = None
     started_at: float = 0.0
     active_since: float = 0.0
@@ -232,6 +234,7 @@ def _run_started(s: RunState, e: RunStarted, ts: float) -> None:
         e.tenant,
     )
     s.root_run_id = e.root_run_id or s.run_id
+    s.priority = e.priority
     s.started_at = s.active_since = ts
     s.messages.append(Message(role="user", content=e.goal))
 

@@ -46,10 +46,14 @@ class ToolCalls:
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
-    """A child run: an agent (by name, as the runtime knows it) and its goal."""
+    """A child run: an agent (by name, as the runtime knows it) and its goal.
+
+    ``priority`` orders it among ready runs; None: its parent's, so that a tree is not
+    starved behind runs of a lower priority while it waits for its own children."""
 
     agent: str
     goal: str
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

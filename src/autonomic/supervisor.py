@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from autonomic.agent import Agent
@@ -35,7 +36,16 @@ from autonomic.loader import load_state
 from autonomic.models.base import Model
 from autonomic.registry import AgentRegistry
 from autonomic.state import TERMINAL, RunState
-from autonomic.store.base import CANCEL_KEY, Claim, Commit, Committed, Lease, Store
+from autonomic.store.base import (
+    ANY_READY,
+    CANCEL_KEY,
+    Claim,
+    ClaimFilter,
+    Commit,
+    Committed,
+    Lease,
+    Store,
+)
 from autonomic.tools.executor import CANCEL_GRACE_S
 from autonomic.tools.secrets import SecretsProvider
 
@@ -87,11 +97,10 @@ class Supervisor:
         self._timers: list[asyncio.TimerHandle] = []
         self._left_behind: set[asyncio.Task[None]] = set()  # drivers stuck past a cancel
         self._stopping = False
-        self.agent_limits: Mapping[str, int] = {}
-        """At most this many leased runs of an agent at once in the whole store, every
-        process's leases counted by the claim itself (others wait for room)."""
-        self.tenant_limit: int | None = None
-        """At most this many leased runs of any one tenant at once in the whole store."""
+        self.limits: ClaimFilter = ANY_READY
+        """The concurrency limits of this process's claims (``agent_limits``,
+        ``tenant_limit``): every process's leases counted by the claim itself, in the
+        whole store (others wait for room). Its agents and orphans are set per claim."""
         self.only_registered = False
         """Claim only runs of registered agents, orphans included (a worker's choice)."""
         self.observer: Callable[[str, str], None] | None = None
@@ -446,25 +455,17 @@ class Supervisor:
         room = self.capacity - len(self.tasks) - len(self._starting)
         # adopting orphans means any agent importable here, unless told
         agents = None if self.orphans and not self.only_registered else self.registry.names()
-        limited = bool(self.agent_limits) or self.tenant_limit is not None
+        where = replace(self.limits, agents=agents, orphans=self.orphans)
         while room > 0:
             try:
-                claims = await self.store.claim_runs(
-                    self.owner,
-                    self.lease_s,
-                    room,
-                    agents=agents,
-                    orphans=self.orphans,
-                    agent_limits=self.agent_limits or None,
-                    tenant_limit=self.tenant_limit,
-                )
+                claims = await self.store.claim_runs(self.owner, self.lease_s, room, where)
             except StoreError as e:
                 log.warning("could not claim runs: %s", e)
                 return
             for claim in claims:
                 self._claimed(claim)
             # a claim under limits may stop short of the room with more ready: ask again
-            if not limited or not claims:
+            if not where.limited or not claims:
                 return
             room -= len(claims)
 

@@ -33,11 +33,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from autonomic._options import connection_options
 from autonomic.agent import Agent, _import_file, load_agent
 from autonomic.bus import open_bus
 from autonomic.errors import AgentNotFound, ConfigError, StoreCorrupt, StoreError
 from autonomic.runtime import Runtime
 from autonomic.store import open_store
+from autonomic.store.base import ClaimFilter
 
 __all__ = ["Worker", "add_worker_parser", "load_agents"]
 
@@ -105,7 +107,7 @@ class Worker:
         self.concurrency, self.drain_s = concurrency, drain_s
         self.health_port, self.exit_after = health_port, exit_after
         self.connect_s = connect_s
-        self.agent_limits, self.tenant_limit = dict(agent_limits or {}), tenant_limit
+        self.limits = ClaimFilter(agent_limits=agent_limits, tenant_limit=tenant_limit)
         self.counts: Counter[str] = Counter()
         self.draining = False
         self.started = time.time()
@@ -156,7 +158,7 @@ class Worker:
             runtime = await self._enter(stack)
             supervisor = runtime.supervisor
             supervisor.only_registered = True
-            supervisor.agent_limits, supervisor.tenant_limit = self.agent_limits, self.tenant_limit
+            supervisor.limits = self.limits
             supervisor.observer = self._transition
             server = await self._serve_health() if self.health_port is not None else None
             log.info(
@@ -259,8 +261,7 @@ def add_worker_parser(commands: Any) -> None:
         help="module (every Agent in it), module:attr or file.py[:attr]; repeat or "
         "separate with commas",
     )
-    p.add_argument("--store", default=argparse.SUPPRESS, help="store URL (as before the command)")
-    p.add_argument("--bus", default=argparse.SUPPRESS, help="bus URL (as before the command)")
+    connection_options(p)
     p.add_argument("--concurrency", type=_positive_int, default=100, help="runs at once")
     p.add_argument("--lease-s", type=_positive_float, default=30.0, help="lease length")
     p.add_argument(

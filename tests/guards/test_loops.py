@@ -8,7 +8,16 @@ import random
 
 import pytest
 
-from autonomic import Agent, FunctionModel, ModelRequest, Runtime, tool, tool_call
+from autonomic import (
+    Agent,
+    FunctionModel,
+    ModelRequest,
+    ReplayDivergence,
+    Runtime,
+    ScriptedModel,
+    tool,
+    tool_call,
+)
 from autonomic.events import GuardTripped, Suspended
 from autonomic.guards.loops import LoopGuard, detect_loop
 from autonomic.messages import Message, ToolCall
@@ -194,3 +203,29 @@ def test_bad_settings_are_refused() -> None:
         LoopGuard(on_stuck="sleep")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nudge_temperature"):
         LoopGuard(nudge_temperature=5.0)
+
+
+async def test_a_childs_replay_keeps_the_loop_guard_it_inherited() -> None:
+    """The child ran under its caller's loop monitor, so its replay must too."""
+    worker = Agent(
+        name="poller",
+        model=FunctionModel(lambda request: tool_call("status", job="42")),
+        tools=[status],
+        max_steps=20,
+    )
+    boss = Agent(
+        name="boss",
+        model=ScriptedModel([tool_call("poller", goal="wait for job 42"), "gave up"]),
+        tools=[worker.as_tool()],
+        guards=[LoopGuard()],
+    )
+    async with Runtime("memory://", agents=[boss, worker]) as rt:
+        run = await rt.start(boss, "go")
+        assert (await run.wait()).answer == "gave up"
+        [child] = await rt.list_runs(parent_run_id=run.run_id)
+        stored = [e async for e in rt.events(child.run_id, follow=False)]
+        replayed = await rt.replay(child.run_id)
+    assert any(isinstance(e.event, GuardTripped) and e.event.guard == "loops" for e in stored)
+    assert replayed.status == "failed" and replayed.seq == stored[-1].seq
+    with pytest.raises(ReplayDivergence):  # without the inherited guard it decides otherwise
+        replay_events(child.run_id, stored, worker)

@@ -17,7 +17,13 @@ import pytest
 from autonomic import Agent, FunctionModel, ModelRequest, Runtime, ToolError, tool, tool_call
 from autonomic.cli import main
 from autonomic.errors import ConfigError
-from autonomic.events import ActionRetried, ApprovalGranted, EgressRequested, SignalReceived
+from autonomic.events import (
+    ActionRetried,
+    ApprovalGranted,
+    EgressRequested,
+    SignalReceived,
+    decode_event,
+)
 from autonomic.guards.base import store_scope
 from autonomic.guards.detectors import (
     Detection,
@@ -237,3 +243,29 @@ async def test_every_store_holds_a_vault(store: Store) -> None:
     sealed = await vaults.get_vault("r")
     assert sealed["[IP_2]"] == b"x" and b"10.1.2.3" not in sealed["[IP_1]"]
     assert await vaults.get_vault("elsewhere") == {}
+
+
+async def test_a_signal_name_holding_pii_is_refused_where_the_run_masks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal's name is recorded as it is: personal data belongs in its data."""
+    monkeypatch.setenv("AUTONOMIC_VAULT_KEY", base64.b64encode(KEY).decode())
+
+    def answer(request: ModelRequest) -> str:
+        return "done"
+
+    masked = Agent(name="masked", model=FunctionModel(answer), guards=[PIIGuard()])
+    plain = Agent(name="plain", model=FunctionModel(answer))
+    async with Runtime("memory://", wake=False, agents=[masked, plain]) as rt:
+        guarded = (await rt.submit(masked, "look someone up")).run_id
+        open_run = (await rt.submit(plain, "look someone up")).run_id
+        with pytest.raises(ConfigError, match=r"name holds personal data \(reply:\[EMAIL_1\]\)"):
+            await rt.signal(guarded, f"reply:{EMAIL}", {"ok": True})
+        await rt.signal(guarded, "reply", {"to": EMAIL})  # in the data it is masked
+        await rt.signal(open_run, f"reply:{EMAIL}")  # a run that masks nothing takes it
+        sent = {
+            run_id: [decode_event(i.record) for i in await rt.store.read_inbox(run_id)]
+            for run_id in (guarded, open_run)
+        }
+    assert sent[guarded] == [SignalReceived("reply", {"to": "[EMAIL_1]"})]
+    assert sent[open_run] == [SignalReceived(f"reply:{EMAIL}", None)]

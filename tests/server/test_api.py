@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from autonomic.events import ApprovalDenied, ApprovalGranted
 from autonomic.loader import read_events
 from autonomic.server import Principal, require_scope
+from service_agents import PROMPTS
 from service_harness import start_service
 from sse_frames import collect, frames
 
@@ -308,3 +309,30 @@ async def test_mounted_routers_share_keys_scopes_and_error_format(tmp_path) -> N
     finally:
         service.server.should_exit = True
         await task
+
+
+async def test_pii_sent_over_http_is_masked_and_revealed_only_to_a_key_that_may(
+    service, monkeypatch
+) -> None:
+    monkeypatch.setenv("AUTONOMIC_VAULT_KEY", "ab" * 32)
+    email = "alice.smith@example.com"
+    PROMPTS.clear()
+    async with service.client(service.key()) as c:
+        r = await c.post("/v1/runs", json={"agent": "private", "goal": f"Write to {email}"})
+        location = r.headers["location"]
+        await c.get(location + "/wait")
+        run = (await c.get(location)).json()
+        log = (await c.get(location + "/events", params={"follow": "false"})).text
+        listed = (await c.get("/v1/runs", params={"detail": "true"})).text
+        refused = await c.get(location + "/revealed")
+    assert run["status"] == "completed" and run["answer"] == "Noted: Write to [EMAIL_1]"
+    assert PROMPTS == ["Write to [EMAIL_1]"]  # the model never saw the address
+    assert email not in log and email not in listed and email not in str(run)
+    assert refused.status_code == 403 and "pii:reveal" in refused.json()["detail"]
+    async with service.client(service.key("pii:reveal")) as reader:
+        shown = (await reader.get(location + "/revealed")).json()
+    assert shown == {
+        "run_id": run["run_id"],
+        "goal": f"Write to {email}",
+        "answer": f"Noted: Write to {email}",
+    }

@@ -26,6 +26,7 @@ ENDPOINTS = {
     ("POST", "/v1/runs/{run_id}/replay"): ("runs:read", None),
     ("POST", "/v1/runs/{run_id}/signals"): ("runs:write", {"name": "go"}),
     ("GET", "/v1/runs/{run_id}/wait"): ("runs:read", None),
+    ("GET", "/v1/runs/{run_id}/revealed"): ("pii:reveal", None),
     ("GET", "/v1/runs/{run_id}/approvals"): ("runs:read", None),
     ("GET", "/v1/approvals"): ("runs:read", None),
     ("POST", "/v1/runs/{run_id}/approvals/{ref}/approve"): ("approvals:write", None),
@@ -77,7 +78,7 @@ async def test_a_tenant_never_sees_another_tenants_runs(service) -> None:
             "run_id"
         ]
         await acme.get(f"/v1/runs/{run_id}/wait")
-    async with service.client(service.key(tenant="globex")) as globex:
+    async with service.client(service.key(*SCOPES, tenant="globex")) as globex:
         for (method, path), (_, body) in ENDPOINTS.items():
             if "{run_id}" not in path:
                 continue

@@ -98,3 +98,21 @@ async def test_a_long_run_loads_lazily_forks_and_counts_costs(
     await page.click("a[href='#/costs']")
     await expect(page.locator("#cost-agents tr")).to_have_count(1)
     await expect(page.locator("#cost-agents")).to_contain_text("chatty")
+
+
+async def test_the_api_docs_render_with_no_internet(service, page: Page) -> None:
+    """Swagger UI's files come from this server: a request to any other host fails."""
+    elsewhere: list[str] = []
+
+    async def loopback_only(route) -> None:  # type: ignore[no-untyped-def]
+        host = route.request.url.split("/")[2].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost", "[::1]"):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await page.route("**/*", loopback_only)
+    await page.goto(service.url + "/docs")
+    await expect(page.locator(".opblock-summary-path", has_text="/v1/runs").first).to_be_visible()
+    assert elsewhere == []

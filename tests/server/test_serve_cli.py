@@ -60,7 +60,14 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
         url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
         agents = httpx.get(f"{url}/v1/agents", headers=headers).json()
-        assert {a["name"] for a in agents} == {"calc", "payer", "chatty", "slow", "frugal"}
+        assert {a["name"] for a in agents} == {
+            "calc",
+            "payer",
+            "chatty",
+            "slow",
+            "frugal",
+            "private",
+        }
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{url}/a2a/calc/.well-known/agent-card.json").json()["name"] == "calc"
         assert httpx.get(f"{url}/metrics", headers=headers).status_code == 403  # no metrics:read

@@ -14,7 +14,7 @@ import pytest
 from autonomic.errors import StoreCorrupt, StoreError
 from autonomic.events import NewEvent
 from autonomic.store._sqlite_schema import MIGRATIONS, SCHEMA_VERSION
-from autonomic.store.base import Commit, Delivery, NewRun
+from autonomic.store.base import ClaimFilter, Commit, Delivery, NewRun
 from autonomic.store.sqlite import SQLiteStore
 
 # The schema as the first release (schema version 1) wrote it, copied here on purpose:
@@ -136,7 +136,7 @@ async def test_a_store_of_the_previous_release_is_upgraded_and_reads_back(tmp_pa
         assert await store.latest_snapshot("done") == (3, b"snapshot")
         # and the new features work on the old runs
         await store.deliver(Delivery("fork", "signal:go", event("go")))
-        claims = await store.claim_runs("me", 30, 10, orphans=True)
+        claims = await store.claim_runs("me", 30, 10, ClaimFilter(orphans=True))
         assert {c.info.run_id for c in claims} == {"fork", "crashed"}
         crashed = next(c for c in claims if c.info.run_id == "crashed")
         assert crashed.took_over and crashed.lease.epoch == 1

@@ -4,15 +4,26 @@ by policy, dependencies ordered by the resolver, reports passed upward."""
 from __future__ import annotations
 
 import pytest
+from msgspec.structs import replace
 
-from autonomic import Agent, FunctionModel, ModelRequest, RunResult, Runtime, ScriptedModel
+from autonomic import (
+    Agent,
+    FunctionModel,
+    ModelRequest,
+    ReplayDivergence,
+    RunResult,
+    Runtime,
+    ScriptedModel,
+)
 from autonomic.events import ChildSpawned
 from autonomic.kpis import run_kpis
 from autonomic.loader import StoredEvent, read_events
+from autonomic.replay import replay_events
 from autonomic.store.base import Store
 from autonomic.strategies.forkjoin import ForkJoin
 from autonomic.strategies.hierarchy import Hierarchy
 from autonomic.strategies.plans import PlanError, PlanNode, resolve
+from autonomic.strategies.team import Delegated
 from autonomic.views import render_trace
 
 
@@ -199,3 +210,21 @@ async def test_a_specialist_that_is_not_a_subagent_is_refused_before_planning(
     assert result.error == (
         "specialist 'legal' is not a subagent of this agent: add it to Agent(subagents=[...])"
     )
+
+
+async def test_replay_checks_which_nodes_were_delegated(store: Store) -> None:
+    """A log whose Delegated names other nodes than the strategy hands out diverges."""
+    parent = Agent(
+        name="boss",
+        model=ScriptedModel([]),
+        subagents=[summer()],
+        strategy=ForkJoin("summer", split=split, join=total, on_failure="skip"),
+    )
+    _, events = await _run(store, parent, "sum 1..16")
+    [at] = [i for i, e in enumerate(events) if isinstance(e.event, Delegated)]
+    forged = events[at].event
+    assert isinstance(forged, Delegated) and len(forged.nodes) == 4
+    replay_events("forged", events, parent)  # the log as it is replays
+    events[at] = replace(events[at], event=replace(forged, nodes=forged.nodes[::-1]))
+    with pytest.raises(ReplayDivergence, match="strategy's own events"):
+        replay_events("forged", events, parent)

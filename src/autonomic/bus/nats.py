@@ -4,8 +4,9 @@ One stream (named ``prefix``) holds the subjects ``prefix.<topic>``, ``keep`` me
 subject for ``ttl_s``. Publishing waits for the stream's acknowledgement, with a message
 id per message so that a publish retried after an outage is stored once. A plain
 subscriber is a core subscription (every message, in order, resubscribed after a
-reconnect); a group is a durable pull consumer whose members fetch one message at a
-time, acknowledge it when they ask for the next, and receive again what a member left
+reconnect, and woken once then: what was published meanwhile never reaches it); a
+group is a durable pull consumer whose members fetch one message at a time,
+acknowledge it when they ask for the next, and receive again what a member left
 unacknowledged for ``claim_idle_s`` (its AckWait).
 """
 
@@ -45,6 +46,17 @@ _RETRY_S = 0.5
 _ESCAPES = {c: f"%{ord(c):02X}" for c in "%.*> \t\r\n"}
 
 
+class _Client(Client):
+    """nats-py (2.16) starts a reconnect attempt over the transport of the attempt before
+    it without closing it, so each attempt that a starting server accepted and dropped
+    leaks a socket: this client closes it first."""
+
+    async def _connect_to_server(self, s: Any) -> None:
+        if self._transport:
+            self._transport.close()  # type: ignore[no-untyped-call]
+        await super()._connect_to_server(s)
+
+
 def subject_token(topic: str) -> str:
     """A topic as one subject token: the characters NATS gives a meaning are escaped."""
     return "".join(_ESCAPES.get(c, c) for c in topic)
@@ -60,6 +72,7 @@ class NatsBus:
         self._outbox = Outbox(self._send, name=f"nats bus {self.url}")
         self._origin = os.urandom(6).hex()  # message ids: unique to this bus object
         self._last_error: BaseException | None = None
+        self._followers: set[_Subscription] = set()
 
     def subject(self, topic: str) -> str:
         return f"{self.stream}.{subject_token(topic)}"
@@ -73,6 +86,10 @@ class NatsBus:
     async def _error(self, e: Exception) -> None:
         self._last_error = e
         log.debug("nats bus %s: %s", self.url, e)
+
+    async def _reconnected(self) -> None:
+        for follower in list(self._followers):
+            follower.wake()
 
     async def _reachable(self) -> OSError | None:
         """None when some server of the URL accepts a connection, else why not (a refused
@@ -107,12 +124,14 @@ class NatsBus:
             )
         try:
             async with asyncio.timeout(_CONNECT_S):
-                nc = await nats.connect(
+                nc = _Client()
+                await nc.connect(
                     self._client_url,
                     connect_timeout=2,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # (seconds, any number)
                     error_cb=self._error,
+                    reconnected_cb=self._reconnected,
                 )
         except (TimeoutError, OSError, nats.errors.Error) as e:
             self._opened -= 1
@@ -154,9 +173,13 @@ class NatsBus:
             return
         await self._outbox.stop(grace_s=2.0)
         nc, self._nc = self._nc, None
-        if nc is not None:
+        if nc is None:
+            return
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+            await nc.drain()  # refused while the broker is away: it is reconnecting
+        if not nc.is_closed:  # else it would go on reconnecting forever
             with contextlib.suppress(nats.errors.Error, OSError):
-                await nc.drain()
+                await nc.close()
 
     def publish(self, topic: str, message: str = "") -> None:
         self._outbox.put(topic, message)
@@ -193,9 +216,15 @@ class _Subscription:
         self._messages.append(msg.data.decode())
         self._signal.set()
 
+    def wake(self) -> None:
+        """An empty message: something may have been missed (hints are not replayed)."""
+        self._messages.append("")
+        self._signal.set()
+
     async def __aenter__(self) -> Self:
         self._sub = await self._bus.client.subscribe(self._subject, cb=self._heard)
         await self._bus.client.flush(timeout=5)
+        self._bus._followers.add(self)
         return self
 
     async def __aexit__(
@@ -204,6 +233,7 @@ class _Subscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._bus._followers.discard(self)
         with contextlib.suppress(nats.errors.Error):
             await self._sub.unsubscribe()
 

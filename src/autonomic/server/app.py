@@ -25,6 +25,7 @@ from autonomic.errors import AutonomicError
 from autonomic.owner import owner_is_dead_here
 from autonomic.runtime import Runtime
 from autonomic.server.auth import Principal, RateLimiter, authenticate, require_scope
+from autonomic.server.docs import mount_docs
 from autonomic.server.keys import KeyStore
 from autonomic.server.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
 from autonomic.server.runs import get_runtime
@@ -127,7 +128,7 @@ def create_app(
         version="1",
         summary="Durable runs of autonomous agents, as an HTTP service.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # mount_docs serves it without a CDN
         redoc_url=None,
     )
     app.state.runtime = runtime
@@ -136,6 +137,7 @@ def create_app(
     app.state.heartbeat_s = heartbeat_s
     app.state.draining = asyncio.Event()
     install_problem_handlers(app)
+    mount_docs(app)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.include_router(runs_router)
     app.include_router(_meta_router())

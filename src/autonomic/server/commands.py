@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from autonomic._options import connection_options
 from autonomic.agent import Agent, load_agent
 from autonomic.errors import AgentNotFound, ConfigError, MissingExtra
 
@@ -163,9 +164,7 @@ def add_server_parsers(commands: Any) -> None:
         metavar="MODULE",
         help="the agents to serve: a module (every Agent in it) or module:attr; repeatable",
     )
-    serve.add_argument(
-        "--store", default=argparse.SUPPRESS, help="store URL (as the global --store)"
-    )
+    connection_options(serve)
     serve.add_argument("--host", default=os.environ.get("AUTONOMIC_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("AUTONOMIC_PORT", "8000")))
     serve.add_argument("--keys", help=keys_help)

@@ -36,9 +36,17 @@ __all__ = [
     "default_keys_path",
 ]
 
-SCOPES = ("runs:read", "runs:write", "approvals:write", "budgets:write", "metrics:read")
+SCOPES = (
+    "runs:read",
+    "runs:write",
+    "approvals:write",
+    "budgets:write",
+    "metrics:read",
+    "pii:reveal",
+)
 """What a key may be allowed to do: read runs and their events; create, cancel, fork,
-resume and signal runs; approve or deny tool calls; top up budgets."""
+resume and signal runs; approve or deny tool calls; top up budgets; read metrics; read a
+run's goal and answer with the PII vault's values restored."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _TOKEN = re.compile(r"^ak_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,100})$")

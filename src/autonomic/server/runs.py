@@ -36,6 +36,7 @@ from autonomic.server.schemas import (
     EventsPage,
     ForkRequest,
     ReplayView,
+    RevealedView,
     RunCreate,
     RunList,
     RunView,
@@ -54,6 +55,7 @@ router = APIRouter(prefix="/v1", tags=["runs"], responses=PROBLEM_RESPONSES)
 Reader = Annotated[Principal, Depends(require_scope("runs:read"))]
 Writer = Annotated[Principal, Depends(require_scope("runs:write"))]
 Approver = Annotated[Principal, Depends(require_scope("approvals:write"))]
+Revealer = Annotated[Principal, Depends(require_scope("pii:reveal"))]
 RunPath = Annotated[str, Path(pattern=RUN_ID, description="the run's id")]
 Ref = Annotated[str, Path(pattern=RUN_ID, description="digest, action id or call id")]
 _SETTLED = frozenset({"completed", "failed", "cancelled", "dead", "waiting"})
@@ -242,6 +244,20 @@ async def list_runs(
 async def get_run(run_id: RunPath, runtime: RuntimeDep, key: Reader) -> RunView:
     await owned_run(runtime, key, run_id)
     return await _full_view(runtime, run_id)
+
+
+@router.get(
+    "/runs/{run_id}/revealed",
+    summary="A run's goal and answer with its PII restored (for a key with pii:reveal)",
+)
+async def get_revealed(run_id: RunPath, runtime: RuntimeDep, key: Revealer) -> RevealedView:
+    from autonomic.guards.pii import reveal  # the pii extra (cryptography)
+
+    await owned_run(runtime, key, run_id)
+    state = await runtime.state(run_id)
+    goal = await reveal(runtime.store, run_id, state.goal)
+    answer = None if state.answer is None else await reveal(runtime.store, run_id, state.answer)
+    return RevealedView(run_id=run_id, goal=goal, answer=answer)
 
 
 # -- events -------------------------------------------------------------------------------------

@@ -92,6 +92,14 @@ class UsageView(BaseModel):
     total_tokens: int
 
 
+class RevealedView(BaseModel):
+    """A run's goal and answer with the values behind its PII placeholders restored."""
+
+    run_id: str
+    goal: str
+    answer: str | None
+
+
 class RunView(BaseModel):
     run_id: str
     agent: str

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from autonomic.errors import ConfigError
-from autonomic.store.base import NewRun, RunInfo, Store
+from autonomic.store.base import ClaimFilter, NewRun, RunInfo, Store
 from autonomic.store.memory import InMemoryStore
 
-__all__ = ["InMemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
+__all__ = ["ClaimFilter", "InMemoryStore", "NewRun", "RunInfo", "Store", "open_store"]
 
 DEFAULT_STORE_URL = "sqlite:///autonomic.db"
 

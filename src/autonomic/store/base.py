@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from types import TracebackType
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 import msgspec
@@ -30,10 +31,12 @@ from autonomic.errors import ConfigError, RunEnded
 from autonomic.events import EventRecord, NewEvent
 
 __all__ = [
+    "ANY_READY",
     "TERMINAL_STATUSES",
     "BoardEntry",
     "Boards",
     "Claim",
+    "ClaimFilter",
     "Commit",
     "Committed",
     "Delivery",
@@ -51,10 +54,10 @@ __all__ = [
     "TenantBudgets",
     "Vaults",
     "Wait",
-    "check_claim_limits",
     "check_claimable",
     "check_limit",
     "check_wait",
+    "checked_priority",
     "claim_order",
     "full_under_limits",
     "lease_is_free",
@@ -227,13 +230,47 @@ def claim_order(info: RunInfo) -> tuple[int, float]:
     return (-info.priority, info.created_at)
 
 
-def check_claim_limits(agent_limits: Mapping[str, int] | None, tenant_limit: int | None) -> None:
-    """Refuse concurrency limits below 1 (a limit of 0 would strand the runs it covers)."""
-    for name, n in (agent_limits or {}).items():
-        if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"the limit of agent {name!r} must be a whole number, 1 or more")
-    if tenant_limit is not None and (not isinstance(tenant_limit, int) or tenant_limit < 1):
-        raise ConfigError("the tenant limit must be a whole number, 1 or more")
+@dataclass(frozen=True, slots=True)
+class ClaimFilter:
+    """Which ready runs ``Leases.claim_runs`` may take, and the limits it keeps to.
+
+    ``agents``: only runs of these agents (None: any); ``orphans``: also running runs
+    whose owner let its lease expire (it crashed); runs of ``exclude_tenants`` are left.
+    ``agent_limits`` and ``tenant_limit`` cap the runs of an agent, and of any one tenant,
+    that live leases may hold at once in the whole store. Checked and copied once, when
+    made, so that every backend reads the same frozen value.
+    """
+
+    agents: Collection[str] | None = None
+    orphans: bool = False
+    exclude_tenants: Collection[str] = ()
+    agent_limits: Mapping[str, int] | None = None
+    tenant_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.agents, str) or isinstance(self.exclude_tenants, str):
+            raise ConfigError("agents and exclude_tenants are collections of names, not a name")
+        # a limit of 0 would strand the runs it covers
+        for name, n in (self.agent_limits or {}).items():
+            if not isinstance(n, int) or n < 1:
+                raise ConfigError(f"the limit of agent {name!r} must be a whole number, 1 or more")
+        tenant_limit = self.tenant_limit
+        if tenant_limit is not None and (not isinstance(tenant_limit, int) or tenant_limit < 1):
+            raise ConfigError("the tenant limit must be a whole number, 1 or more")
+        freeze = object.__setattr__
+        freeze(self, "agents", None if self.agents is None else frozenset(self.agents))
+        freeze(self, "exclude_tenants", frozenset(self.exclude_tenants))
+        limits = dict(self.agent_limits or {})
+        freeze(self, "agent_limits", MappingProxyType(limits) if limits else None)
+
+    @property
+    def limited(self) -> bool:
+        """Whether a claim must count the live leases first."""
+        return self.agent_limits is not None or self.tenant_limit is not None
+
+
+ANY_READY = ClaimFilter()
+"""Any ready run of any agent, orphans left, no limits: ``claim_runs``'s default."""
 
 
 def _lease_counts(
@@ -252,14 +289,13 @@ def within_limits(
     candidates: Iterable[RunInfo],
     leased: Iterable[tuple[str, str | None, int]],
     limit: int,
-    agent_limits: Mapping[str, int] | None,
-    tenant_limit: int | None,
+    limits: ClaimFilter,
 ) -> list[RunInfo]:
     """The ``candidates`` (in claim order) that may be claimed without any agent or tenant
     going over its limit, counting ``leased``: ``(agent, tenant, count)`` of the runs that
     live leases hold now, in every process. Runs without a tenant count for no tenant."""
     agents, tenants = _lease_counts(leased)
-    caps = agent_limits or {}
+    caps, tenant_limit = limits.agent_limits or {}, limits.tenant_limit
     picked: list[RunInfo] = []
     for info in candidates:
         if len(picked) >= limit:
@@ -278,13 +314,11 @@ def within_limits(
 
 
 def full_under_limits(
-    leased: Iterable[tuple[str, str | None, int]],
-    agent_limits: Mapping[str, int] | None,
-    tenant_limit: int | None,
+    leased: Iterable[tuple[str, str | None, int]], limits: ClaimFilter
 ) -> tuple[list[str], list[str]]:
     """The agents and the tenants already at their limit (so a query can leave them out)."""
     agents, tenants = _lease_counts(leased)
-    caps = agent_limits or {}
+    caps, tenant_limit = limits.agent_limits or {}, limits.tenant_limit
     full_agents = sorted(a for a, cap in caps.items() if agents[a] >= cap)
     full_tenants = sorted(
         t for t, n in tenants.items() if tenant_limit is not None and n >= tenant_limit
@@ -296,6 +330,13 @@ def check_limit(limit: int | None) -> None:
     """Refuse a negative ``limit``, which backends would read differently."""
     if limit is not None and limit < 0:
         raise ConfigError("limit must be 0 or more")
+
+
+def checked_priority(priority: int) -> int:
+    """``priority``, refused unless a whole number that fits a store's 64-bit column."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**63:
+        raise ConfigError(f"priority {priority!r} must be a whole number (64 bits at most)")
+    return priority
 
 
 def check_wait(commit: Commit, status: str) -> None:
@@ -446,25 +487,18 @@ class Leases(Protocol):
         owner: str,
         lease_s: float,
         limit: int,
-        *,
-        agents: Collection[str] | None = None,
-        orphans: bool = False,
-        exclude_tenants: Collection[str] = (),
-        agent_limits: Mapping[str, int] | None = None,
-        tenant_limit: int | None = None,
+        filter: ClaimFilter = ANY_READY,
     ) -> list[Claim]:
-        """Lease up to ``limit`` runs that are ready to be driven, those of the highest
-        ``priority`` first, then the oldest first.
+        """Lease up to ``limit`` runs that are ready to be driven and that ``filter``
+        admits, those of the highest ``priority`` first, then the oldest first.
 
         Ready: waiting runs whose ``wake_at`` has passed, and running runs that nobody
-        holds and whose ``wake_at`` (a back-off) has passed; with ``orphans``, also
-        running runs whose owner let its lease expire (it crashed). ``agents`` limits
-        the claim to runs of those agents; runs of ``exclude_tenants`` are left.
+        holds and whose ``wake_at`` (a back-off) has passed; with ``filter.orphans``,
+        also running runs whose owner let its lease expire (it crashed).
 
-        ``agent_limits`` and ``tenant_limit`` cap the runs of an agent, and of any one
-        tenant, that live leases may hold at once in the whole store (every process's
-        leases count): a run that would go over is left for later, and the count and the
-        claim are one atomic step, so that workers racing each other cannot go over.
+        The filter's limits count the leases of every process: a run that would go over
+        is left for later, and the count and the claim are one atomic step, so that
+        workers racing each other cannot go over.
         """
         ...
 

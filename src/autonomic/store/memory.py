@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -17,9 +17,11 @@ from autonomic._resource import SharedResource
 from autonomic.errors import ConcurrencyConflict, ConfigError, LeaseLost, RunEnded, RunNotFound
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import (
+    ANY_READY,
     TERMINAL_STATUSES,
     BoardEntry,
     Claim,
+    ClaimFilter,
     Commit,
     Committed,
     Delivery,
@@ -28,7 +30,6 @@ from autonomic.store.base import (
     NewRun,
     RunInfo,
     TenantBudget,
-    check_claim_limits,
     check_claimable,
     check_limit,
     check_wait,
@@ -351,28 +352,19 @@ class InMemoryStore(SharedResource):
         return self._take(info, owner, lease_s, now)
 
     async def claim_runs(
-        self,
-        owner: str,
-        lease_s: float,
-        limit: int,
-        *,
-        agents: Collection[str] | None = None,
-        orphans: bool = False,
-        exclude_tenants: Collection[str] = (),
-        agent_limits: Mapping[str, int] | None = None,
-        tenant_limit: int | None = None,
+        self, owner: str, lease_s: float, limit: int, filter: ClaimFilter = ANY_READY
     ) -> list[Claim]:
         check_limit(limit)
-        check_claim_limits(agent_limits, tenant_limit)
         now = time.time()
+        agents, excluded = filter.agents, filter.exclude_tenants
         ready = [
             info
             for info in sorted(self._runs.values(), key=claim_order)
             if (agents is None or info.agent in agents)
-            and (info.tenant is None or info.tenant not in exclude_tenants)
-            and _is_ready(info, now, orphans)
+            and (info.tenant is None or info.tenant not in excluded)
+            and _is_ready(info, now, filter.orphans)
         ]
-        if agent_limits or tenant_limit is not None:
+        if filter.limited:
             leased = Counter(
                 (info.agent, info.tenant)
                 for info in self._runs.values()
@@ -381,7 +373,7 @@ class InMemoryStore(SharedResource):
                 and (info.lease_expires_at or 0) > now
             )
             leased_rows = [(a, t, n) for (a, t), n in leased.items()]
-            ready = within_limits(ready, leased_rows, limit, agent_limits, tenant_limit)
+            ready = within_limits(ready, leased_rows, limit, filter)
         return [self._take(info, owner, lease_s, now) for info in ready[:limit]]
 
     async def renew_leases(

@@ -30,7 +30,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Collection,
     Iterable,
     Mapping,
     Sequence,
@@ -62,9 +61,11 @@ from autonomic.store._rows import (
     seconds,
 )
 from autonomic.store.base import (
+    ANY_READY,
     TERMINAL_STATUSES,
     BoardEntry,
     Claim,
+    ClaimFilter,
     Commit,
     Committed,
     Delivery,
@@ -74,7 +75,6 @@ from autonomic.store.base import (
     RunInfo,
     TenantBudget,
     Wait,
-    check_claim_limits,
     check_claimable,
     check_limit,
     full_under_limits,
@@ -1134,28 +1134,22 @@ class PostgresStore(SharedResource):
         owner: str,
         lease_s: float,
         limit: int,
-        *,
-        agents: Collection[str] | None = None,
-        orphans: bool = False,
-        exclude_tenants: Collection[str] = (),
-        agent_limits: Mapping[str, int] | None = None,
-        tenant_limit: int | None = None,
+        filter: ClaimFilter = ANY_READY,
     ) -> list[Claim]:
         check_limit(int64("limit", limit))
         seconds("lease_s", lease_s)
-        check_claim_limits(agent_limits, tenant_limit)
         if limit == 0:
             return []
-        limited = bool(agent_limits) or tenant_limit is not None
+        agents = filter.agents
 
         def params(now: float) -> dict[str, Any]:
             return {
                 "now": now,
                 "expires": now + lease_s,
-                "orphans": orphans,
+                "orphans": filter.orphans,
                 "any_agent": agents is None,
                 "agents": sorted(agents) if agents is not None else [],
-                "tenants": sorted(exclude_tenants),
+                "tenants": sorted(filter.exclude_tenants),
                 "full_agents": [],
                 "limit": limit,
                 "owner": owner,
@@ -1184,20 +1178,20 @@ class PostgresStore(SharedResource):
             )
             now = time.time()
             leased = await (await conn.execute(_LEASED, (now,))).fetchall()
-            full_agents, full_tenants = full_under_limits(leased, agent_limits, tenant_limit)
+            full_agents, full_tenants = full_under_limits(leased, filter)
             values = params(now)
             values["full_agents"] = full_agents
-            values["tenants"] = sorted({*exclude_tenants, *full_tenants})
+            values["tenants"] = sorted({*filter.exclude_tenants, *full_tenants})
             ready = [
                 run_info(row) for row in await (await conn.execute(_CANDIDATES, values)).fetchall()
             ]
-            picked = within_limits(ready, leased, limit, agent_limits, tenant_limit)
+            picked = within_limits(ready, leased, limit, filter)
             if not picked:
                 return []
             values["ids"] = [info.run_id for info in picked]
             return claims(await (await conn.execute(_CLAIM_PICKED, values)).fetchall())
 
-        if limited:
+        if filter.limited:
             return await self._tx(op_limited, "write to")
         return await self._tx(op, "write to", transaction=False)
 

@@ -18,7 +18,8 @@ import contextlib
 import hashlib
 import itertools
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import msgspec
 
@@ -26,9 +27,11 @@ from autonomic._resource import SharedResource
 from autonomic.errors import ConfigError, RunEnded, RunNotFound
 from autonomic.events import EventRecord, NewEvent
 from autonomic.store.base import (
+    ANY_READY,
     BoardEntry,
     Boards,
     Claim,
+    ClaimFilter,
     Commit,
     Committed,
     Delivery,
@@ -40,7 +43,6 @@ from autonomic.store.base import (
     TenantBudget,
     TenantBudgets,
     Vaults,
-    check_claim_limits,
     check_limit,
     claim_order,
 )
@@ -283,41 +285,21 @@ class ShardedStore(SharedResource):
         return await shard.claim_run(run_id, owner, lease_s, steal_from=steal_from, revive=revive)
 
     async def claim_runs(
-        self,
-        owner: str,
-        lease_s: float,
-        limit: int,
-        *,
-        agents: Collection[str] | None = None,
-        orphans: bool = False,
-        exclude_tenants: Collection[str] = (),
-        agent_limits: Mapping[str, int] | None = None,
-        tenant_limit: int | None = None,
+        self, owner: str, lease_s: float, limit: int, filter: ClaimFilter = ANY_READY
     ) -> list[Claim]:
         """The first ready runs (by priority, then age) over every shard: each shard is
         asked for ``limit``, the first ``limit`` are kept and the others released at once
         (a claim of a ready run counts nothing, so giving it back changes nothing but its
-        epoch). Orphans,
-        whose claim counts a recovery, are only taken with the room left, shard by shard
-        from a different one each time. Concurrency limits are each shard's: a shard
-        counts the leases of its own runs (a root run's tree is on one shard)."""
+        epoch). Orphans, whose claim counts a recovery, are only taken with the room left,
+        shard by shard from a different one each time. Concurrency limits are each
+        shard's: a shard counts the leases of its own runs (a root run's tree is on one
+        shard)."""
         check_limit(limit)
-        check_claim_limits(agent_limits, tenant_limit)
         if limit == 0:
             return []
+        ready_only = replace(filter, orphans=False)
         parts = await asyncio.gather(
-            *(
-                s.claim_runs(
-                    owner,
-                    lease_s,
-                    limit,
-                    agents=agents,
-                    exclude_tenants=exclude_tenants,
-                    agent_limits=agent_limits,
-                    tenant_limit=tenant_limit,
-                )
-                for s in self.shards
-            )
+            *(s.claim_runs(owner, lease_s, limit, ready_only) for s in self.shards)
         )
         ready = sorted(
             ((claim, i) for i, part in enumerate(parts) for claim in part),
@@ -329,19 +311,10 @@ class ShardedStore(SharedResource):
         )
         start = next(self._turn) % len(self.shards)
         for k in range(len(self.shards)):
-            if not orphans or len(kept) >= limit:
+            if not filter.orphans or len(kept) >= limit:
                 break
             i = (start + k) % len(self.shards)
-            more = await self.shards[i].claim_runs(
-                owner,
-                lease_s,
-                limit - len(kept),
-                agents=agents,
-                orphans=True,
-                exclude_tenants=exclude_tenants,
-                agent_limits=agent_limits,
-                tenant_limit=tenant_limit,
-            )
+            more = await self.shards[i].claim_runs(owner, lease_s, limit - len(kept), filter)
             kept.extend((claim, i) for claim in more)
         for claim, i in kept:
             self._remember(claim.info.run_id, i)

@@ -48,9 +48,11 @@ from autonomic.store._rows import (
 from autonomic.store._sqlite_errors import store_error
 from autonomic.store._sqlite_schema import ensure_schema
 from autonomic.store.base import (
+    ANY_READY,
     TERMINAL_STATUSES,
     BoardEntry,
     Claim,
+    ClaimFilter,
     Commit,
     Committed,
     Delivery,
@@ -60,7 +62,6 @@ from autonomic.store.base import (
     RunInfo,
     TenantBudget,
     Wait,
-    check_claim_limits,
     check_claimable,
     check_limit,
     full_under_limits,
@@ -873,21 +874,11 @@ class SQLiteStore(SharedResource):
         return await self._write(op)
 
     async def claim_runs(
-        self,
-        owner: str,
-        lease_s: float,
-        limit: int,
-        *,
-        agents: Collection[str] | None = None,
-        orphans: bool = False,
-        exclude_tenants: Collection[str] = (),
-        agent_limits: Mapping[str, int] | None = None,
-        tenant_limit: int | None = None,
+        self, owner: str, lease_s: float, limit: int, filter: ClaimFilter = ANY_READY
     ) -> list[Claim]:
         check_limit(int64("limit", limit))
         seconds("lease_s", lease_s)
-        check_claim_limits(agent_limits, tenant_limit)
-        limited = bool(agent_limits) or tenant_limit is not None
+        agents = filter.agents
         names = msgspec.json.encode(sorted(agents) if agents is not None else []).decode()
 
         def op() -> list[Claim]:
@@ -895,16 +886,16 @@ class SQLiteStore(SharedResource):
             now = time.time()
             leased: list[tuple[str, str | None, int]] = []
             full_agents: list[str] = []
-            excluded = sorted(exclude_tenants)
-            if limited:
+            excluded = sorted(filter.exclude_tenants)
+            if filter.limited:
                 leased = self._w.execute(_LEASED, (now,)).fetchall()
-                full_agents, full_tenants = full_under_limits(leased, agent_limits, tenant_limit)
+                full_agents, full_tenants = full_under_limits(leased, filter)
                 excluded = sorted({*excluded, *full_tenants})
             rows = self._w.execute(
                 _TO_CLAIM,
                 {
                     "now": now,
-                    "orphans": orphans,
+                    "orphans": filter.orphans,
                     "any_agent": agents is None,
                     "agents": names,
                     "tenants": msgspec.json.encode(excluded).decode(),
@@ -913,8 +904,8 @@ class SQLiteStore(SharedResource):
                 },
             ).fetchall()
             infos = [run_info(row) for row in rows]
-            if limited:
-                infos = within_limits(infos, leased, limit, agent_limits, tenant_limit)
+            if filter.limited:
+                infos = within_limits(infos, leased, limit, filter)
             return self._take(infos, owner, lease_s, now)
 
         return await self._write(op)

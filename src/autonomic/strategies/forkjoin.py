@@ -21,6 +21,7 @@ from autonomic.steps import Fail, Finish, ModelCall, Record, Step
 from autonomic.strategies.base import AgentView
 from autonomic.strategies.plans import PlanBook, PlanNode, PlanRecorded
 from autonomic.strategies.team import (
+    Delegated,
     attempts,
     delegate,
     spawn_delegated,
@@ -36,7 +37,7 @@ _ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$")
 
 class ForkJoin:
     name = "fork-join"
-    events = (PlanRecorded,)
+    events = (PlanRecorded, Delegated)
 
     def __init__(
         self,

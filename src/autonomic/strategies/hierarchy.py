@@ -21,13 +21,14 @@ from autonomic.strategies._planning import attempts, head, planning_step
 from autonomic.strategies.base import AgentView
 from autonomic.strategies.plans import PlanBook, PlanNode, PlanRecorded, substitute
 from autonomic.strategies.team import (
-    attempts as children_of,
-)
-from autonomic.strategies.team import (
+    Delegated,
     delegate,
     spawn_delegated,
     summary,
     wait_for_children,
+)
+from autonomic.strategies.team import (
+    attempts as children_of,
 )
 
 __all__ = ["Hierarchy"]
@@ -42,7 +43,7 @@ ANSWER = "These are the specialists' reports. Write the final answer to the goal
 
 class Hierarchy:
     name = "hierarchy"
-    events = (PlanRecorded,)
+    events = (PlanRecorded, Delegated)
 
     def __init__(self, specialists: Mapping[str, str], *, max_repairs: int = 1) -> None:
         """``specialists``: agent name → what it does (its agent must be a subagent)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from autonomic.errors import ConfigError, ToolError
 from autonomic.messages import ToolSpec
 from autonomic.steps import ChildSpec
+from autonomic.store.base import checked_priority
 from autonomic.tools.base import Tool, ToolContext
 from autonomic.tools.options import DEFAULT_OPTIONS
 
@@ -59,10 +60,19 @@ class _Deferred:
 
 
 class AgentTool(_Deferred):
-    """Another agent as a tool: each call is a child run towards the given goal."""
+    """Another agent as a tool: each call is a child run towards the given goal, of
+    ``priority`` if given, else of the calling run's priority."""
 
-    def __init__(self, agent: Agent, *, name: str | None = None, description: str | None = None):
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        priority: int | None = None,
+    ):
         self.agent = agent
+        self.priority = None if priority is None else checked_priority(priority)
         self.spec = ToolSpec(
             name=name or agent.name,
             description=description
@@ -82,7 +92,7 @@ class AgentTool(_Deferred):
         goal = arguments.get("goal")
         if not isinstance(goal, str) or not goal.strip() or set(arguments) - {"goal"}:
             raise ToolError("invalid arguments: give exactly one non-empty string, 'goal'")
-        return Deferral(children=(ChildSpec(self.agent.name, goal),))
+        return Deferral(children=(ChildSpec(self.agent.name, goal, self.priority),))
 
     def outcome(self, arguments: dict[str, Any], children: Sequence[ChildState]) -> str:
         child = children[0]
