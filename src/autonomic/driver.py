@@ -550,7 +550,8 @@ class Driver:
                 self.record(Resumed(by=self.lease.owner, reason=resumed))
             if waited is not None and waited.wake_at and waited.wake_at <= time.time():
                 self.record(TimerFired(waited.wake_at))
-            await self._drain()
+            if self._mail:  # (a fresh run's inbox is empty: mail that comes later shows
+                await self._drain()  # in its commits and in the heartbeat)
             if self.cancel_by is not None:
                 await self._cancel(self.cancel_by)
                 return

@@ -20,6 +20,10 @@ from autonomic.store.base import RunInfo, Store
 
 __all__ = ["StoredEvent", "decode_records", "load_state", "read_events"]
 
+_SHORT_LOG = 16
+"""A log of this many events at most is folded without looking for a snapshot: it folds
+about as fast as one decodes, and a run just submitted is loaded with one read less."""
+
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):
     """An event with its place in the log and the time it was recorded."""
@@ -62,7 +66,7 @@ async def load_state(
     info = info or await store.get_run(run_id)
     state: RunState | None = None
     after = 0
-    if use_snapshot:
+    if use_snapshot and info.last_seq > _SHORT_LOG:
         snapshot = await store.latest_snapshot(run_id)
         if snapshot is not None and 0 < snapshot[0] <= info.last_seq:
             state = await decode_snapshot(run_id, snapshot[0], snapshot[1], store.get_blobs)

@@ -34,6 +34,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -120,6 +121,42 @@ UPDATE runs SET last_seq = v.last_seq, updated_at = %s, status = v.status, wait 
     lease_expires_at = CASE WHEN v.owner IS NULL THEN NULL ELSE lease_expires_at END
 FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS v(run_id, last_seq, status, owner)
 WHERE runs.run_id = v.run_id"""
+_APPEND = f"""
+WITH v AS (
+    SELECT * FROM unnest(%(ids)b::text[], %(expected)b::bigint[], %(owners)b::text[],
+        %(epochs)b::bigint[], %(statuses)b::text[], %(releases)b::bool[], %(counts)b::bigint[])
+        AS v(run_id, expected, owner, epoch, status, release, count)
+), fit AS (
+    SELECT r.run_id FROM runs r JOIN v ON r.run_id = v.run_id
+    WHERE r.last_seq = v.expected AND r.lease_owner = v.owner AND r.lease_epoch = v.epoch
+        AND r.status NOT IN ({", ".join(f"'{s}'" for s in TERMINAL_STATUSES)})
+        AND coalesce(v.status, r.status) <> 'waiting'
+    ORDER BY r.run_id FOR UPDATE OF r
+), written AS (
+    UPDATE runs SET last_seq = v.expected + v.count, updated_at = %(now)b,
+        status = coalesce(v.status, runs.status), wait = NULL, wake_at = NULL,
+        lease_owner = CASE WHEN v.release THEN NULL ELSE runs.lease_owner END,
+        lease_expires_at = CASE WHEN v.release THEN NULL ELSE runs.lease_expires_at END
+    FROM fit JOIN v ON v.run_id = fit.run_id WHERE runs.run_id = fit.run_id
+    RETURNING runs.run_id, runs.inbox_last
+), logged AS (
+    INSERT INTO events (run_id, seq, type, version, ts, body)
+    SELECT e.* FROM unnest(%(e_ids)b::text[], %(e_seqs)b::bigint[], %(e_types)b::text[],
+        %(e_versions)b::bigint[], %(e_ts)b::float8[], %(e_bodies)b::bytea[])
+        AS e(run_id, seq, type, version, ts, body)
+    WHERE e.run_id IN (SELECT run_id FROM written)
+), stored AS (
+    INSERT INTO blobs (digest, data) SELECT * FROM unnest(%(digests)b::text[], %(data)b::bytea[])
+    ON CONFLICT DO NOTHING
+)
+SELECT run_id, inbox_last FROM written"""
+"""Plain commits in one statement (one round trip, no BEGIN nor COMMIT): each run's row
+is locked (in one order) if the commit fits it (the log ends where the commit expects,
+its lease is the current one, the run has not ended nor would be left waiting), then
+updated, and the events of the runs written are inserted. The runs it did not write are
+those refused (or missing): ``_append_checked`` says why. Its values go in binary, which
+psycopg makes several times faster than text for arrays."""
+_EVENT_COLUMNS = ("e_ids", "e_seqs", "e_types", "e_versions", "e_ts", "e_bodies")
 _HEAD = (
     "SELECT status, last_seq, lease_owner, lease_epoch, inbox_last "
     "FROM runs WHERE run_id = %s FOR UPDATE"
@@ -158,6 +195,15 @@ _CLAIM_PICKED = (
     "WITH picked AS (SELECT run_id, lease_owner AS old_owner FROM runs "
     f"WHERE run_id = ANY(%(ids)s)) {_CLAIM_TAIL}"
 )
+_READ_OWN = """
+SELECT r.last_seq, r.forked_from, e.* FROM runs r LEFT JOIN LATERAL (
+    SELECT seq, type, version, ts, body FROM events
+    WHERE events.run_id = r.run_id AND r.forked_from IS NULL AND seq > %(after)s ORDER BY seq
+    LIMIT greatest(least(r.last_seq - %(after)s, %(limit)s), 0) + 1
+) e ON true WHERE r.run_id = %(run_id)s ORDER BY e.seq"""
+"""A run's events after ``after`` in one statement (one state of the database), unless it
+is a fork (then none: its lineage is read in a transaction), with its row's ``last_seq``;
+one event more than the row says, to notice a log that goes on past it."""
 _LEASED = """
 SELECT agent, tenant, count(*) FROM runs
 WHERE status IN ('running', 'waiting') AND lease_owner IS NOT NULL AND lease_expires_at > %s
@@ -224,11 +270,10 @@ class _Batches(Generic[Item, R]):
 
     def __init__(
         self,
-        store: PostgresStore,
-        write_many: Callable[[AsyncConnection[Any], list[Item]], Awaitable[list[Any]]],
+        write_many: Callable[[list[Item]], Awaitable[list[Any]]],
         alone: Callable[[Item, AutonomicError], AutonomicError],
     ) -> None:
-        self.store, self.write_many, self.alone = store, write_many, alone
+        self.write_many, self.alone = write_many, alone
         self._queue: list[tuple[Item, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -255,13 +300,9 @@ class _Batches(Generic[Item, R]):
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
-
-        async def many(conn: AsyncConnection[Any]) -> list[Any]:
-            return await self.write_many(conn, items)
-
         results: list[Any]
         try:
-            results = await self.store._tx(many, "write to", pipeline=True)
+            results = await self.write_many(items)
         except (StoreCorrupt, ConfigError) as e:
             if len(batch) > 1:  # one item spoilt the batch: find it
                 for one in batch:
@@ -314,8 +355,8 @@ class PostgresStore(SharedResource):
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
         self._bus: PostgresBus | None = None
         self._checking: asyncio.Future[None] | None = None
-        self._plain = _Batches[Commit, Committed](self, self._append_many, _commit_alone)
-        self._creates = _Batches[_NewRunItem, RunInfo](self, self._create_many, _create_alone)
+        self._plain = _Batches[Commit, Committed](self._append_many, _commit_alone)
+        self._creates = _Batches[_NewRunItem, RunInfo](self._create_many, _create_alone)
 
     @property
     def bus(self) -> PostgresBus:
@@ -569,8 +610,15 @@ class PostgresStore(SharedResource):
         async with self._ordered(run.run_id):
             return await self._creates.write((run, events, owner, lease_s))
 
-    async def _create_many(self, conn: AsyncConnection[Any], items: list[_NewRunItem]) -> list[Any]:
+    async def _create_many(self, items: list[_NewRunItem]) -> list[Any]:
         """Create runs in one transaction; an id that is taken is refused alone."""
+
+        async def op(conn: AsyncConnection[Any]) -> list[Any]:
+            return await self._create_in(conn, items)
+
+        return await self._tx(op, "write to", pipeline=True)
+
+    async def _create_in(self, conn: AsyncConnection[Any], items: list[_NewRunItem]) -> list[Any]:
         ids = [run.run_id for run, *_ in items]
         cursor = await conn.execute("SELECT run_id FROM runs WHERE run_id = ANY(%s)", (ids,))
         taken = {row[0] for row in await cursor.fetchall()}
@@ -639,8 +687,61 @@ class PostgresStore(SharedResource):
                 return await self._plain.write(commit)
             return await self._tx(op, "write to")
 
-    async def _append_many(
-        self, conn: AsyncConnection[Any], commits: Sequence[Commit]
+    async def _append_many(self, commits: list[Commit]) -> list[Any]:
+        """Write plain commits in one statement (``_APPEND``); a commit it did not write
+        is checked again in a transaction of its own, which says why it is refused (or
+        writes it, if its run changed meanwhile so that it fits)."""
+        ids = [c.run_id for c in commits]
+        if len(set(ids)) < len(ids):  # (a run's writes are ordered: never in one batch)
+            return await self._tx(partial(self._append_checked, commits), "write to")
+        rows = [
+            (c.run_id, seq, e.type, e.version, e.ts, e.body)
+            for c in commits
+            for seq, e in enumerate(c.events, c.expected_seq + 1)
+        ]
+        blobs = {d: data for c in commits for e in c.events for d, data in e.blobs.items()}
+        digests = sorted(blobs)  # in one order everywhere: concurrent inserts cannot deadlock
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 6
+        params = {
+            "ids": ids,
+            "expected": [c.expected_seq for c in commits],
+            "owners": [c.lease.owner for c in commits],
+            "epochs": [c.lease.epoch for c in commits],
+            "statuses": [c.status for c in commits],
+            "releases": [c.release for c in commits],
+            "counts": [len(c.events) for c in commits],
+            "now": time.time(),
+            **dict(zip(_EVENT_COLUMNS, columns, strict=True)),
+            "digests": digests,
+            "data": [blobs[d] for d in digests],
+        }
+
+        async def op(conn: AsyncConnection[Any]) -> dict[str, int]:
+            psycopg = import_psycopg()
+            try:
+                cursor = await conn.execute(_APPEND, params)
+            except psycopg.errors.UniqueViolation as error:
+                raise StoreCorrupt(
+                    "a log already holds events past where its run's row says it ends "
+                    "(the store is damaged)"
+                ) from error
+            return {row[0]: row[1] for row in await cursor.fetchall()}
+
+        written = await self._tx(op, "write to", transaction=False)
+        results: list[Any] = [
+            Committed(c.expected_seq + len(c.events), written[c.run_id])
+            if c.run_id in written
+            else None
+            for c in commits
+        ]
+        left = [c for c, result in zip(commits, results, strict=True) if result is None]
+        if left:
+            again = iter(await self._tx(partial(self._append_checked, left), "write to"))
+            results = [next(again) if result is None else result for result in results]
+        return results
+
+    async def _append_checked(
+        self, commits: Sequence[Commit], conn: AsyncConnection[Any]
     ) -> list[Any]:
         """Write plain commits in one transaction: lock their rows (in one order), check
         each in turn against them, then insert every event in one statement and update
@@ -1199,7 +1300,26 @@ class PostgresStore(SharedResource):
                 records.extend(_records(rows[:want]))
             return records
 
-        return await self._read(op)
+        async def own(conn: AsyncConnection[Any]) -> list[Any]:
+            values = {
+                "run_id": run_id,
+                "after": after_seq,
+                "limit": 2**62 if limit is None else limit,
+            }
+            return await (await conn.execute(_READ_OWN, values)).fetchall()
+
+        rows = await self._tx(own, "read", transaction=False)
+        if not rows:
+            raise RunNotFound(run_id)
+        last_seq, forked_from = rows[0][0], rows[0][1]
+        if forked_from is not None:  # a fork: its log goes on from its source's
+            return await self._read(op)
+        want = last_seq - after_seq if limit is None else min(last_seq - after_seq, limit)
+        if want <= 0:
+            return []
+        events = [row[2:] for row in rows if row[2] is not None]
+        check_rows(run_id, events, after_seq, want, last_seq, last_seq)
+        return _records(events[:want])
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(digests))
