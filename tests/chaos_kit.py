@@ -197,7 +197,8 @@ class Drill:
     of the runs has ended, and also every ``kill_every_s`` seconds if set; a worker is
     SIGSTOPped for 2.5 leases at ``stop_at``; the server restarts at ``restart_at``
     (``cluster``), and the bus broker at ``broker_restart_at`` (``broker``, whose URL
-    the workers' ``bus`` names; without one, they use the store's own bus).
+    the workers' ``bus`` names; without one, they use the store's own bus): killed, and
+    every second time started without its data, as a broker without persistence is.
     """
 
     url: str
@@ -332,8 +333,10 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 probes.append(asyncio.create_task(probe(client, d)))
             if broker_restarts and d.broker is not None and done >= broker_restarts[0]:
                 broker_restarts.pop(0)
-                await asyncio.to_thread(d.broker.restart)
+                empty = d.seen["broker_restarts"] % 2 == 1
+                await asyncio.to_thread(d.broker.restart, wipe=empty)
                 d.seen["broker_restarts"] += 1
+                d.seen["broker_restarts_empty"] += empty
                 probes.append(asyncio.create_task(probe(client, d)))
             if stop_at is not None and done >= stop_at:
                 stop_at = None

@@ -36,6 +36,7 @@ from typing import Any
 from autonomic._options import connection_options
 from autonomic.agent import Agent, _import_file, load_agent
 from autonomic.bus import open_bus
+from autonomic.bus.base import BrokerUnreachable
 from autonomic.errors import AgentNotFound, ConfigError, StoreCorrupt, StoreError
 from autonomic.runtime import Runtime
 from autonomic.store import open_store
@@ -138,18 +139,20 @@ class Worker:
         }
 
     async def _enter(self, stack: contextlib.AsyncExitStack) -> Runtime:
-        """Open the runtime, waiting up to ``connect_s`` for a store that cannot be
-        reached yet (a server starting or restarting); a wrong URL fails at once."""
+        """Open the runtime, waiting up to ``connect_s`` for a store or bus broker that
+        cannot be reached yet (a server starting or restarting); a wrong URL fails at once."""
         deadline = time.monotonic() + self.connect_s
         for attempt in itertools.count():
             try:
                 return await stack.enter_async_context(self.runtime)
-            except (StoreCorrupt, ConfigError):
-                raise
-            except StoreError as e:
-                if time.monotonic() >= deadline or self._stop.is_set():
+            except (StoreError, ConfigError) as e:
+                unreachable = isinstance(e, BrokerUnreachable) or (
+                    isinstance(e, StoreError) and not isinstance(e, StoreCorrupt)
+                )
+                if not unreachable or time.monotonic() >= deadline or self._stop.is_set():
                     raise
-                log.warning("cannot reach the store yet (%s); trying again", e)
+                what = "bus" if isinstance(e, BrokerUnreachable) else "store"
+                log.warning("cannot reach the %s yet (%s); trying again", what, e)
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         raise AssertionError("unreachable")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from autonomic import Agent, ConfigError, Runtime, ScriptedModel, tool, tool_call
 from autonomic.bus import open_bus
 from autonomic.loader import read_events
+from autonomic.worker import Worker
 from bus_kinds import Broker, bus_for, forget, free_port
 
 NETWORK = ["redis", "nats"]
@@ -154,6 +156,52 @@ async def test_a_follower_hears_of_what_was_published_while_it_reconnected(
         assert await follower.next(5.0) in ("r1", "")
         await follower.__aexit__(None, None, None)
         await bus.close()
+
+
+@pytest.mark.parametrize("kind", NETWORK)
+async def test_the_bus_works_again_after_its_broker_restarts_empty(
+    kind: str, tmp_path: Path
+) -> None:
+    """A broker that comes back without its data (no persistence, a new volume) has lost
+    the NATS stream and the Redis groups: the bus makes them again and carries on."""
+    port, data = free_port(), tmp_path / "data"
+    with private_server(kind, port, data) as broker:
+        bus = open_bus(f"{broker.url}?prefix=empty")
+        await bus.open()
+        follower = await bus.subscribe("run:x").__aenter__()
+        member = await bus.subscribe("run:x", group="g").__aenter__()
+        bus.publish("run:x", "1")
+        assert await _until(member, 1) == ["1"]
+    shutil.rmtree(data)
+    with private_server(kind, port, data):
+        heard: dict[str, set[str]] = {"follower": set(), "member": set()}
+        async with asyncio.timeout(30):  # hints published before a group is back are lost
+            while not all("again" in got for got in heard.values()):
+                bus.publish("run:x", "again")
+                for name, sub in (("follower", follower), ("member", member)):
+                    heard[name].add(await sub.next(0.5) or "")  # type: ignore[attr-defined]
+        await follower.__aexit__(None, None, None)
+        await member.__aexit__(None, None, None)
+        await bus.close()
+
+
+async def test_a_worker_waits_for_a_bus_broker_that_is_not_up_yet(tmp_path: Path) -> None:
+    """As for its store: a worker started while its broker restarts is not lost."""
+    port = free_port()
+    agent = Agent(name="calc", model=ScriptedModel(["5"]))
+    url = f"nats://127.0.0.1:{port}?prefix=late"
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    worker = Worker(store, [agent], bus=url, connect_s=30)
+    serving = asyncio.create_task(worker.run())
+    await asyncio.sleep(1.0)
+    assert not serving.done()
+    with private_server("nats", port, tmp_path / "data"):
+        client = Runtime(store, wake=False, bus=url)
+        async with client, asyncio.timeout(30):
+            run = await client.submit(agent, "What is 2+3?")
+            assert (await run.wait()).answer == "5"
+        worker.stop()
+        await serving
 
 
 @tool

@@ -14,10 +14,17 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self
 
-__all__ = ["READY_TOPIC", "Bus", "Subscription", "run_topic"]
+from autonomic.errors import ConfigError
+
+__all__ = ["READY_TOPIC", "BrokerUnreachable", "Bus", "Subscription", "run_topic"]
 
 READY_TOPIC = "ready"
 """A run became ready to drive (its wait ended, or it was submitted)."""
+
+
+class BrokerUnreachable(ConfigError):
+    """The bus's broker did not answer when opened: down, restarting, or a wrong address
+    (a worker waits for it, as for its store, before it gives up)."""
 
 
 def run_topic(run_id: str) -> str:
@@ -43,7 +50,7 @@ class Subscription(Protocol):
 
 class Bus(Protocol):
     async def open(self) -> None:
-        """Connect (a ConfigError naming the URL when the broker cannot be reached).
+        """Connect (BrokerUnreachable, naming the URL, when the broker cannot be reached).
         Calls nest: each ``open`` is matched by one ``close``."""
         ...
 

@@ -7,7 +7,8 @@ subscriber is a core subscription (every message, in order, resubscribed after a
 reconnect, and woken once then: what was published meanwhile never reaches it); a
 group is a durable pull consumer whose members fetch one message at a time,
 acknowledge it when they ask for the next, and receive again what a member left
-unacknowledged for ``claim_idle_s`` (its AckWait).
+unacknowledged for ``claim_idle_s`` (its AckWait). A server that restarted empty (no
+persistence) has lost the stream and the consumers: the bus makes them again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from autonomic.bus._outbox import Outbox
 from autonomic.bus._url import redacted, split_bus_url
+from autonomic.bus.base import BrokerUnreachable
 from autonomic.errors import ConfigError
 
 try:
@@ -72,7 +74,7 @@ class NatsBus:
         self._outbox = Outbox(self._send, name=f"nats bus {self.url}")
         self._origin = os.urandom(6).hex()  # message ids: unique to this bus object
         self._last_error: BaseException | None = None
-        self._followers: set[_Subscription] = set()
+        self._subscriptions: set[_Subscription | _Member] = set()
 
     def subject(self, topic: str) -> str:
         return f"{self.stream}.{subject_token(topic)}"
@@ -88,8 +90,8 @@ class NatsBus:
         log.debug("nats bus %s: %s", self.url, e)
 
     async def _reconnected(self) -> None:
-        for follower in list(self._followers):
-            follower.wake()
+        for subscription in list(self._subscriptions):
+            subscription.reconnected()
 
     async def _reachable(self) -> OSError | None:
         """None when some server of the URL accepts a connection, else why not (a refused
@@ -118,7 +120,7 @@ class NatsBus:
         unreachable = await self._reachable()
         if unreachable is not None:
             self._opened -= 1
-            raise ConfigError(
+            raise BrokerUnreachable(
                 f"cannot reach the NATS bus at {self.url}: {unreachable}; "
                 "start nats-server with JetStream (-js) or fix the bus URL"
             )
@@ -135,7 +137,7 @@ class NatsBus:
                 )
         except (TimeoutError, OSError, nats.errors.Error) as e:
             self._opened -= 1
-            raise ConfigError(
+            raise BrokerUnreachable(
                 f"cannot reach the NATS bus at {self.url}: {self._last_error or e}; "
                 "start nats-server with JetStream (-js) or fix the bus URL"
             ) from None
@@ -194,8 +196,14 @@ class NatsBus:
             )
             for topic, message, number in batch
         ]
-        async with asyncio.timeout(5.0):
-            await asyncio.gather(*acks)
+        try:
+            async with asyncio.timeout(5.0):
+                await asyncio.gather(*acks)
+        except (TimeoutError, nats.js.errors.NoStreamResponseError):
+            # no stream answered: a server restarted empty has none (the outbox retries)
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                await self._ensure_stream(self.client)
+            raise
 
     def subscribe(self, topic: str, *, group: str | None = None) -> _Subscription | _Member:
         if group is None:
@@ -216,7 +224,7 @@ class _Subscription:
         self._messages.append(msg.data.decode())
         self._signal.set()
 
-    def wake(self) -> None:
+    def reconnected(self) -> None:
         """An empty message: something may have been missed (hints are not replayed)."""
         self._messages.append("")
         self._signal.set()
@@ -224,7 +232,7 @@ class _Subscription:
     async def __aenter__(self) -> Self:
         self._sub = await self._bus.client.subscribe(self._subject, cb=self._heard)
         await self._bus.client.flush(timeout=5)
-        self._bus._followers.add(self)
+        self._bus._subscriptions.add(self)
         return self
 
     async def __aexit__(
@@ -233,7 +241,7 @@ class _Subscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._bus._followers.discard(self)
+        self._bus._subscriptions.discard(self)
         with contextlib.suppress(nats.errors.Error):
             await self._sub.unsubscribe()
 
@@ -257,24 +265,37 @@ class _Member:
         name = "".join(c if c.isalnum() or c in "_-" else "_" for c in group)
         self._durable = f"{name}-{digest}"
         self._sub: Any = None
+        self._stale = False
         self._unacked: Msg | None = None
 
     async def __aenter__(self) -> Self:
         await self._bind()
+        self._bus._subscriptions.add(self)
         return self
+
+    def reconnected(self) -> None:
+        """Bind again: a server that restarted empty has lost the consumer, and a fetch
+        from a lost consumer only ever times out."""
+        self._stale = True
 
     async def _bind(self) -> None:
         claim_idle_s = self._bus.options.claim_idle_s
-        self._sub = await self._bus.client.jetstream().pull_subscribe(
-            self._subject,
-            durable=self._durable,
-            stream=self._bus.stream,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.NEW,
-                ack_wait=claim_idle_s,
-                inactive_threshold=self._bus.options.ttl_s,
-            ),
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.NEW,
+            ack_wait=claim_idle_s,
+            inactive_threshold=self._bus.options.ttl_s,
         )
+        js = self._bus.client.jetstream()
+        for last_try in (False, True):
+            try:
+                self._sub = await js.pull_subscribe(
+                    self._subject, durable=self._durable, stream=self._bus.stream, config=config
+                )
+                return
+            except nats.js.errors.NotFoundError:  # the stream is gone (restarted empty)
+                if last_try:
+                    raise
+                await self._bus._ensure_stream(self._bus.client)
 
     async def __aexit__(
         self,
@@ -282,9 +303,11 @@ class _Member:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._bus._subscriptions.discard(self)
         with contextlib.suppress(nats.errors.Error, OSError):
             await self._ack()
-            await self._sub.unsubscribe()
+            if self._sub is not None:
+                await self._sub.unsubscribe()
 
     async def _ack(self) -> None:
         if self._unacked is not None:
@@ -299,6 +322,11 @@ class _Member:
                 return None
             try:
                 await self._ack()
+                if self._stale:
+                    self._stale, old, self._sub = False, self._sub, None
+                    if old is not None:
+                        with contextlib.suppress(nats.errors.Error):
+                            await old.unsubscribe()
                 if self._sub is None:
                     await self._bind()
                 msgs = await self._sub.fetch(1, timeout=max(0.01, min(left, 5.0)))

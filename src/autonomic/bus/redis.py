@@ -19,6 +19,7 @@ from typing import Any, Self
 
 from autonomic.bus._outbox import Outbox
 from autonomic.bus._url import redacted, split_bus_url
+from autonomic.bus.base import BrokerUnreachable
 from autonomic.errors import ConfigError
 
 try:
@@ -64,7 +65,7 @@ class RedisBus:
         except (RedisError, OSError) as e:
             self._opened -= 1
             await client.aclose()
-            raise ConfigError(
+            raise BrokerUnreachable(
                 f"cannot reach the Redis bus at {self.url}: {e}; start Redis or fix the bus URL"
             ) from None
         self._client = client
