@@ -45,7 +45,7 @@ async def test_killed_and_stopped_workers_lose_and_repeat_nothing(pg_url: str, b
     restarts = (0, 0) if broker is None else (2, 1)  # (the second comes back empty)
     assert (report.get("broker_restarts", 0), report.get("broker_restarts_empty", 0)) == restarts
 
-    assert report["probes"] == 1 + report.get("broker_restarts", 0), report
+    assert report["probes"] == 2 + report.get("broker_restarts", 0), report
 
 
 async def test_postgres_restarts_lose_and_repeat_nothing() -> None:
@@ -60,4 +60,4 @@ async def test_postgres_restarts_lose_and_repeat_nothing() -> None:
     finally:
         cluster.stop()
     assert_nothing_lost_or_repeated(report)
-    assert report["pg_restarts"] == 2 and report["probes"] == 3, report
+    assert report["pg_restarts"] == 2 and report["probes"] == 4, report
