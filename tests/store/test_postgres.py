@@ -104,6 +104,10 @@ async def test_the_bus_carries_hints_between_processes(pg_url: str) -> None:
         assert await stray.next(0.3) is None
         first.publish("run:x", "y" * 10_000)  # too long for a notification: sent empty
         assert await sub.next(5.0) == ""
+        long = [f"{i}:" + "z" * 900 for i in range(30)]  # packed in several notifications
+        for message in long:
+            first.publish("run:x", message)
+        assert [await sub.next(5.0) for _ in long] == long
 
 
 async def test_runs_created_together_are_refused_alone(pg_url: str) -> None:

@@ -2,7 +2,8 @@
 
 Published hints are delivered to this process's subscribers at once, and sent to the
 others through ``pg_notify`` on a connection of the bus's own (batched: what is published
-in one turn of the event loop goes in one statement). A listening connection hands the
+in one turn of the event loop goes in one statement, packed many to a notification, since
+the server and every listener pay per notification). A listening connection hands the
 other processes' hints to local subscribers. When that connection breaks (the server
 restarted) it reconnects, and wakes every local subscriber once, since hints sent
 meanwhile are lost: a lost hint costs latency, never data, as the store is the truth.
@@ -16,6 +17,8 @@ import logging
 import secrets
 from typing import Any
 
+import msgspec
+
 from autonomic._resource import SharedResource
 from autonomic.bus.local import LocalBus, _Subscription
 
@@ -25,7 +28,8 @@ log = logging.getLogger("autonomic.bus")
 
 _SEP = "\x1f"
 _MAX_PAYLOAD = 7000
-"""Bytes of a notification's payload at most (the server refuses 8000 and more)."""
+"""Bytes of a notification's payload at most (the server refuses 8000 and more): the
+sender, ``_SEP``, and a JSON list of ``[topic, message]`` pairs."""
 _MAX_QUEUED = 10_000
 _RECONNECT_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -38,7 +42,7 @@ class PostgresBus(SharedResource):
         self.channel = f"autonomic:{schema}"
         self.sender = secrets.token_hex(6)
         self._local = LocalBus()
-        self._outbox: list[str] = []
+        self._outbox: list[bytes] = []  # [topic, message] as JSON
         self._wake_sender = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
@@ -82,12 +86,12 @@ class PostgresBus(SharedResource):
         self._local.publish(topic, message)
         if not self._tasks:
             return
-        payload = f"{self.sender}{_SEP}{topic}{_SEP}{message}"
-        if len(payload.encode()) > _MAX_PAYLOAD:
-            payload = f"{self.sender}{_SEP}{topic}{_SEP}"
+        hint = msgspec.json.encode((topic, message))
+        if len(hint) > _MAX_PAYLOAD - len(self.sender) - 3:  # too long: sent without it
+            hint = msgspec.json.encode((topic, ""))
         if len(self._outbox) >= _MAX_QUEUED:  # the server is away: old hints go first
             del self._outbox[0]
-        self._outbox.append(payload)
+        self._outbox.append(hint)
         self._sent.clear()
         self._wake_sender.set()
 
@@ -111,13 +115,13 @@ class PostgresBus(SharedResource):
                 await self._wake_sender.wait()
                 self._wake_sender.clear()
                 taken = len(self._outbox)
-                batch = list(dict.fromkeys(self._outbox[:taken]))
+                payloads = _pack(self.sender, list(dict.fromkeys(self._outbox[:taken])))
                 try:
                     if conn is None:
                         conn = await self._connect()
                     await conn.execute(
                         "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
-                        (self.channel, batch),
+                        (self.channel, payloads),
                     )
                 except Exception as e:
                     log.warning(
@@ -149,9 +153,10 @@ class PostgresBus(SharedResource):
                 tries = 0
                 self._listening.set()
                 async for note in conn.notifies():
-                    sender, topic, message = note.payload.split(_SEP, 2)
+                    sender, _, hints = note.payload.partition(_SEP)
                     if sender != self.sender:
-                        self._local.publish(topic, message)
+                        for topic, message in _unpack(hints):
+                            self._local.publish(topic, message)
             except Exception as e:
                 log.warning(
                     "bus: lost the listening connection (%s); reconnecting",
@@ -162,6 +167,29 @@ class PostgresBus(SharedResource):
                 tries += 1
             finally:
                 await _close(conn)
+
+
+def _pack(sender: str, hints: list[bytes]) -> list[str]:
+    """``hints`` in as few payloads as fit, in order."""
+    payloads: list[str] = []
+    room = _MAX_PAYLOAD - len(sender) - 3
+    start, size = 0, 0
+    for end, hint in enumerate(hints):
+        if size + len(hint) > room and end > start:
+            payloads.append(f"{sender}{_SEP}[{b','.join(hints[start:end]).decode()}]")
+            start, size = end, 0
+        size += len(hint) + 1
+    if start < len(hints):
+        payloads.append(f"{sender}{_SEP}[{b','.join(hints[start:]).decode()}]")
+    return payloads
+
+
+def _unpack(hints: str) -> list[tuple[str, str]]:
+    """The ``[topic, message]`` pairs of a payload; none from one this bus did not send."""
+    try:
+        return msgspec.json.decode(hints, type=list[tuple[str, str]])
+    except msgspec.DecodeError:
+        return []
 
 
 async def _close(conn: Any) -> None:

@@ -195,15 +195,17 @@ _CLAIM_PICKED = (
     "WITH picked AS (SELECT run_id, lease_owner AS old_owner FROM runs "
     f"WHERE run_id = ANY(%(ids)s)) {_CLAIM_TAIL}"
 )
-_READ_OWN = """
-SELECT r.last_seq, r.forked_from, e.* FROM runs r LEFT JOIN LATERAL (
+_READ_MANY = """
+SELECT v.i, r.last_seq, r.forked_from, e.* FROM unnest(%(ids)b::text[], %(after)b::bigint[],
+    %(limits)b::bigint[]) WITH ORDINALITY AS v(run_id, after, lim, i)
+JOIN runs r ON r.run_id = v.run_id LEFT JOIN LATERAL (
     SELECT seq, type, version, ts, body FROM events
-    WHERE events.run_id = r.run_id AND r.forked_from IS NULL AND seq > %(after)s ORDER BY seq
-    LIMIT greatest(least(r.last_seq - %(after)s, %(limit)s), 0) + 1
-) e ON true WHERE r.run_id = %(run_id)s ORDER BY e.seq"""
-"""A run's events after ``after`` in one statement (one state of the database), unless it
-is a fork (then none: its lineage is read in a transaction), with its row's ``last_seq``;
-one event more than the row says, to notice a log that goes on past it."""
+    WHERE events.run_id = r.run_id AND r.forked_from IS NULL AND seq > v.after ORDER BY seq
+    LIMIT greatest(least(r.last_seq - v.after, v.lim), 0) + 1
+) e ON true ORDER BY v.i, e.seq"""
+"""Runs' events after ``after`` in one statement (one state of the database), but a fork's
+(its lineage is read in a transaction), with each row's ``last_seq``; one event more than
+the row says, to notice a log that goes on past it."""
 _LEASED = """
 SELECT agent, tenant, count(*) FROM runs
 WHERE status IN ('running', 'waiting') AND lease_owner IS NOT NULL AND lease_expires_at > %s
@@ -257,9 +259,14 @@ _NewRunItem = tuple[NewRun, Sequence[NewEvent], "str | None", float]
 """A run to create: the run, its first events, its owner and lease length."""
 
 
+_ReadItem = tuple[str, int, "int | None"]
+"""A log to read: the run, after which event, at most how many."""
+
+
 class _Batches(Generic[Item, R]):
     """Group commit: writes made while a batch is being written wait and go together in
-    the next one: one transaction, a few statements and one WAL flush for many writes.
+    the next one: one transaction, a few statements and one WAL flush for many writes
+    (and reads alike: one statement for many).
 
     ``write_many`` returns a result or an exception for each item (a refusal: the others
     are written all the same). A batch that fails as a whole because of one item (a
@@ -277,7 +284,7 @@ class _Batches(Generic[Item, R]):
         self._queue: list[tuple[Item, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def write(self, item: Item) -> R:
+    async def put(self, item: Item) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._flusher is None:
@@ -357,6 +364,9 @@ class PostgresStore(SharedResource):
         self._checking: asyncio.Future[None] | None = None
         self._plain = _Batches[Commit, Committed](self._append_many, _commit_alone)
         self._creates = _Batches[_NewRunItem, RunInfo](self._create_many, _create_alone)
+        self._reads = _Batches[_ReadItem, "list[EventRecord] | None"](
+            self._read_many, lambda _, error: error
+        )
 
     @property
     def bus(self) -> PostgresBus:
@@ -418,6 +428,7 @@ class PostgresStore(SharedResource):
     async def _close(self) -> None:
         await self._plain.drain()
         await self._creates.drain()
+        await self._reads.drain()
         if self._checking is not None:
             await asyncio.wait([self._checking])
         if self._pool is not None:
@@ -608,7 +619,7 @@ class PostgresStore(SharedResource):
         int64("depth", run.depth)
         seconds("lease_s", lease_s)
         async with self._ordered(run.run_id):
-            return await self._creates.write((run, events, owner, lease_s))
+            return await self._creates.put((run, events, owner, lease_s))
 
     async def _create_many(self, items: list[_NewRunItem]) -> list[Any]:
         """Create runs in one transaction; an id that is taken is refused alone."""
@@ -684,7 +695,7 @@ class PostgresStore(SharedResource):
 
         async with self._ordered(commit.run_id):
             if _is_plain(commit):
-                return await self._plain.write(commit)
+                return await self._plain.put(commit)
             return await self._tx(op, "write to")
 
     async def _append_many(self, commits: list[Commit]) -> list[Any]:
@@ -1300,26 +1311,43 @@ class PostgresStore(SharedResource):
                 records.extend(_records(rows[:want]))
             return records
 
-        async def own(conn: AsyncConnection[Any]) -> list[Any]:
-            values = {
-                "run_id": run_id,
-                "after": after_seq,
-                "limit": 2**62 if limit is None else limit,
-            }
-            return await (await conn.execute(_READ_OWN, values)).fetchall()
+        records = await self._reads.put((run_id, after_seq, limit))
+        return await self._read(op) if records is None else records
 
-        rows = await self._tx(own, "read", transaction=False)
-        if not rows:
-            raise RunNotFound(run_id)
-        last_seq, forked_from = rows[0][0], rows[0][1]
-        if forked_from is not None:  # a fork: its log goes on from its source's
-            return await self._read(op)
-        want = last_seq - after_seq if limit is None else min(last_seq - after_seq, limit)
-        if want <= 0:
-            return []
-        events = [row[2:] for row in rows if row[2] is not None]
-        check_rows(run_id, events, after_seq, want, last_seq, last_seq)
-        return _records(events[:want])
+    async def _read_many(self, items: list[_ReadItem]) -> list[Any]:
+        """The logs of many runs in one statement (``_READ_MANY``); None for a fork."""
+        values = {
+            "ids": [run_id for run_id, _, _ in items],
+            "after": [after for _, after, _ in items],
+            "limits": [2**62 if limit is None else limit for _, _, limit in items],
+        }
+
+        async def op(conn: AsyncConnection[Any]) -> list[Any]:
+            return await (await conn.execute(_READ_MANY, values)).fetchall()
+
+        found: dict[int, list[Any]] = {}
+        for row in await self._tx(op, "read", transaction=False):
+            found.setdefault(row[0], []).append(row)
+        results: list[Any] = []
+        for i, (run_id, after, limit) in enumerate(items, 1):
+            rows = found.get(i)
+            if rows is None:
+                results.append(RunNotFound(run_id))
+                continue
+            last_seq, forked_from = rows[0][1], rows[0][2]
+            want = last_seq - after if limit is None else min(last_seq - after, limit)
+            events = [row[3:] for row in rows if row[3] is not None]
+            try:
+                if forked_from is not None:  # its log goes on from its source's
+                    results.append(None)
+                elif want <= 0:
+                    results.append([])
+                else:
+                    check_rows(run_id, events, after, want, last_seq, last_seq)
+                    results.append(_records(events[:want]))
+            except StoreCorrupt as e:
+                results.append(e)
+        return results
 
     async def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(digests))
