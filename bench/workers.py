@@ -11,9 +11,10 @@ figure over it (target >= 40x). Bus latency: publish in this process -> received
 subscriber in another process, through LISTEN/NOTIFY (p50/p99).
 
 The machine's load blurs wall-clock figures, so each row also gives the workers' CPU time
-per step and, on PostgreSQL, the server's (its processes' CPU while the clock ran; other
-clients of the server count too, so it is an upper bound); ``cpu_bound_headroom`` is what
-the machine's cores would carry at that CPU per step were nothing else running.
+per step and, on PostgreSQL, the server's (the CPU, while the clock ran, of the backends
+of the bench's connections, told apart by their ``application_name``, and of the server's
+own processes); ``cpu_bound_headroom`` is what the machine's cores would carry at that
+CPU per step were nothing else running.
 
 Usage: python bench/workers.py [--runs 400] [--steps 10] [--concurrency 200]
        [--workers 1,2,4] [--pg postgresql://postgres@127.0.0.1/postgres]
@@ -40,6 +41,7 @@ from bus import latency_across  # bench/bus.py: one way to time a hint across pr
 
 HERE = Path(__file__).parent
 TARGET_STEPS_PER_S = 1_000_000 * 10 / 86_400
+APP = "autonomic-bench-workers"  # the application_name of the bench's connections
 AGENTS = """
 import os
 from autonomic import Agent, ScriptedModel, tool, tool_call
@@ -103,19 +105,27 @@ def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _postgres_cpu_s() -> float:
-    """CPU seconds the PostgreSQL server's processes (every ``postgres`` process this
-    user may read) have used so far; other clients of the same server count too."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def _server_cpu(pg: str, app: str) -> dict[int, float]:
+    """CPU seconds so far of the PostgreSQL server's processes that work for this bench:
+    the backends of connections named ``app`` (the workers' and this process's) and the
+    server's own (WAL writer, checkpointer...). Other clients of the server are left out
+    (their backends come and go, which would blur the figure either way)."""
+    import psycopg
+
+    with psycopg.connect(pg, autocommit=True) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "OR backend_type <> 'client backend'",
+            (app,),
+        ).fetchall()
+    cpu = {}
+    for (pid,) in pids:
         try:
-            text = stat.read_text()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if "(postgres)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu
 
 
 def _spawn(
@@ -155,7 +165,8 @@ async def measure(
         os.environ["BENCH_STEPS"] = str(args.steps)
         (agent,) = load_agents(["bench_agents:stepper"])
         async with Runtime(url, wake=False) as client:
-            cpu_before, server_before = _cpu_s(procs), _postgres_cpu_s()
+            cpu_before = _cpu_s(procs)
+            server_before = _server_cpu(args.pg, APP) if url.startswith("postgresql") else {}
             started = time.perf_counter()
             for first in range(0, args.runs, 50):  # as many clients submitting at once
                 await asyncio.gather(
@@ -170,7 +181,8 @@ async def measure(
                     await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             cpu = _cpu_s(procs) - cpu_before
-            server = _postgres_cpu_s() - server_before
+            server_after = _server_cpu(args.pg, APP) if url.startswith("postgresql") else {}
+            server = sum(t - server_before.get(pid, 0.0) for pid, t in server_after.items())
             statuses = {r.status for r in await client.list_runs(limit=args.runs + 10)}
     finally:
         for proc in procs:
@@ -188,7 +200,7 @@ async def measure(
         # what the machine's load cannot blur: the workers' own CPU per step while the
         # clock ran (the server's is not counted)
         "worker_cpu_ms_per_step": round(cpu * 1000 / (args.runs * args.steps), 2),
-        # the PostgreSQL server's CPU per step (any other client of it counts too)
+        # the PostgreSQL server's CPU per step (for the workers and this process)
         **(
             {"server_cpu_ms_per_step": round(server * 1000 / (args.runs * args.steps), 2)}
             if url.startswith("postgresql")
@@ -225,7 +237,8 @@ async def main() -> None:
     for workers in map(int, args.workers.split(",")):
         schema = "bench_" + secrets.token_hex(4)
         try:
-            row = await measure(f"{args.pg}?schema={schema}", workers, args, tmp)
+            url = f"{args.pg}?schema={schema}&application_name={APP}"
+            row = await measure(url, workers, args, tmp)
         finally:
             _drop_schema(args.pg, schema)
         result["postgresql"].append(row)

@@ -120,7 +120,7 @@ class PostgresBus(SharedResource):
                     if conn is None:
                         conn = await self._connect()
                     await conn.execute(
-                        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+                        "SELECT pg_notify(%s, payload) FROM unnest(%b::text[]) AS payload",
                         (self.channel, payloads),
                     )
                 except Exception as e:

@@ -259,6 +259,9 @@ _NewRunItem = tuple[NewRun, Sequence[NewEvent], "str | None", float]
 """A run to create: the run, its first events, its owner and lease length."""
 
 
+_PARALLEL = 2
+"""Batches in flight at once: one more takes what comes while another is written, so that
+a write waits for the server, not for a batch before its own."""
 _ReadItem = tuple[str, int, "int | None"]
 """A log to read: the run, after which event, at most how many."""
 
@@ -279,31 +282,35 @@ class _Batches(Generic[Item, R]):
         self,
         write_many: Callable[[list[Item]], Awaitable[list[Any]]],
         alone: Callable[[Item, AutonomicError], AutonomicError],
+        *,
+        parallel: int = _PARALLEL,
     ) -> None:
-        self.write_many, self.alone = write_many, alone
+        self.write_many, self.alone, self.parallel = write_many, alone, parallel
         self._queue: list[tuple[Item, asyncio.Future[R]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._starting = False  # a flusher is about to take the queue
 
     async def put(self, item: Item) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush())
+        if not self._starting and len(self._flushers) < self.parallel:
+            self._starting = True
+            flusher = asyncio.ensure_future(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await future
 
     async def drain(self) -> None:
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher])
+        if self._flushers:
+            await asyncio.wait(self._flushers)
 
     async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                batch = [(item, f) for item, f in batch if not f.done()]
-                if batch:
-                    await self._write(batch)
-        finally:
-            self._flusher = None
+        self._starting = False
+        while self._queue:
+            batch, self._queue = self._queue, []
+            batch = [(item, f) for item, f in batch if not f.done()]
+            if batch:
+                await self._write(batch)
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
