@@ -74,6 +74,7 @@ async def main() -> None:
         and report["lost"] == report["duplicated_ledger_rows"] == 0
         and report["stranded"] == report["logs_with_gaps"] == 0
         and report["probes_woken"] == report["probes"]
+        and report["worker_tracebacks"] == 0
     )
     print(json.dumps(report, indent=2))
 

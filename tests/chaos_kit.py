@@ -7,7 +7,7 @@ ones), SIGSTOPs a lease holder past its lease then SIGCONTs it, and restarts Pos
 (a cluster of its own, started here) or the workers' bus broker (a Redis or NATS server
 of its own). Then it checks what must hold whatever happened: every run ended, none
 lost, no ledger row twice for one action, no run left running without a live owner
-after the lease time, and every log numbered 1..n.
+after the lease time, every log numbered 1..n, and no traceback in the workers' log.
 
 Wake-ups are probed after each restart and once at the end: a run of ``probe_agent`` is
 submitted for a worker of its own that polls only once a minute, so that only a bus hint
@@ -376,6 +376,8 @@ async def run_drill(d: Drill) -> dict[str, Any]:
     report["probes"], report["wake_ms"] = len(latencies), d.wake_ms
     report["probes_woken"] = sum(ms is not None for ms in latencies)
     report["probe_poll_s"] = PROBE_POLL_S
+    # an exception nothing handled (in a worker's task, a client library's callback)
+    report["worker_tracebacks"] = d.log.read_text(errors="replace").count("Traceback")
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 

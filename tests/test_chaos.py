@@ -18,6 +18,7 @@ def assert_nothing_lost_or_repeated(report: dict[str, object]) -> None:
     assert report["statuses"] == {"completed": report["runs"]}, report
     assert report["lost"] == 0 and report["stranded"] == 0, report
     assert report["duplicated_ledger_rows"] == 0 and report["logs_with_gaps"] == 0, report
+    assert report["worker_tracebacks"] == 0, report
     assert 0 < report["ledger_rows"] <= report["runs"] * CHARGES, report  # type: ignore[operator]
     # a probe run's worker polls once a minute: only a bus hint gets it driven in time
     assert report["probes_woken"] == report["probes"], report

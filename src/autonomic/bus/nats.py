@@ -93,8 +93,12 @@ class NatsBus:
     async def _reconnected(self) -> None:
         for subscription in list(self._subscriptions):
             subscription.reconnected()
-        if self._acks is not None:  # those of what the lost connection carried never come
-            self._acks.reschedule(asyncio.get_running_loop().time())
+        acks = self._acks
+        if acks is not None:
+            # those of what the lost connection carried never come: stop waiting for them
+            # (the wait may have ended just now; raising here would end nats-py's task)
+            with contextlib.suppress(RuntimeError):
+                acks.reschedule(asyncio.get_running_loop().time())
 
     async def _reachable(self) -> OSError | None:
         """None when some server of the URL accepts a connection, else why not (a refused
