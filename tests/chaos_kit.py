@@ -9,9 +9,10 @@ of its own). Then it checks what must hold whatever happened: every run ended, n
 lost, no ledger row twice for one action, no run left running without a live owner
 after the lease time, every log numbered 1..n, and no traceback in the workers' log.
 
-Wake-ups are probed after each restart and once at the end: a run of ``probe_agent`` is
-submitted for a worker of its own that polls only once a minute, so that only a bus hint
-can get it driven within the probe's deadline; each probe's latency is reported.
+Wake-ups are probed under load, after each restart and at the end: a run of
+``probe_agent`` is submitted for a worker of its own that polls only once a minute, so
+that only a bus hint can get it driven within the probe's deadline; each probe's
+latency is reported.
 """
 
 from __future__ import annotations
