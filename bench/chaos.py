@@ -7,8 +7,9 @@ The same drill as ``tests/test_chaos.py`` (``tests/chaos_kit.py``), on a Postgre
 cluster of its own (initdb in a temporary folder, so that restarting it disturbs nobody).
 Prints one JSON object: what was done to the workers and the servers, the invariants,
 each of which must be 0 (and ``ended`` must equal ``runs``), and ``wake_ms``: how long a
-run submitted after each restart (and one at the end) took to be driven by a worker that
-polls once a minute, so only through the bus (null: not within 20 s).
+run took to be driven by a worker that polls once a minute, so only through the bus (null:
+not within 20 s), submitted under load before any restart, just after each restart, and
+once all was quiet at the end.
 
 Usage: python bench/chaos.py [--runs 2000] [--workers 4] [--kill-every-s 3]
        [--restarts 4] [--lease-s 2] [--bus postgres|redis|nats]
@@ -67,12 +68,13 @@ async def main() -> None:
         if broker is not None:
             broker.stop()
         cluster.stop()
-    report["bus"], report["workers"] = args.bus, args.workers
+    report["bus"], report["workers"], report["worker_log"] = args.bus, args.workers, str(drill.log)
     report["passed"] = (
         report["ended"] == report["runs"]
         and report["lost"] == report["duplicated_ledger_rows"] == 0
         and report["stranded"] == report["logs_with_gaps"] == 0
         and report["probes_woken"] == report["probes"]
+        and report["worker_tracebacks"] == 0
     )
     print(json.dumps(report, indent=2))
 

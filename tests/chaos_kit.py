@@ -7,11 +7,12 @@ ones), SIGSTOPs a lease holder past its lease then SIGCONTs it, and restarts Pos
 (a cluster of its own, started here) or the workers' bus broker (a Redis or NATS server
 of its own). Then it checks what must hold whatever happened: every run ended, none
 lost, no ledger row twice for one action, no run left running without a live owner
-after the lease time, and every log numbered 1..n.
+after the lease time, every log numbered 1..n, and no traceback in the workers' log.
 
-Wake-ups are probed after each restart and once at the end: a run of ``probe_agent`` is
-submitted for a worker of its own that polls only once a minute, so that only a bus hint
-can get it driven within the probe's deadline; each probe's latency is reported.
+Wake-ups are probed under load, after each restart and at the end: a run of
+``probe_agent`` is submitted for a worker of its own that polls only once a minute, so
+that only a bus hint can get it driven within the probe's deadline; each probe's
+latency is reported.
 """
 
 from __future__ import annotations
@@ -217,8 +218,9 @@ class Drill:
     broker_restart_at: tuple[float, ...] = ()
     log: Path = field(default_factory=lambda: Path(tempfile.mkdtemp()) / "workers.log")
     seen: Counter[str] = field(default_factory=Counter)
-    wake_ms: list[float | None] = field(default_factory=list)
-    """Each probe's latency from submitted to ended (None: not driven by its deadline)."""
+    wake_ms: dict[str, list[float | None]] = field(default_factory=dict)
+    """Probe latencies from submitted to ended (None: not driven by its deadline), by
+    when: ``under_load`` (before any restart), ``after_restart``, ``quiet`` (the end)."""
 
 
 async def prepare(url: str, runs: int, bus: str | None = None) -> list[str]:
@@ -251,9 +253,10 @@ async def _ended(store: Any) -> int | None:
         return None
 
 
-async def probe(client: Runtime, d: Drill) -> None:
+async def probe(client: Runtime, d: Drill, when: str) -> None:
     """Submit a run of ``probe_agent`` and time it until it ended (read from the store,
     so that the probe does not lean on the bus it checks)."""
+    latencies = d.wake_ms.setdefault(when, [])
     deadline = time.monotonic() + PROBE_DEADLINE_S
     while True:  # the store may be restarting too
         try:
@@ -261,17 +264,17 @@ async def probe(client: Runtime, d: Drill) -> None:
             break
         except StoreError:
             if time.monotonic() >= deadline:
-                d.wake_ms.append(None)
+                latencies.append(None)
                 return
             await asyncio.sleep(0.1)
     submitted = time.monotonic()
     while time.monotonic() < submitted + PROBE_DEADLINE_S:
         with contextlib.suppress(StoreError):
             if (await client.store.get_run(handle.run_id)).status in ENDED:
-                d.wake_ms.append(round((time.monotonic() - submitted) * 1000, 1))
+                latencies.append(round((time.monotonic() - submitted) * 1000, 1))
                 return
         await asyncio.sleep(0.01)
-    d.wake_ms.append(None)
+    latencies.append(None)
 
 
 async def run_drill(d: Drill) -> dict[str, Any]:
@@ -330,14 +333,16 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 restarts.pop(0)
                 await asyncio.to_thread(d.cluster.restart)
                 d.seen["pg_restarts"] += 1
-                probes.append(asyncio.create_task(probe(client, d)))
+                probes.append(asyncio.create_task(probe(client, d, "after_restart")))
             if broker_restarts and d.broker is not None and done >= broker_restarts[0]:
                 broker_restarts.pop(0)
                 empty = d.seen["broker_restarts"] % 2 == 1
                 await asyncio.to_thread(d.broker.restart, wipe=empty)
                 d.seen["broker_restarts"] += 1
                 d.seen["broker_restarts_empty"] += empty
-                probes.append(asyncio.create_task(probe(client, d)))
+                probes.append(asyncio.create_task(probe(client, d, "after_restart")))
+            if not probes and done > 0:  # the workers are up and busy
+                probes.append(asyncio.create_task(probe(client, d, "under_load")))
             if stop_at is not None and done >= stop_at:
                 stop_at = None
                 stopped = procs[rnd.randrange(len(procs))]
@@ -348,7 +353,7 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 stopped = None
                 settle_until = now + d.lease_s
                 d.seen["stopped_past_lease"] += 1
-        probes.append(asyncio.create_task(probe(client, d)))  # all quiet: only its own hint
+        probes.append(asyncio.create_task(probe(client, d, "quiet")))  # only its own hint
         await asyncio.gather(*probes)
     finally:
         for task in probes:
@@ -368,9 +373,12 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 proc.wait()
     report = await check(d.url, ids, d.lease_s)
     report.update(d.seen)
-    report["probes"], report["wake_ms"] = len(d.wake_ms), d.wake_ms
-    report["probes_woken"] = sum(ms is not None for ms in d.wake_ms)
+    latencies = [ms for when in d.wake_ms.values() for ms in when]
+    report["probes"], report["wake_ms"] = len(latencies), d.wake_ms
+    report["probes_woken"] = sum(ms is not None for ms in latencies)
     report["probe_poll_s"] = PROBE_POLL_S
+    # an exception nothing handled (in a worker's task, a client library's callback)
+    report["worker_tracebacks"] = d.log.read_text(errors="replace").count("Traceback")
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 

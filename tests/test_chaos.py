@@ -18,6 +18,7 @@ def assert_nothing_lost_or_repeated(report: dict[str, object]) -> None:
     assert report["statuses"] == {"completed": report["runs"]}, report
     assert report["lost"] == 0 and report["stranded"] == 0, report
     assert report["duplicated_ledger_rows"] == 0 and report["logs_with_gaps"] == 0, report
+    assert report["worker_tracebacks"] == 0, report
     assert 0 < report["ledger_rows"] <= report["runs"] * CHARGES, report  # type: ignore[operator]
     # a probe run's worker polls once a minute: only a bus hint gets it driven in time
     assert report["probes_woken"] == report["probes"], report
@@ -45,7 +46,7 @@ async def test_killed_and_stopped_workers_lose_and_repeat_nothing(pg_url: str, b
     restarts = (0, 0) if broker is None else (2, 1)  # (the second comes back empty)
     assert (report.get("broker_restarts", 0), report.get("broker_restarts_empty", 0)) == restarts
 
-    assert report["probes"] == 1 + report.get("broker_restarts", 0), report
+    assert report["probes"] == 2 + report.get("broker_restarts", 0), report
 
 
 async def test_postgres_restarts_lose_and_repeat_nothing() -> None:
@@ -60,4 +61,4 @@ async def test_postgres_restarts_lose_and_repeat_nothing() -> None:
     finally:
         cluster.stop()
     assert_nothing_lost_or_repeated(report)
-    assert report["pg_restarts"] == 2 and report["probes"] == 3, report
+    assert report["pg_restarts"] == 2 and report["probes"] == 4, report

@@ -22,7 +22,7 @@ Send = Callable[[list[tuple[str, str, int]]], Awaitable[None]]
 The number is unique to the message within this outbox, for brokers that deduplicate."""
 
 _BATCH = 512
-_RETRY_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+_RETRY_S = (0.05, 0.1, 0.25, 0.5)
 
 
 class Outbox:

@@ -75,6 +75,7 @@ class NatsBus:
         self._origin = os.urandom(6).hex()  # message ids: unique to this bus object
         self._last_error: BaseException | None = None
         self._subscriptions: set[_Subscription | _Member] = set()
+        self._acks: asyncio.Timeout | None = None  # the wait for a batch's acknowledgements
 
     def subject(self, topic: str) -> str:
         return f"{self.stream}.{subject_token(topic)}"
@@ -92,6 +93,12 @@ class NatsBus:
     async def _reconnected(self) -> None:
         for subscription in list(self._subscriptions):
             subscription.reconnected()
+        acks = self._acks
+        if acks is not None:
+            # those of what the lost connection carried never come: stop waiting for them
+            # (the wait may have ended just now; raising here would end nats-py's task)
+            with contextlib.suppress(RuntimeError):
+                acks.reschedule(asyncio.get_running_loop().time())
 
     async def _reachable(self) -> OSError | None:
         """None when some server of the URL accepts a connection, else why not (a refused
@@ -197,13 +204,15 @@ class NatsBus:
             for topic, message, number in batch
         ]
         try:
-            async with asyncio.timeout(5.0):
+            async with asyncio.timeout(5.0) as self._acks:
                 await asyncio.gather(*acks)
         except (TimeoutError, nats.js.errors.NoStreamResponseError):
             # no stream answered: a server restarted empty has none (the outbox retries)
             with contextlib.suppress(TimeoutError, nats.errors.Error):
                 await self._ensure_stream(self.client)
             raise
+        finally:
+            self._acks = None
 
     def subscribe(self, topic: str, *, group: str | None = None) -> _Subscription | _Member:
         if group is None:
