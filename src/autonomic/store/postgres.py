@@ -3,8 +3,9 @@ on many machines sharing one database.
 
 ``postgresql://user@host:5432/db?schema=name`` (``schema`` defaults to ``public``; it is
 created when missing). psycopg 3, async, over a connection pool: each operation is one
-transaction on a pooled connection, so commits of different runs go in parallel and the
-server's own group commit batches their WAL flushes under load.
+transaction on a pooled connection. Plain commits, run creations and reads of logs made
+while a batch of their kind is on its way go together in the next (``_Batches``: one
+statement or transaction for many, one WAL flush).
 
 - A commit locks its run's row (``FOR UPDATE``) and checks, under that lock, that the log
   ends where the caller expects and that its lease (owner and epoch) is the run's current
