@@ -106,10 +106,10 @@ _SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
 _INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)})"
 _INSERT_EVENTS = (
     "INSERT INTO events (run_id, seq, type, version, ts, body) SELECT * FROM "
-    "unnest(%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::bytea[])"
+    "unnest(%b::text[], %b::bigint[], %b::text[], %b::bigint[], %b::float8[], %b::bytea[])"
 )
 _INSERT_BLOBS = (
-    "INSERT INTO blobs (digest, data) SELECT * FROM unnest(%s::text[], %s::bytea[]) "
+    "INSERT INTO blobs (digest, data) SELECT * FROM unnest(%b::text[], %b::bytea[]) "
     "ON CONFLICT DO NOTHING"
 )
 _HEADS = (
@@ -605,8 +605,17 @@ class PostgresStore(SharedResource):
             raise ConfigError(
                 f"a run with id {runs[0][0].run_id!r} (or one created with it) already exists"
             ) from e
-        for info, events in runs:
-            await self._insert_events(conn, info.run_id, info.last_seq - len(events) + 1, events)
+        rows = [
+            (info.run_id, seq, e.type, e.version, e.ts, e.body)
+            for info, events in runs
+            for seq, e in enumerate(events, info.last_seq - len(events) + 1)
+        ]
+        await self._insert_rows(  # every log in one statement
+            conn, rows, f"run {runs[0][0].run_id} (or one created with it) already has events"
+        )
+        await self._insert_blobs(
+            conn, {d: b for _, events in runs for e in events for d, b in e.blobs.items()}
+        )
 
     async def _new_run(
         self,
