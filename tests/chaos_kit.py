@@ -301,6 +301,7 @@ async def run_drill(d: Drill) -> dict[str, Any]:
     stop_at = d.stop_at
     stopped: subprocess.Popen[bytes] | None = None
     cont_at = settle_until = 0.0
+    under_load = False
     monitor: Any = open_store(d.url)
     await monitor.open()
     client = Runtime(d.url, wake=False, bus=d.bus)
@@ -341,7 +342,8 @@ async def run_drill(d: Drill) -> dict[str, Any]:
                 d.seen["broker_restarts"] += 1
                 d.seen["broker_restarts_empty"] += empty
                 probes.append(asyncio.create_task(probe(client, d, "after_restart")))
-            if not probes and done > 0:  # the workers are up and busy
+            if not under_load and done > 0:  # the workers are up and busy (this probe
+                under_load = True  # comes after the first restart when runs ended faster)
                 probes.append(asyncio.create_task(probe(client, d, "under_load")))
             if stop_at is not None and done >= stop_at:
                 stop_at = None

@@ -57,6 +57,10 @@ AgentChangePolicy = Literal["warn", "refuse"]
 ENDED = TERMINAL | {"dead"}
 
 
+_CLAIM_RETRY_S = 0.05
+"""The first pause before claiming again after a claim failed; it doubles up to poll_s."""
+
+
 def _backoff(recoveries: int) -> float:
     """Seconds before a run that could not be started here is tried again: 1, 1, 2, 4... 60."""
     return float(min(60, 2 ** max(0, recoveries - 1)))
@@ -446,16 +450,20 @@ class Supervisor:
         that piled up meanwhile are answered by one claim (a run that ends anywhere sends
         one: a claim for each would mostly find nothing)."""
         task = asyncio.current_task()
+        retry_s = _CLAIM_RETRY_S
         async with self.bus.subscribe(READY_TOPIC) as ready:
             while True:
-                await self._claim_ready()
+                claimed = await self._claim_ready()
                 if task is not None and task.cancelling():  # a database client ate the cancel
                     raise asyncio.CancelledError
-                await ready.next(self.poll_s)
+                # a claim that failed (the store away) answered no hint: try again soon
+                retry_s = _CLAIM_RETRY_S if claimed else min(retry_s * 2, self.poll_s)
+                await ready.next(self.poll_s if claimed else retry_s)
                 while await ready.next(0) is not None:
                     pass
 
-    async def _claim_ready(self) -> None:
+    async def _claim_ready(self) -> bool:
+        """Claim ready runs up to the room left; False when the store could not be asked."""
         room = self.capacity - len(self.tasks) - len(self._starting)
         # adopting orphans means any agent importable here, unless told
         agents = None if self.orphans and not self.only_registered else self.registry.names()
@@ -465,13 +473,14 @@ class Supervisor:
                 claims = await self.store.claim_runs(self.owner, self.lease_s, room, where)
             except StoreError as e:
                 log.warning("could not claim runs: %s", e)
-                return
+                return False
             for claim in claims:
                 self._claimed(claim)
             # a claim under limits may stop short of the room with more ready: ask again
             if not where.limited or not claims:
-                return
+                return True
             room -= len(claims)
+        return True
 
     def _claimed(self, claim: Claim) -> None:
         run_id = claim.info.run_id
