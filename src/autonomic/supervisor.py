@@ -442,7 +442,9 @@ class Supervisor:
 
     async def _claim_loop(self) -> None:
         """Claim what is ready, then wait for a hint (or ``poll_s``); subscribed before
-        the first claim, so that no run made ready meanwhile waits for the poll."""
+        the first claim, so that no run made ready meanwhile waits for the poll. The hints
+        that piled up meanwhile are answered by one claim (a run that ends anywhere sends
+        one: a claim for each would mostly find nothing)."""
         task = asyncio.current_task()
         async with self.bus.subscribe(READY_TOPIC) as ready:
             while True:
@@ -450,6 +452,8 @@ class Supervisor:
                 if task is not None and task.cancelling():  # a database client ate the cancel
                     raise asyncio.CancelledError
                 await ready.next(self.poll_s)
+                while await ready.next(0) is not None:
+                    pass
 
     async def _claim_ready(self) -> None:
         room = self.capacity - len(self.tasks) - len(self._starting)

@@ -17,7 +17,7 @@ from autonomic.events import NewEvent
 from autonomic.store import open_store
 from autonomic.store._postgres_schema import SCHEMA_VERSION
 from autonomic.store.base import Commit, Lease, NewRun
-from autonomic.store.postgres import PostgresStore, import_psycopg
+from autonomic.store.postgres import PostgresStore, _Batches, import_psycopg
 
 
 def ev(text: str) -> NewEvent:
@@ -84,6 +84,32 @@ async def test_plain_commits_in_one_batch_fail_alone(pg_url: str) -> None:
         ] * 12
         assert str(results[7]).startswith("run r7: its log already holds events after event 0")
         assert [r.seq for r in await store.read("r3")] == [1, 2]
+
+
+async def test_a_write_made_as_the_batches_in_flight_end_is_written() -> None:
+    # the caller of a write that one batch ends puts another at once, before that batch's
+    # flusher and the other one in flight are seen to be gone: it must not be stranded
+    gate = asyncio.Event()
+
+    async def write_many(items: list[int]) -> list[int]:
+        await gate.wait()
+        return items
+
+    batches = _Batches[int, int](write_many, lambda _, error: error, parallel=2)
+
+    async def twice() -> int:
+        await batches.put(1)
+        return await batches.put(2)
+
+    again = asyncio.ensure_future(twice())
+    for _ in range(2):  # the first batch [1] is taken and waits
+        await asyncio.sleep(0)
+    other = asyncio.ensure_future(batches.put(3))
+    for _ in range(2):  # and a second one [3]
+        await asyncio.sleep(0)
+    gate.set()
+    async with asyncio.timeout(5):
+        assert (await again, await other) == (2, 3)
 
 
 async def test_the_bus_carries_hints_between_processes(pg_url: str) -> None:

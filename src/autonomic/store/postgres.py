@@ -3,8 +3,9 @@ on many machines sharing one database.
 
 ``postgresql://user@host:5432/db?schema=name`` (``schema`` defaults to ``public``; it is
 created when missing). psycopg 3, async, over a connection pool: each operation is one
-transaction on a pooled connection, so commits of different runs go in parallel and the
-server's own group commit batches their WAL flushes under load.
+transaction on a pooled connection. Plain commits, run creations and reads of logs made
+while a batch of their kind is on its way go together in the next (``_Batches``: one
+statement or transaction for many, one WAL flush).
 
 - A commit locks its run's row (``FOR UPDATE``) and checks, under that lock, that the log
   ends where the caller expects and that its lease (owner and epoch) is the run's current
@@ -288,29 +289,39 @@ class _Batches(Generic[Item, R]):
         self.write_many, self.alone, self.parallel = write_many, alone, parallel
         self._queue: list[tuple[Item, asyncio.Future[R]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
-        self._starting = False  # a flusher is about to take the queue
+        """Flushers that may still take the queue: a flusher leaves the set in the same
+        step as it finds the queue empty, so that a write queued after it sees it gone."""
+        self._pending: asyncio.Task[None] | None = None  # one not started yet
 
     async def put(self, item: Item) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if not self._starting and len(self._flushers) < self.parallel:
-            self._starting = True
-            flusher = asyncio.ensure_future(self._flush())
+        if self._pending is None and len(self._flushers) < self.parallel:
+            flusher = self._pending = asyncio.ensure_future(self._flush())
             self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
+            flusher.add_done_callback(self._gone)  # (cancelled before it started)
         return await future
 
+    def _gone(self, flusher: asyncio.Task[None]) -> None:
+        self._flushers.discard(flusher)
+        if self._pending is flusher:
+            self._pending = None
+
     async def drain(self) -> None:
-        if self._flushers:
+        while self._flushers:
             await asyncio.wait(self._flushers)
 
     async def _flush(self) -> None:
-        self._starting = False
-        while self._queue:
-            batch, self._queue = self._queue, []
-            batch = [(item, f) for item, f in batch if not f.done()]
-            if batch:
-                await self._write(batch)
+        me = asyncio.current_task()
+        self._pending = None
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                batch = [(item, f) for item, f in batch if not f.done()]
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._flushers.discard(me)
 
     async def _write(self, batch: list[tuple[Item, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
