@@ -185,6 +185,55 @@ async def test_the_bus_works_again_after_its_broker_restarts_empty(
         await bus.close()
 
 
+@pytest.mark.parametrize("kind", NETWORK)
+async def test_a_subscription_entered_while_its_broker_is_down_works_once_it_is_back(
+    kind: str, tmp_path: Path
+) -> None:
+    """Entering does not fail (a claim loop subscribing then would die): it subscribes
+    when the broker is back."""
+    port, data = free_port(), tmp_path / "data"
+    with private_server(kind, port, data) as broker:
+        bus = open_bus(f"{broker.url}?prefix=late")
+        await bus.open()
+    await asyncio.sleep(0.5)  # the client has seen it go
+    async with asyncio.timeout(20):
+        follower = await bus.subscribe("run:x").__aenter__()
+        member = await bus.subscribe("run:x", group="g").__aenter__()
+        assert await follower.next(0.2) is None and await member.next(0.2) is None
+    with private_server(kind, port, data):
+        heard: dict[str, set[str]] = {"follower": set(), "member": set()}
+        async with asyncio.timeout(30):
+            while not all("back" in got for got in heard.values()):
+                bus.publish("run:x", "back")
+                for name, sub in (("follower", follower), ("member", member)):
+                    heard[name].add(await sub.next(0.5) or "")
+        await follower.__aexit__(None, None, None)
+        await member.__aexit__(None, None, None)
+        await bus.close()
+
+
+@pytest.mark.parametrize("kind", NETWORK)
+async def test_next_returns_by_its_wait_while_the_broker_hangs(kind: str, tmp_path: Path) -> None:
+    """A broker that stops answering (SIGSTOP: connections stay open) must not hold a
+    subscriber past its wait, or a claim loop would stop polling (it took 5.5 s on Redis)."""
+    with private_server(kind, free_port(), tmp_path / "data") as broker:
+        bus = open_bus(f"{broker.url}?prefix=hung")
+        await bus.open()
+        follower = await bus.subscribe("run:x").__aenter__()
+        member = await bus.subscribe("run:x", group="g").__aenter__()
+        assert broker.process is not None
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(4):
+                assert await follower.next(0.5) is None
+                assert await member.next(0.5) is None
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        await follower.__aexit__(None, None, None)
+        await member.__aexit__(None, None, None)
+        await bus.close()
+
+
 async def test_a_worker_waits_for_a_bus_broker_that_is_not_up_yet(tmp_path: Path) -> None:
     """As for its store: a worker started while its broker restarts is not lost."""
     port = free_port()

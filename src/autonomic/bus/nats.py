@@ -45,6 +45,8 @@ log = logging.getLogger("autonomic.bus")
 
 _CONNECT_S = 3.0
 _RETRY_S = 0.5
+_GRACE_S = 0.5
+"""How long a wait for the server may go on past what the caller asked to wait."""
 _ESCAPES = {c: f"%{ord(c):02X}" for c in "%.*> \t\r\n"}
 
 
@@ -240,7 +242,9 @@ class _Subscription:
 
     async def __aenter__(self) -> Self:
         self._sub = await self._bus.client.subscribe(self._subject, cb=self._heard)
-        await self._bus.client.flush(timeout=5)
+        if self._bus.client.is_connected:  # else the client subscribes when it is back
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await self._bus.client.flush(timeout=5)
         self._bus._subscriptions.add(self)
         return self
 
@@ -278,7 +282,11 @@ class _Member:
         self._unacked: Msg | None = None
 
     async def __aenter__(self) -> Self:
-        await self._bind()
+        if self._bus.client.is_connected:  # else next() binds once the server is back
+            try:
+                await self._bind()
+            except (nats.errors.Error, OSError) as e:
+                log.debug("nats bus: %s; binding when it is back", e)
         self._bus._subscriptions.add(self)
         return self
 
@@ -329,23 +337,25 @@ class _Member:
             left = 5.0 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 return None
-            try:
-                await self._ack()
-                if self._stale:
-                    self._stale, old, self._sub = False, self._sub, None
-                    if old is not None:
-                        with contextlib.suppress(nats.errors.Error):
-                            await old.unsubscribe()
-                if self._sub is None:
-                    await self._bind()
-                msgs = await self._sub.fetch(1, timeout=max(0.01, min(left, 5.0)))
+            try:  # (bounded: binding while the server is away must not outlast the wait)
+                async with asyncio.timeout(left + _GRACE_S):
+                    await self._ack()
+                    if self._stale:
+                        self._stale, old, self._sub = False, self._sub, None
+                        if old is not None:
+                            with contextlib.suppress(nats.errors.Error):
+                                await old.unsubscribe()
+                    if self._sub is None:
+                        await self._bind()
+                    msgs = await self._sub.fetch(1, timeout=max(0.01, min(left, 5.0)))
             except nats.errors.TimeoutError:
                 continue
-            except (nats.errors.Error, OSError) as e:
+            except (nats.errors.Error, OSError) as e:  # (the wait's TimeoutError is an OSError)
                 log.debug("nats bus: %s; retrying", e)
                 if isinstance(e, nats.js.errors.NotFoundError):
                     self._sub = None  # the server lost the consumer (restarted empty)
-                await asyncio.sleep(max(0.0, min(_RETRY_S, left)))
+                pause = 5.0 if deadline is None else deadline - time.monotonic()
+                await asyncio.sleep(max(0.0, min(_RETRY_S, pause)))
                 continue
             self._unacked = msgs[0]
             return str(msgs[0].data.decode())

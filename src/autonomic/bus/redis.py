@@ -33,6 +33,10 @@ __all__ = ["RedisBus"]
 log = logging.getLogger("autonomic.bus")
 
 _RETRY_S = 0.5
+_CALL_S = 5.0
+"""How long a call may wait for the server (a server that hangs is one that is away)."""
+_GRACE_S = 0.5
+"""How long a blocking read may wait for the server's reply past its block."""
 _FIELD = b"m"
 
 
@@ -92,7 +96,8 @@ class RedisBus:
                 pipe.xadd(self._key(topic), {_FIELD: message}, maxlen=keep, approximate=True)
             for key in {self._key(topic) for topic, _, _ in batch}:
                 pipe.expire(key, ttl)
-            await pipe.execute()
+            async with asyncio.timeout(_CALL_S):
+                await pipe.execute()
 
     def subscribe(self, topic: str, *, group: str | None = None) -> _Subscription:
         return _Subscription(self, topic, group)
@@ -108,15 +113,23 @@ class _Subscription:
         self._unacked: bytes | None = None
         self._next_claim = 0.0
         self._claim_cursor: bytes = b"0-0"
+        self._started = False
 
     async def __aenter__(self) -> Self:
-        client = self._bus.client
+        try:
+            async with asyncio.timeout(_CALL_S):
+                await self._start()
+        except (RedisError, OSError) as e:  # the broker is away: next() tries again
+            log.debug("redis bus: %s; subscribing when it is back", e)
+        return self
+
+    async def _start(self) -> None:
         if not self._grouped:
-            newest: Any = await client.xrevrange(self._key, count=1)
+            newest: Any = await self._bus.client.xrevrange(self._key, count=1)
             self._last_id = newest[0][0] if newest else b"0-0"
         else:
             await self._join()
-        return self
+        self._started = True
 
     async def _join(self) -> None:
         try:
@@ -143,14 +156,15 @@ class _Subscription:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            try:
-                await self._read(left)
-            except (RedisError, OSError) as e:
+            try:  # (bounded: a server that hangs must not hold the caller past its wait)
+                async with asyncio.timeout(None if left is None else left + _GRACE_S):
+                    await (self._read(left) if self._started else self._start())
+            except (RedisError, OSError) as e:  # (TimeoutError is an OSError)
                 log.debug("redis bus: %s; retrying", e)
                 if "NOGROUP" in str(e):  # the server lost the group (restarted empty)
                     with contextlib.suppress(RedisError, OSError):
                         await self._join()
-                pause = _RETRY_S if left is None else min(_RETRY_S, left)
+                pause = _RETRY_S if deadline is None else min(_RETRY_S, deadline - time.monotonic())
                 await asyncio.sleep(max(0.0, pause))
         entry_id, message = self._waiting.pop(0)
         if self._grouped:
