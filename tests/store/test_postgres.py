@@ -86,6 +86,37 @@ async def test_plain_commits_in_one_batch_fail_alone(pg_url: str) -> None:
         assert [r.seq for r in await store.read("r3")] == [1, 2]
 
 
+async def test_refused_commits_in_a_batch_are_told_why_and_the_others_written(
+    pg_url: str,
+) -> None:
+    async with PostgresStore(pg_url) as store:
+        for i in range(6):
+            await store.create_run(NewRun(f"r{i}", "a", "g"), [ev("s")], owner="me", lease_s=30)
+        sql(store, "UPDATE runs SET status = 'completed' WHERE run_id = 'r2'")
+        sql(store, "UPDATE runs SET status = 'waiting' WHERE run_id = 'r4'")
+        commits = [
+            Commit("r0", 1, [ev("x"), ev("y")], Lease("me", 1), release=True),
+            Commit("r1", 1, [ev("x")], Lease("me", 2)),  # a stale lease
+            Commit("r2", 1, [ev("x")], Lease("me", 1)),  # the run ended
+            Commit("r3", 0, [ev("x")], Lease("me", 1)),  # the log moved on
+            Commit("r4", 1, [ev("x")], Lease("me", 1)),  # it would be left waiting
+            Commit("r5", 1, [ev("x")], Lease("me", 1), status="completed"),
+            Commit("nope", 0, [ev("x")], Lease("me", 1)),
+        ]
+        results = await asyncio.gather(*map(store.commit, commits), return_exceptions=True)
+        assert [type(r).__name__ for r in results] == [
+            "Committed", "LeaseLost", "RunEnded", "ConcurrencyConflict", "ConfigError",
+            "Committed", "RunNotFound",
+        ]  # fmt: skip
+        assert [(r.last_seq, r.inbox_last) for r in (results[0], results[5])] == [(3, 0), (2, 0)]
+        runs = {r.run_id: r for r in await store.list_runs()}
+        assert (runs["r0"].last_seq, runs["r0"].lease_owner) == (3, None)
+        assert (runs["r5"].status, runs["r5"].lease_owner) == ("completed", "me")
+        assert [(r.last_seq, r.status) for r in (runs["r1"], runs["r3"])] == [(1, "running")] * 2
+        assert [r.seq for r in await store.read("r0")] == [1, 2, 3]
+        assert [r.seq for r in await store.read("r1")] == [1]
+
+
 async def test_a_write_made_as_the_batches_in_flight_end_is_written() -> None:
     # the caller of a write that one batch ends puts another at once, before that batch's
     # flusher and the other one in flight are seen to be gone: it must not be stranded
