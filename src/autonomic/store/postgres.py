@@ -24,11 +24,9 @@ The schema is numbered migrations (``_postgres_schema``), the same numbers as SQ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -364,6 +362,37 @@ def _records(rows: Iterable[Sequence[Any]]) -> list[EventRecord]:
     return [EventRecord(row[0], row[1], row[2], row[3], bytes(row[4])) for row in rows]
 
 
+class _Ordered:
+    """``PostgresStore._ordered``: a lock per run with writes in flight, kept in ``order``
+    with how many use it (a class, not a generator: it is on every write's path)."""
+
+    __slots__ = ("lock", "order", "run_id")
+
+    def __init__(self, order: dict[str, tuple[asyncio.Lock, int]], run_id: str) -> None:
+        self.order, self.run_id = order, run_id
+
+    async def __aenter__(self) -> None:
+        lock, users = self.order.get(self.run_id) or (asyncio.Lock(), 0)
+        self.order[self.run_id] = (lock, users + 1)
+        self.lock = lock
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        lock, users = self.order[self.run_id]
+        if users == 1:
+            del self.order[self.run_id]
+        else:
+            self.order[self.run_id] = (lock, users - 1)
+
+
 class PostgresStore(SharedResource):
     """``postgresql://host:port/db?schema=name``; ``pool_size`` connections at most.
 
@@ -467,21 +496,10 @@ class PostgresStore(SharedResource):
             return StoreCorrupt(f"could not {doing} {self.where}: a duplicate row ({detail})")
         return StoreError(f"could not {doing} {self.where}: {detail}")
 
-    @contextlib.asynccontextmanager
-    async def _ordered(self, run_id: str) -> AsyncIterator[None]:
+    def _ordered(self, run_id: str) -> _Ordered:
         """Writes to one run, in this process, in the order they were made. Enter it
         before any other await (an uncontended lock is taken without suspending)."""
-        lock, users = self._order.get(run_id) or (asyncio.Lock(), 0)
-        self._order[run_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._order[run_id]
-            if users == 1:
-                del self._order[run_id]
-            else:
-                self._order[run_id] = (lock, users - 1)
+        return _Ordered(self._order, run_id)
 
     async def _tx(
         self,
