@@ -6,8 +6,12 @@ real model would; every turn but the last calls a tool), so a step is one model 
 its commits. Workers are ``autonomic worker`` processes started here and ready before the
 clock starts; the runs are submitted (``Runtime.submit``, as ``run --detach`` does) once
 the clock runs, and the clock stops when all have ended. The design's target load is 1M
-agents x 10 turns a day = 116 steps/s; ``target_load_headroom`` is the best PostgreSQL
-figure over it (target >= 40x). Bus latency: publish in this process -> received by a
+agents x 10 turns a day = 116 steps/s *sustained*; ``target_load_headroom`` is the best
+PostgreSQL figure over it (target >= 40x). So the default is 4,000 runs (about 8 s a row):
+with a few hundred, a row lasts about a second and measures mostly the ramp up and the
+tail. A run spends most of its time waiting for its model, so a worker holds 400 at once
+by default (``autonomic worker --concurrency 400``); ``--concurrency 200`` shows how
+much of the figure is that choice. Bus latency: publish in this process -> received by a
 subscriber in another process, through LISTEN/NOTIFY (p50/p99).
 
 The machine's load blurs wall-clock figures, so each row also gives the workers' CPU time
@@ -16,7 +20,7 @@ of the bench's connections, told apart by their ``application_name``, and of the
 own processes); ``cpu_bound_headroom`` is what the machine's cores would carry at that
 CPU per step were nothing else running.
 
-Usage: python bench/workers.py [--runs 400] [--steps 10] [--concurrency 200]
+Usage: python bench/workers.py [--runs 4000] [--steps 10] [--concurrency 400]
        [--workers 1,2,4] [--pg postgresql://postgres@127.0.0.1/postgres]
 Prints one JSON object.
 """
@@ -212,9 +216,9 @@ async def measure(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=400)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--deadline-s", type=float, default=600)
     parser.add_argument(
