@@ -6,10 +6,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from msgspec.structs import replace
 
-from autonomic import Agent, FunctionModel, ModelRequest, RunResult, Runtime, ScriptedModel, tool
+from autonomic import (
+    Agent,
+    FunctionModel,
+    ModelRequest,
+    ReplayDivergence,
+    RunResult,
+    Runtime,
+    ScriptedModel,
+    tool,
+)
 from autonomic.events import ActionCompleted, ActionFailed, ActionRequested, ModelCalled
 from autonomic.loader import StoredEvent, read_events
+from autonomic.replay import replay_events
 from autonomic.store.base import Store
 from autonomic.strategies import DAGPlanner, PlanRecorded, ReWOO
 from autonomic.strategies.plans import PlanError, parse_plan, substitute
@@ -219,6 +230,18 @@ async def test_dag_starts_a_node_as_soon_as_its_inputs_are_ready(store: Store) -
     assert order.index(("start", "p1.E4")) > order.index(("end", "p1.E1"))
     (last,) = [e.event for e in events if isinstance(e.event, ActionRequested)][-1:]
     assert last.args == {"x": "slow a and fast c"}
+    # replay re-decides the eager starts too: a log whose E3 ran with other arguments
+    # than the plan gives it diverges there
+    [at] = [
+        i
+        for i, s in enumerate(events)
+        if isinstance(s.event, ActionRequested) and s.event.call_id == "p1.E3"
+    ]
+    forged = events[at].event
+    assert isinstance(forged, ActionRequested)
+    events[at] = replace(events[at], event=replace(forged, args={"x": "d", "after": "fast b"}))
+    with pytest.raises(ReplayDivergence, match=f"event {events[at].seq} .*tool calls"):
+        replay_events("forged", events, agent)
 
 
 async def test_dag_stops_replanning_at_its_limit(store: Store) -> None:
