@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from autonomic import (
     Agent,
     FunctionModel,
@@ -17,7 +19,8 @@ from autonomic import (
 )
 from autonomic.events import ActionFailed, Resumed, RunCancelled, RunFailed
 from autonomic.loader import read_events
-from autonomic.store.base import Store
+from autonomic.store import InMemoryStore
+from autonomic.store.base import Commit, Committed, Store
 
 
 class Deaf:
@@ -136,3 +139,23 @@ async def test_a_process_that_stalled_past_its_lease_takes_its_run_back(store: S
         events = [s.event for s in await read_events(store, run.run_id)]
     assert result.answer == "done" and STALLS == [1, 2]
     assert any(isinstance(e, Resumed) and "stalled" in e.reason for e in events)
+
+
+async def test_a_run_releasing_its_lease_is_not_reported_lost_by_the_heartbeat(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The heartbeat may renew while the run's last commit, the one that lets the lease
+    go, is in flight: that is the run ending, not another process taking it."""
+
+    class SlowToAnswer(InMemoryStore):
+        async def commit(self, commit: Commit) -> Committed:
+            done = await super().commit(commit)
+            if commit.release:  # written, but its answer is slow to come back
+                await asyncio.sleep(0.4)
+            return done
+
+    agent = Agent(name="quick", model=ScriptedModel(["done"]))
+    async with Runtime(SlowToAnswer(), lease_s=0.15) as rt:
+        result = await asyncio.wait_for((await rt.start(agent, "go")).wait(), 30)
+    assert result.answer == "done"
+    assert "lease lost" not in caplog.text

@@ -475,6 +475,11 @@ class Driver:
         )
 
     @property
+    def committing(self) -> bool:
+        """A commit is in flight (it may be the one that releases the lease)."""
+        return self._committing
+
+    @property
     def released(self) -> bool:
         """This driver gave the run's lease up (the run ended, waits, or went elsewhere)."""
         return self._released

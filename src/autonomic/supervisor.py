@@ -425,6 +425,8 @@ class Supervisor:
                 if driver is None or task is None or driver.lease != lease or driver.released:
                     continue  # it ended, or gave its lease up itself (it waits, or ended)
                 if run_id in lost:
+                    if driver.committing:  # maybe its own release; else that commit is fenced
+                        continue
                     log.warning("run %s: lease lost, another process drives it now", run_id)
                     driver.failure = LeaseLost(f"run {run_id} is driven by another process now")
                     driver.interrupt()
