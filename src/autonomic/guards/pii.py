@@ -190,10 +190,10 @@ def _restored(value: Any, vault: Vault) -> Any:
     return value
 
 
-async def reveal(store: Any, run_id: str, text: str, *, key: bytes | str | None = None) -> str:
-    """``text`` (a run's answer, say) with the run's placeholders restored: for a reader
-    who holds the vault key."""
+async def reveal(store: Any, run_id: str, value: Any, *, key: bytes | str | None = None) -> Any:
+    """``value`` (a run's answer, say, or any JSON data) with the run's placeholders
+    restored in its strings: for a reader who holds the vault key."""
     info = await store.get_run(run_id)
     vault = Vault(vault_store(store), info.root_run_id or run_id, load_key(key))
     await vault.load()
-    return vault.restore(text)
+    return _restored(value, vault)

@@ -255,8 +255,7 @@ async def get_revealed(run_id: RunPath, runtime: RuntimeDep, key: Revealer) -> R
 
     await owned_run(runtime, key, run_id)
     state = await runtime.state(run_id)
-    goal = await reveal(runtime.store, run_id, state.goal)
-    answer = None if state.answer is None else await reveal(runtime.store, run_id, state.answer)
+    goal, answer = await reveal(runtime.store, run_id, [state.goal, state.answer])
     return RevealedView(run_id=run_id, goal=goal, answer=answer)
 
 
