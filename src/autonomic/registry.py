@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from autonomic.agent import Agent, load_agent
 from autonomic.errors import AgentNotFound
@@ -40,6 +40,11 @@ class AgentRegistry:
 
     def get(self, name: str) -> Agent | None:
         return self._agents.get(name)
+
+    def ancestors(self, lineage: Sequence[str]) -> list[Agent | None]:
+        """The agents of a run's lineage, root first, whose guards it runs under (None
+        for one this process does not know)."""
+        return [self._agents.get(name) for name in lineage]
 
     async def load(self, name: str, path: str | None, *, run_id: str = "") -> Agent:
         """The agent named ``name``: registered, else imported from ``path``."""

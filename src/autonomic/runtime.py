@@ -739,8 +739,7 @@ class Runtime:
         state.apply(events[0].event, events[0].seq, events[0].ts)
         if agent is None:
             agent = await self.registry.load(state.agent, state.agent_path, run_id=run_id)
-        ancestors = [self.registry.get(name) for name in state.lineage]
-        return replay_events(run_id, events, agent, ancestors)
+        return replay_events(run_id, events, agent, self.registry.ancestors(state.lineage))
 
     def handle(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)

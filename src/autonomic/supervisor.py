@@ -188,7 +188,7 @@ class Supervisor:
             snapshot_every=self.snapshot_every,
             mail=mail,
             stuck_actions=stuck_actions,
-            ancestors=[self.registry.get(name) for name in state.lineage],
+            ancestors=self.registry.ancestors(state.lineage),
         )
         self._starting.discard(run_id)
         self.drivers[run_id] = driver
